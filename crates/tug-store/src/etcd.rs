@@ -522,7 +522,7 @@ async fn run_watch(
                             .map(to_event)
                             .collect::<Result<Vec<_>>>()?;
                         last = events.last().map_or(last, Event::revision);
-                        WatchMessage::Events(events)
+                        WatchMessage::Events(events.into())
                     };
                     feed.messages.send(Ok(message)).await.map_err(|_| Error::Closed)?;
                     quiet_since = tokio::time::Instant::now();

@@ -82,11 +82,98 @@ impl Event {
     }
 }
 
+/// Changes delivered together, in revision order.
+///
+/// Cheap to clone and to fan out: the events of one commit are shared by
+/// every watcher that sees all of them, not copied per watcher.
+#[derive(Clone, Debug, Default)]
+pub struct Events {
+    chunks: Vec<Chunk>,
+}
+
+#[derive(Clone, Debug)]
+enum Chunk {
+    Shared(std::sync::Arc<[Event]>),
+    Owned(Vec<Event>),
+}
+
+impl Chunk {
+    fn as_slice(&self) -> &[Event] {
+        match self {
+            Chunk::Shared(events) => events,
+            Chunk::Owned(events) => events,
+        }
+    }
+}
+
+impl Events {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Event> {
+        self.chunks.iter().flat_map(Chunk::as_slice)
+    }
+
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(|c| c.as_slice().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.iter().all(|c| c.as_slice().is_empty())
+    }
+
+    pub fn first(&self) -> Option<&Event> {
+        self.iter().next()
+    }
+
+    pub fn last(&self) -> Option<&Event> {
+        self.iter().next_back()
+    }
+
+    pub fn to_vec(&self) -> Vec<Event> {
+        self.iter().cloned().collect()
+    }
+
+    pub(crate) fn push_shared(&mut self, events: std::sync::Arc<[Event]>) {
+        if !events.is_empty() {
+            self.chunks.push(Chunk::Shared(events));
+        }
+    }
+
+    pub(crate) fn push_owned(&mut self, events: Vec<Event>) {
+        if !events.is_empty() {
+            self.chunks.push(Chunk::Owned(events));
+        }
+    }
+}
+
+impl From<Vec<Event>> for Events {
+    fn from(events: Vec<Event>) -> Self {
+        let mut list = Events::default();
+        list.push_owned(events);
+        list
+    }
+}
+
+impl PartialEq for Events {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Events {}
+
+impl IntoIterator for Events {
+    type Item = Event;
+    type IntoIter = std::vec::IntoIter<Event>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.to_vec().into_iter()
+    }
+}
+
 /// What a watch yields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchMessage {
     /// Changes in revision order. A revision is never split across messages.
-    Events(Vec<Event>),
+    Events(Events),
     /// Every change up to and including this revision has been delivered.
     Progress(Revision),
 }

@@ -30,9 +30,9 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use self::writer::{WriteOp, WriteOutcome, WriteRequest, Writer, tombstone_kv};
 use crate::watch::{self, WatchFeed};
 use crate::{
-    DeleteResponse, Error, Event, EventKind, GetResponse, KeyValue, PutOptions, RangeRequest,
-    RangeResponse, Result, Revision, Store, Watch, WatchMessage, WatchOptions, check_key,
-    check_value, prefix_end,
+    DeleteResponse, Error, Event, EventKind, Events, GetResponse, KeyValue, PutOptions,
+    RangeRequest, RangeResponse, Result, Revision, Store, Watch, WatchMessage, WatchOptions,
+    check_key, check_value, prefix_end,
 };
 
 /// `PRAGMA application_id` of a tug store: "tug1".
@@ -44,6 +44,8 @@ const WRITE_QUEUE_MAX: usize = 4096;
 /// Batches of events kept for watchers that have not read them yet; a
 /// watcher further behind than this is closed with [`Error::WatchTooSlow`].
 const WATCH_BACKLOG_BATCHES: usize = 1024;
+/// Batches a watcher takes at one wake-up at most.
+const COALESCE_BATCHES_MAX: usize = 64;
 /// Read connections, and so reads running at once.
 const READERS_MAX: usize = 4;
 /// Rows read per page when a watch replays history.
@@ -76,7 +78,7 @@ pub struct SqliteStore {
 struct Batch {
     /// The last revision of the commit.
     revision: Revision,
-    events: Vec<Event>,
+    events: Arc<[Event]>,
 }
 
 struct Shared {
@@ -604,7 +606,7 @@ async fn run_watch(
         loop {
             if !page.events.is_empty() {
                 feed.messages
-                    .send(Ok(WatchMessage::Events(page.events)))
+                    .send(Ok(WatchMessage::Events(page.events.into())))
                     .await
                     .map_err(|_| Error::Closed)?;
             }
@@ -640,28 +642,46 @@ async fn relay(
         let message = tokio::select! {
             _ = feed.stop.cancelled() => return Ok(()),
             _ = shared.stop.cancelled() => return Err(Error::Closed),
-            batch = live.recv() => match batch {
-                Ok(batch) => {
-                    if batch.revision <= seen {
-                        continue;
+            batch = live.recv() => {
+                // Take every batch already waiting: under load a watcher
+                // wakes once for many commits, not once per commit.
+                let mut events = Events::default();
+                let mut next = batch;
+                let mut taken = 0;
+                // Let the writers run first, and more commits gather.
+                tokio::task::yield_now().await;
+                loop {
+                    match next {
+                        Ok(batch) => {
+                            if batch.revision > seen {
+                                add_matching(&mut events, &batch, prefix, seen);
+                                seen = batch.revision;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            // Whatever was gathered is still delivered first.
+                            if !events.is_empty() {
+                                let _ = feed.messages.send(Ok(WatchMessage::Events(events))).await;
+                            }
+                            return Err(Error::WatchTooSlow { last_revision: seen });
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return Err(Error::Closed),
                     }
-                    let events: Vec<Event> = batch
-                        .events
-                        .iter()
-                        .filter(|e| e.revision() > seen && e.kv.key.starts_with(prefix))
-                        .cloned()
-                        .collect();
-                    seen = batch.revision;
-                    if events.is_empty() {
-                        continue;
+                    taken += 1;
+                    if taken == COALESCE_BATCHES_MAX {
+                        break;
                     }
-                    WatchMessage::Events(events)
+                    next = match live.try_recv() {
+                        Ok(batch) => Ok(batch),
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => Err(broadcast::error::RecvError::Lagged(n)),
+                        Err(_) => break,
+                    };
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    return Err(Error::WatchTooSlow { last_revision: seen });
+                if events.is_empty() {
+                    continue;
                 }
-                Err(broadcast::error::RecvError::Closed) => return Err(Error::Closed),
-            },
+                WatchMessage::Events(events)
+            }
             Some(()) = feed.progress_requests.recv() => WatchMessage::Progress(seen),
             _ = tokio::time::sleep_until(progress_due) => WatchMessage::Progress(seen),
         };
@@ -670,6 +690,17 @@ async fn relay(
             .await
             .map_err(|_| Error::Closed)?;
         quiet_since = tokio::time::Instant::now();
+    }
+}
+
+/// Adds the events of `batch` that a watcher of `prefix` has not seen:
+/// the whole batch, shared, when all of them are for it.
+fn add_matching(events: &mut Events, batch: &Batch, prefix: &str, seen: Revision) {
+    let wanted = |e: &Event| e.revision() > seen && e.kv.key.starts_with(prefix);
+    if batch.events.iter().all(wanted) {
+        events.push_shared(batch.events.clone());
+    } else {
+        events.push_owned(batch.events.iter().filter(|e| wanted(e)).cloned().collect());
     }
 }
 

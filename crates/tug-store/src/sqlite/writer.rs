@@ -128,8 +128,7 @@ impl Writer {
 
     fn commit(&mut self, batch: &mut Vec<WriteRequest>) {
         let mut events = Vec::new();
-        let applied = self.apply_all(batch, &mut events);
-        let outcomes = match applied {
+        let outcomes = match self.apply_all(batch, &mut events) {
             Ok((outcomes, revision)) => {
                 assert!(
                     revision >= self.revision,
@@ -137,25 +136,34 @@ impl Writer {
                     self.revision
                 );
                 self.revision = revision;
-                if !events.is_empty() {
-                    // No receivers is not an error: nobody is watching.
-                    let _ = self.events.send(Arc::new(Batch { revision, events }));
-                }
+                // Before any acknowledgement: whoever learns of a write must
+                // find the store's revision at or past it.
                 self.published.store(revision, Ordering::Release);
                 outcomes
             }
             Err(err) => {
                 tracing::error!(error = %err, ops = batch.len(), "store commit failed");
                 let message = err.to_string();
+                events.clear();
                 batch
                     .iter()
                     .map(|_| Err(Error::WriteFailed(message.clone())))
                     .collect()
             }
         };
+        // Acknowledge first, then wake the watchers: the writers' next
+        // requests then queue ahead of the fan-out. A watch started in
+        // between replays the commit from the file and skips it live.
         for (request, outcome) in batch.drain(..).zip(outcomes) {
             // The requester may have given up; the write stands regardless.
             let _ = request.reply.send(outcome);
+        }
+        if !events.is_empty() {
+            // No receivers is not an error: nobody is watching.
+            let _ = self.events.send(Arc::new(Batch {
+                revision: self.revision,
+                events: events.into(),
+            }));
         }
     }
 

@@ -590,7 +590,7 @@ async fn progress_reports_the_revision_delivered(backend: Backend) {
         match tokio::time::timeout(Duration::from_millis(500), watch.next()).await {
             Ok(Some(Ok(WatchMessage::Events(events)))) => {
                 assert_eq!(events.len(), 1);
-                assert_eq!(events[0].kv, mine);
+                assert_eq!(events.first().unwrap().kv, mine);
                 got_event = true;
             }
             Ok(Some(Ok(WatchMessage::Progress(revision)))) if revision >= other.mod_revision => {

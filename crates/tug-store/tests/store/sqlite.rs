@@ -188,7 +188,7 @@ async fn everything_survives_a_reopen() {
         .await
         .unwrap();
     match tokio::time::timeout(Duration::from_secs(10), watch.next()).await {
-        Ok(Some(Ok(WatchMessage::Events(events)))) => assert_eq!(events[0].kv, kv),
+        Ok(Some(Ok(WatchMessage::Events(events)))) => assert_eq!(events.first().unwrap().kv, kv),
         other => panic!("replay after reopen: {other:?}"),
     }
     let next = store
