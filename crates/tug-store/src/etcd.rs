@@ -20,7 +20,12 @@ use etcd_client::{
     TxnOp, TxnOpResponse, WatchResponseStream,
 };
 
-use crate::watch::{self, WatchFeed};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::watch::Mailbox;
 use crate::{
     DeleteResponse, Error, Event, EventKind, GetResponse, KeyValue, PutOptions, RangeRequest,
     RangeResponse, Result, Revision, Store, Watch, WatchMessage, WatchOptions, check_key,
@@ -428,9 +433,22 @@ impl Store for EtcdStore {
         if first.canceled() {
             return Err(cancelled(&first, after));
         }
-        let (watch, feed) = watch::channel();
+        let mailbox = Arc::new(Mailbox::default());
+        let (progress, progress_requests) = mpsc::channel(1);
+        let stop = CancellationToken::new();
+        let feed = Feed {
+            mailbox: mailbox.clone(),
+            progress_requests,
+            stop: stop.clone(),
+        };
         tokio::spawn(run_watch(requests, responses, feed, options, after));
-        Ok(watch)
+        Ok(Watch::new(
+            mailbox,
+            Box::new(move || {
+                let _ = progress.try_send(());
+            }),
+            Some(Box::new(stop.drop_guard())),
+        ))
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
@@ -488,7 +506,7 @@ fn to_event(event: &etcd_client::Event) -> Result<Event> {
 async fn run_watch(
     mut requests: etcd_client::WatchRequestSender,
     mut responses: WatchResponseStream,
-    mut feed: WatchFeed,
+    mut feed: Feed,
     options: WatchOptions,
     mut last: Revision,
 ) {
@@ -524,7 +542,7 @@ async fn run_watch(
                         last = events.last().map_or(last, Event::revision);
                         WatchMessage::Events(events.into())
                     };
-                    feed.messages.send(Ok(message)).await.map_err(|_| Error::Closed)?;
+                    feed.mailbox.send(message).await.map_err(|()| Error::Closed)?;
                     quiet_since = tokio::time::Instant::now();
                 }
             }
@@ -532,6 +550,13 @@ async fn run_watch(
     }
     .await;
     if let Err(err) = result {
-        let _ = feed.messages.send(Err(err)).await;
+        feed.mailbox.end(err);
     }
+}
+
+/// The task's side of a [`Watch`].
+struct Feed {
+    mailbox: Arc<Mailbox>,
+    progress_requests: mpsc::Receiver<()>,
+    stop: CancellationToken,
 }

@@ -131,6 +131,15 @@ impl Events {
         self.iter().cloned().collect()
     }
 
+    /// Adds `more` after these events.
+    pub(crate) fn append(&mut self, more: Events) {
+        self.chunks.extend(more.chunks);
+    }
+
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
     pub(crate) fn push_shared(&mut self, events: std::sync::Arc<[Event]>) {
         if !events.is_empty() {
             self.chunks.push(Chunk::Shared(events));
@@ -269,6 +278,8 @@ pub enum Error {
     /// again from `last_revision` to resume without a gap.
     #[error("watch fell too far behind and was closed; resume from revision {last_revision}")]
     WatchTooSlow { last_revision: Revision },
+    #[error("too many watches: the store serves at most {max} at once")]
+    TooManyWatches { max: usize },
     #[error("database {}: {reason}", .path.display())]
     BadDatabase { path: PathBuf, reason: String },
     #[error("store is closed")]

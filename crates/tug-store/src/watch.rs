@@ -1,58 +1,181 @@
-//! The watch handle both backends return.
+//! The watch handle both backends return, and the mailbox behind it.
+//!
+//! A mailbox coalesces: changes queued while the consumer is busy join the
+//! message already waiting, so a consumer wakes once for many commits, not
+//! once per commit, and a producer never waits for a consumer unless it
+//! chooses to ([`Mailbox::send`]).
 
-use tokio::sync::mpsc;
-use tokio_util::sync::DropGuard;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::{Result, WatchMessage};
+use tokio::sync::Notify;
 
-/// Messages a watch may hold for a consumer that is not reading. The backend
-/// stops feeding a watch whose buffer stays full (see [`crate::Error::WatchTooSlow`]).
-pub(crate) const WATCH_BUFFER_MESSAGES: usize = 256;
+use crate::{Error, Result, WatchMessage};
+
+/// Shared event chunks a watch holds for a consumer that is not reading, at
+/// most. A watcher whose mailbox is full when the next change comes is
+/// closed with [`crate::Error::WatchTooSlow`].
+const MAILBOX_CHUNKS_MAX: usize = 4096;
+/// Producers that wait for room ([`Mailbox::send`]) wait down to this.
+const MAILBOX_CHUNKS_LOW: usize = MAILBOX_CHUNKS_MAX / 2;
+
+#[derive(Default)]
+pub(crate) struct Mailbox {
+    state: Mutex<State>,
+    readable: Notify,
+    writable: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<WatchMessage>,
+    chunks: usize,
+    /// Why the watch ended; yielded after everything queued before it.
+    ended: Option<Error>,
+    finished: bool,
+    consumer_gone: bool,
+}
+
+pub(crate) enum Offer {
+    Queued,
+    Full,
+    Gone,
+}
+
+impl Mailbox {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a message without waiting.
+    pub(crate) fn offer(&self, message: WatchMessage) -> Offer {
+        let mut state = self.lock();
+        if state.consumer_gone || state.finished || state.ended.is_some() {
+            return Offer::Gone;
+        }
+        let added = match &message {
+            WatchMessage::Events(events) => events.chunk_count(),
+            WatchMessage::Progress(_) => 0,
+        };
+        if state.chunks + added > MAILBOX_CHUNKS_MAX {
+            return Offer::Full;
+        }
+        state.chunks += added;
+        match (state.queue.back_mut(), message) {
+            (Some(WatchMessage::Events(waiting)), WatchMessage::Events(more)) => {
+                waiting.append(more)
+            }
+            (Some(WatchMessage::Progress(waiting)), WatchMessage::Progress(more)) => {
+                *waiting = (*waiting).max(more);
+            }
+            (_, message) => state.queue.push_back(message),
+        }
+        drop(state);
+        self.readable.notify_one();
+        Offer::Queued
+    }
+
+    /// Queues a message, waiting while the mailbox is more than half full.
+    /// Fails once the consumer is gone or the watch has ended.
+    pub(crate) async fn send(&self, message: WatchMessage) -> Result<(), ()> {
+        loop {
+            let writable = self.writable.notified();
+            {
+                let state = self.lock();
+                if state.consumer_gone || state.finished || state.ended.is_some() {
+                    return Err(());
+                }
+                if state.chunks <= MAILBOX_CHUNKS_LOW {
+                    break;
+                }
+            }
+            writable.await;
+        }
+        match self.offer(message) {
+            Offer::Queued => Ok(()),
+            Offer::Full | Offer::Gone => Err(()),
+        }
+    }
+
+    /// Ends the watch with `err` (the first reason given wins).
+    pub(crate) fn end(&self, err: Error) {
+        let mut state = self.lock();
+        if state.ended.is_none() && !state.finished {
+            state.ended = Some(err);
+        }
+        drop(state);
+        self.readable.notify_one();
+        self.writable.notify_waiters();
+    }
+
+    pub(crate) fn consumer_gone(&self) -> bool {
+        self.lock().consumer_gone
+    }
+}
 
 /// A running watch. Dropping it stops the watch.
 pub struct Watch {
-    messages: mpsc::Receiver<Result<WatchMessage>>,
-    progress_requests: mpsc::Sender<()>,
-    _stop: DropGuard,
-}
-
-/// The backend's side of a [`Watch`].
-pub(crate) struct WatchFeed {
-    pub(crate) messages: mpsc::Sender<Result<WatchMessage>>,
-    pub(crate) progress_requests: mpsc::Receiver<()>,
-    pub(crate) stop: tokio_util::sync::CancellationToken,
-}
-
-pub(crate) fn channel() -> (Watch, WatchFeed) {
-    let (messages_tx, messages_rx) = mpsc::channel(WATCH_BUFFER_MESSAGES);
-    let (progress_tx, progress_rx) = mpsc::channel(1);
-    let stop = tokio_util::sync::CancellationToken::new();
-    let watch = Watch {
-        messages: messages_rx,
-        progress_requests: progress_tx,
-        _stop: stop.clone().drop_guard(),
-    };
-    let feed = WatchFeed {
-        messages: messages_tx,
-        progress_requests: progress_rx,
-        stop,
-    };
-    (watch, feed)
+    mailbox: Arc<Mailbox>,
+    request_progress: Box<dyn Fn() + Send + Sync>,
+    _on_drop: Option<Box<dyn Send + Sync>>,
 }
 
 impl Watch {
+    /// `request_progress` is called for [`Watch::request_progress`];
+    /// `on_drop` is dropped with the watch.
+    pub(crate) fn new(
+        mailbox: Arc<Mailbox>,
+        request_progress: Box<dyn Fn() + Send + Sync>,
+        on_drop: Option<Box<dyn Send + Sync>>,
+    ) -> Self {
+        Self {
+            mailbox,
+            request_progress,
+            _on_drop: on_drop,
+        }
+    }
+
     /// The next message, or `None` once the watch has ended. A watch that
     /// ends on an error yields that error last.
     ///
     /// Cancel safe: dropping the future loses no message.
     pub async fn next(&mut self) -> Option<Result<WatchMessage>> {
-        self.messages.recv().await
+        loop {
+            let readable = self.mailbox.readable.notified();
+            {
+                let mut state = self.mailbox.lock();
+                if let Some(message) = state.queue.pop_front() {
+                    if let WatchMessage::Events(events) = &message {
+                        state.chunks -= events.chunk_count();
+                    }
+                    if state.chunks <= MAILBOX_CHUNKS_LOW {
+                        self.mailbox.writable.notify_waiters();
+                    }
+                    return Some(Ok(message));
+                }
+                if let Some(err) = state.ended.take() {
+                    state.finished = true;
+                    return Some(Err(err));
+                }
+                if state.finished {
+                    return None;
+                }
+            }
+            readable.await;
+        }
     }
 
-    /// Asks for a [`WatchMessage::Progress`] as soon as the watch has
-    /// delivered everything up to the store's current revision. Requests
-    /// made while one is pending are merged.
+    /// Asks for a [`WatchMessage::Progress`] soon: a revision up to which
+    /// every change has been delivered. Requests made while one is pending
+    /// may be merged.
     pub fn request_progress(&self) {
-        let _ = self.progress_requests.try_send(());
+        (self.request_progress)();
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.mailbox.lock().consumer_gone = true;
+        self.mailbox.writable.notify_waiters();
     }
 }

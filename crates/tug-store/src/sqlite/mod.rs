@@ -13,26 +13,28 @@
 //! of read-only connections, each read one SQLite snapshot, so a read at a
 //! revision and the compaction revision it is checked against always agree.
 
+mod fanout;
 mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use self::fanout::{FanOut, FanOutHandle, Signal, WatcherId};
 use self::writer::{WriteOp, WriteOutcome, WriteRequest, Writer, tombstone_kv};
-use crate::watch::{self, WatchFeed};
+use crate::watch::Mailbox;
 use crate::{
-    DeleteResponse, Error, Event, EventKind, Events, GetResponse, KeyValue, PutOptions,
-    RangeRequest, RangeResponse, Result, Revision, Store, Watch, WatchMessage, WatchOptions,
-    check_key, check_value, prefix_end,
+    DeleteResponse, Error, Event, EventKind, GetResponse, KeyValue, PutOptions, RangeRequest,
+    RangeResponse, Result, Revision, Store, Watch, WatchMessage, WatchOptions, check_key,
+    check_value, prefix_end,
 };
 
 /// `PRAGMA application_id` of a tug store: "tug1".
@@ -41,11 +43,8 @@ const SCHEMA_VERSION: i64 = 1;
 
 /// Write requests waiting for the writer at most; more wait for room.
 const WRITE_QUEUE_MAX: usize = 4096;
-/// Batches of events kept for watchers that have not read them yet; a
-/// watcher further behind than this is closed with [`Error::WatchTooSlow`].
-const WATCH_BACKLOG_BATCHES: usize = 1024;
-/// Batches a watcher takes at one wake-up at most.
-const COALESCE_BATCHES_MAX: usize = 64;
+/// Watches served at once at most.
+const WATCHES_MAX: usize = 10_000;
 /// Read connections, and so reads running at once.
 const READERS_MAX: usize = 4;
 /// Rows read per page when a watch replays history.
@@ -84,12 +83,13 @@ struct Batch {
 struct Shared {
     path: PathBuf,
     writes: mpsc::Sender<WriteRequest>,
-    events: broadcast::Sender<Arc<Batch>>,
+    fan_out: FanOutHandle,
+    /// Watches the fan-out serves.
+    watches: Arc<AtomicUsize>,
+    next_watch: AtomicU64,
     /// The latest revision committed and published to watchers.
     revision: Arc<AtomicI64>,
     readers: Readers,
-    /// Stops the background tasks and watches when the store is dropped.
-    stop: CancellationToken,
 }
 
 struct Readers {
@@ -112,12 +112,19 @@ impl SqliteStore {
             .await
             .map_err(|e| Error::WriteFailed(e.to_string()))??;
         let (writes, requests) = mpsc::channel(WRITE_QUEUE_MAX);
-        let (events, _) = broadcast::channel(WATCH_BACKLOG_BATCHES);
         let stop = CancellationToken::new();
         let published = Arc::new(AtomicI64::new(revision));
+        let watches = Arc::new(AtomicUsize::new(0));
+        let (fan_out, fan_out_handle) = FanOut::new(revision, watches.clone());
         // The writer holds neither the store nor its request sender: it
         // stops, and releases the lock, once the last handle is gone.
-        let writer = Writer::new(conn, events.clone(), published.clone(), revision, lock);
+        let writer = Writer::new(
+            conn,
+            fan_out_handle.clone(),
+            published.clone(),
+            revision,
+            lock,
+        );
         let shared = Arc::new(Shared {
             readers: Readers {
                 path: path.clone(),
@@ -126,13 +133,17 @@ impl SqliteStore {
             },
             path,
             writes,
-            events,
+            fan_out: fan_out_handle,
+            watches,
+            next_watch: AtomicU64::new(0),
             revision: published,
-            stop: stop.clone(),
         });
         std::thread::Builder::new()
             .name("tug-store-writer".into())
             .spawn(move || writer.run(requests))?;
+        std::thread::Builder::new()
+            .name("tug-store-fan-out".into())
+            .spawn(move || fan_out.run())?;
         tokio::spawn(expire_keys(Arc::downgrade(&shared), stop.clone()));
         tracing::info!(path = %shared.path.display(), revision, "opened SQLite store");
         Ok(Self {
@@ -418,21 +429,39 @@ impl Store for SqliteStore {
     }
 
     async fn watch(&self, prefix: &str, after: Revision, options: WatchOptions) -> Result<Watch> {
-        // Subscribe before reading history: a commit is either in the
-        // history read or published after this point, possibly both (the
-        // watcher skips what it has already sent).
-        let live = self.shared.events.subscribe();
-        let first = replay_page(&self.shared, prefix, after, None).await?;
-        let (watch, feed) = watch::channel();
-        tokio::spawn(run_watch(
-            self.shared.clone(),
-            prefix.to_string(),
+        if self.shared.watches.load(Ordering::Acquire) >= WATCHES_MAX {
+            return Err(Error::TooManyWatches { max: WATCHES_MAX });
+        }
+        let id: WatcherId = self.shared.next_watch.fetch_add(1, Ordering::Relaxed);
+        let mailbox = Arc::new(Mailbox::default());
+        // Register before reading history: a commit is either in the
+        // history read or reaches the watcher from the fan-out, possibly
+        // both (the fan-out skips what the replay covered).
+        self.shared.fan_out.signal(Signal::Register {
+            id,
+            prefix: prefix.to_string(),
+            after,
             options,
-            feed,
-            live,
+            mailbox: mailbox.clone(),
+        });
+        let cancel = CancelOnDrop {
+            id,
+            fan_out: self.shared.fan_out.clone(),
+        };
+        let first = replay_page(&self.shared, prefix, after, None).await?;
+        tokio::spawn(replay(
+            self.shared.clone(),
+            id,
+            prefix.to_string(),
             first,
+            mailbox.clone(),
         ));
-        Ok(watch)
+        let fan_out = self.shared.fan_out.clone();
+        Ok(Watch::new(
+            mailbox,
+            Box::new(move || fan_out.signal(Signal::Progress { id })),
+            Some(Box::new(cancel)),
+        ))
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
@@ -591,121 +620,52 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
-/// Feeds one watch: replays history, then relays live batches.
-async fn run_watch(
+/// Ends a watch at the fan-out when its handle is dropped.
+struct CancelOnDrop {
+    id: WatcherId,
+    fan_out: FanOutHandle,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.fan_out.signal(Signal::Cancel { id: self.id });
+    }
+}
+
+/// Replays a new watch's history, then tells the fan-out where it stopped
+/// so that live batches take over from there.
+async fn replay(
     shared: Arc<Shared>,
+    id: WatcherId,
     prefix: String,
-    options: WatchOptions,
-    mut feed: WatchFeed,
-    mut live: broadcast::Receiver<Arc<Batch>>,
     first: ReplayPage,
+    mailbox: Arc<Mailbox>,
 ) {
+    let target = first.target;
+    let mut page = first;
     let result = async {
-        let target = first.target;
-        let mut page = first;
         loop {
             if !page.events.is_empty() {
-                feed.messages
-                    .send(Ok(WatchMessage::Events(page.events.into())))
+                let events = std::mem::take(&mut page.events).into();
+                mailbox
+                    .send(WatchMessage::Events(events))
                     .await
-                    .map_err(|_| Error::Closed)?;
+                    .map_err(|()| Error::Closed)?;
             }
             if page.done {
-                break;
+                return Ok(());
             }
-            page = tokio::select! {
-                page = replay_page(&shared, &prefix, page.last, Some(target)) => page?,
-                _ = feed.stop.cancelled() => return Err(Error::Closed),
-            };
+            page = replay_page(&shared, &prefix, page.last, Some(target)).await?;
         }
-        relay(&shared, &prefix, options, &mut feed, &mut live, target).await
     }
     .await;
-    if let Err(err) = result {
-        // The consumer may be gone; then nobody needs the error.
-        let _ = feed.messages.send(Err(err)).await;
+    match result {
+        Ok(()) => shared.fan_out.signal(Signal::Replayed { id, target }),
+        Err(err) => {
+            mailbox.end(err);
+            shared.fan_out.signal(Signal::Cancel { id });
+        }
     }
-}
-
-async fn relay(
-    shared: &Shared,
-    prefix: &str,
-    options: WatchOptions,
-    feed: &mut WatchFeed,
-    live: &mut broadcast::Receiver<Arc<Batch>>,
-    mut seen: Revision,
-) -> Result<()> {
-    let interval = options.progress_interval.unwrap_or(Duration::MAX);
-    let mut quiet_since = tokio::time::Instant::now();
-    loop {
-        let progress_due = quiet_since.checked_add(interval).unwrap_or_else(far_future);
-        let message = tokio::select! {
-            _ = feed.stop.cancelled() => return Ok(()),
-            _ = shared.stop.cancelled() => return Err(Error::Closed),
-            batch = live.recv() => {
-                // Take every batch already waiting: under load a watcher
-                // wakes once for many commits, not once per commit.
-                let mut events = Events::default();
-                let mut next = batch;
-                let mut taken = 0;
-                // Let the writers run first, and more commits gather.
-                tokio::task::yield_now().await;
-                loop {
-                    match next {
-                        Ok(batch) => {
-                            if batch.revision > seen {
-                                add_matching(&mut events, &batch, prefix, seen);
-                                seen = batch.revision;
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            // Whatever was gathered is still delivered first.
-                            if !events.is_empty() {
-                                let _ = feed.messages.send(Ok(WatchMessage::Events(events))).await;
-                            }
-                            return Err(Error::WatchTooSlow { last_revision: seen });
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return Err(Error::Closed),
-                    }
-                    taken += 1;
-                    if taken == COALESCE_BATCHES_MAX {
-                        break;
-                    }
-                    next = match live.try_recv() {
-                        Ok(batch) => Ok(batch),
-                        Err(broadcast::error::TryRecvError::Lagged(n)) => Err(broadcast::error::RecvError::Lagged(n)),
-                        Err(_) => break,
-                    };
-                }
-                if events.is_empty() {
-                    continue;
-                }
-                WatchMessage::Events(events)
-            }
-            Some(()) = feed.progress_requests.recv() => WatchMessage::Progress(seen),
-            _ = tokio::time::sleep_until(progress_due) => WatchMessage::Progress(seen),
-        };
-        feed.messages
-            .send(Ok(message))
-            .await
-            .map_err(|_| Error::Closed)?;
-        quiet_since = tokio::time::Instant::now();
-    }
-}
-
-/// Adds the events of `batch` that a watcher of `prefix` has not seen:
-/// the whole batch, shared, when all of them are for it.
-fn add_matching(events: &mut Events, batch: &Batch, prefix: &str, seen: Revision) {
-    let wanted = |e: &Event| e.revision() > seen && e.kv.key.starts_with(prefix);
-    if batch.events.iter().all(wanted) {
-        events.push_shared(batch.events.clone());
-    } else {
-        events.push_owned(batch.events.iter().filter(|e| wanted(e)).cloned().collect());
-    }
-}
-
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(86400 * 365)
 }
 
 /// Deletes keys whose time to live has passed, once a second, until the

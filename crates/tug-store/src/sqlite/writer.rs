@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::Batch;
+use super::fanout::FanOutHandle;
 use crate::{DeleteResponse, Error, Event, EventKind, KeyValue, Result, Revision};
 
 /// Requests committed together at most. Bounds a commit's latency and the
@@ -84,7 +85,7 @@ impl Latest {
 
 pub(super) struct Writer {
     conn: Connection,
-    events: broadcast::Sender<Arc<Batch>>,
+    fan_out: FanOutHandle,
     /// Where readers learn the latest revision, stored after publishing.
     published: Arc<AtomicI64>,
     /// The last committed revision.
@@ -96,14 +97,14 @@ pub(super) struct Writer {
 impl Writer {
     pub(super) fn new(
         conn: Connection,
-        events: broadcast::Sender<Arc<Batch>>,
+        fan_out: FanOutHandle,
         published: Arc<AtomicI64>,
         revision: Revision,
         lock: File,
     ) -> Self {
         Self {
             conn,
-            events,
+            fan_out,
             published,
             revision,
             _lock: lock,
@@ -159,8 +160,7 @@ impl Writer {
             let _ = request.reply.send(outcome);
         }
         if !events.is_empty() {
-            // No receivers is not an error: nobody is watching.
-            let _ = self.events.send(Arc::new(Batch {
+            self.fan_out.publish(Arc::new(Batch {
                 revision: self.revision,
                 events: events.into(),
             }));

@@ -197,3 +197,67 @@ async fn everything_survives_a_reopen() {
         .unwrap();
     assert_eq!(next.mod_revision, kv.mod_revision + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_stops_reading_is_closed_and_resumes_without_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(Config {
+        path: dir.path().join("state.db"),
+    })
+    .await
+    .unwrap();
+    let start = store.current_revision().await.unwrap();
+    let mut idle = store
+        .watch("/slow/", start, WatchOptions::default())
+        .await
+        .unwrap();
+    // Each write is its own commit, and so its own batch for the watcher;
+    // more than the watcher may hold unread.
+    let mut written = Vec::new();
+    for n in 0..5000 {
+        let kv = store
+            .create(
+                &format!("/slow/{n}"),
+                Bytes::from_static(b"x"),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        written.push(kv.mod_revision);
+    }
+    let mut seen = Vec::new();
+    let last_revision = loop {
+        match tokio::time::timeout(Duration::from_secs(10), idle.next()).await {
+            Ok(Some(Ok(WatchMessage::Events(events)))) => {
+                seen.extend(events.iter().map(|e| e.revision()));
+            }
+            Ok(Some(Ok(WatchMessage::Progress(_)))) => {}
+            Ok(Some(Err(Error::WatchTooSlow { last_revision }))) => break last_revision,
+            other => panic!("expected the idle watcher to be closed, got {other:?}"),
+        }
+    };
+    assert!(
+        seen.len() < written.len(),
+        "the watcher was closed before the end"
+    );
+    assert_eq!(seen.last().copied().unwrap_or(start), last_revision);
+    assert!(matches!(idle.next().await, None));
+
+    let mut resumed = store
+        .watch("/slow/", last_revision, WatchOptions::default())
+        .await
+        .unwrap();
+    while seen.len() < written.len() {
+        match tokio::time::timeout(Duration::from_secs(10), resumed.next()).await {
+            Ok(Some(Ok(WatchMessage::Events(events)))) => {
+                seen.extend(events.iter().map(|e| e.revision()));
+            }
+            Ok(Some(Ok(WatchMessage::Progress(_)))) => {}
+            other => panic!("resumed watch: {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen, written,
+        "every write once, in order, across the resume"
+    );
+}
