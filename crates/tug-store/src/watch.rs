@@ -61,6 +61,8 @@ impl Mailbox {
             return Offer::Full;
         }
         state.chunks += added;
+        // A consumer with messages waiting has been woken already.
+        let wake = state.queue.is_empty();
         match (state.queue.back_mut(), message) {
             (Some(WatchMessage::Events(waiting)), WatchMessage::Events(more)) => {
                 waiting.append(more)
@@ -71,7 +73,9 @@ impl Mailbox {
             (_, message) => state.queue.push_back(message),
         }
         drop(state);
-        self.readable.notify_one();
+        if wake {
+            self.readable.notify_one();
+        }
         Offer::Queued
     }
 

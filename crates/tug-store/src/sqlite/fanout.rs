@@ -27,6 +27,9 @@ pub(super) const BATCHES_IN_FLIGHT_MAX: usize = 4096;
 const REPLAY_QUEUE_BATCHES_MAX: usize = 4096;
 /// Batches delivered together at most.
 const COALESCE_BATCHES_MAX: usize = 256;
+/// The pause between passes over the watchers, per watcher, and at most.
+const PACE_PER_WATCHER: Duration = Duration::from_micros(10);
+const PACE_MAX: Duration = Duration::from_millis(10);
 /// How often closed watchers are swept and periodic progress is sent.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -163,6 +166,8 @@ pub(super) struct FanOut {
     dispatched: Revision,
     /// A signal read while gathering batches, handled next.
     lookahead: Option<Signal>,
+    /// No pass over the watchers starts before this.
+    pace_until: Instant,
 }
 
 impl FanOut {
@@ -181,6 +186,7 @@ impl FanOut {
             count,
             dispatched: revision,
             lookahead: None,
+            pace_until: Instant::now(),
         };
         (fan_out, handle)
     }
@@ -216,6 +222,17 @@ impl FanOut {
         }
         match signal {
             Signal::Batch(batch) => {
+                // Pace the passes by the number of watchers: each pass
+                // wakes every interested consumer, and consumers share the
+                // runtime with the writers. Gathering commits for a while
+                // (at most PACE_MAX, with thousands of watchers; micro-
+                // seconds with a few) turns many wake-ups into one.
+                let now = Instant::now();
+                if self.pace_until > now {
+                    std::thread::sleep(self.pace_until - now);
+                }
+                let pace = (PACE_PER_WATCHER * self.watchers.len() as u32).min(PACE_MAX);
+                self.pace_until = Instant::now() + pace;
                 // Take every batch already queued behind this one: under
                 // load, each watcher gets one message for many commits.
                 let mut batches = vec![batch];

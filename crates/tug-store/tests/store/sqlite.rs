@@ -241,7 +241,7 @@ async fn a_watcher_that_stops_reading_is_closed_and_resumes_without_a_gap() {
         "the watcher was closed before the end"
     );
     assert_eq!(seen.last().copied().unwrap_or(start), last_revision);
-    assert!(matches!(idle.next().await, None));
+    assert!(idle.next().await.is_none());
 
     let mut resumed = store
         .watch("/slow/", last_revision, WatchOptions::default())
