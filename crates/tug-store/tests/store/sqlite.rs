@@ -261,3 +261,52 @@ async fn a_watcher_that_stops_reading_is_closed_and_resumes_without_a_gap() {
         "every write once, in order, across the resume"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compactor_forgets_history_one_interval_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(
+        SqliteStore::open(Config {
+            path: dir.path().join("state.db"),
+        })
+        .await
+        .unwrap(),
+    );
+    let first = store
+        .create("/k", Bytes::from_static(b"1"), PutOptions::default())
+        .await
+        .unwrap();
+    let second = store
+        .update(
+            "/k",
+            Bytes::from_static(b"2"),
+            first.mod_revision,
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let compactor = tokio::spawn(tug_store::compactor::run(
+        store.clone(),
+        Duration::from_millis(100),
+        shutdown.clone(),
+    ));
+    crate::harness::eventually(
+        "the compactor to compact the first revision",
+        Duration::from_secs(20),
+        || {
+            let store = store.clone();
+            async move {
+                matches!(
+                    store.get("/k", Some(first.mod_revision)).await,
+                    Err(Error::Compacted { .. })
+                )
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    shutdown.cancel();
+    compactor.await.unwrap();
+    assert_eq!(store.get("/k", None).await.unwrap().kv, Some(second));
+}
