@@ -43,6 +43,38 @@ pub(crate) struct ServerArgs {
     #[arg(long, value_name = "FILE", requires_all = ["datastore_endpoint", "datastore_certfile"])]
     pub(crate) datastore_keyfile: Option<PathBuf>,
 
+    /// The port the API server listens on.
+    #[arg(long, default_value_t = 6443, value_name = "PORT")]
+    pub(crate) https_listen_port: u16,
+
+    /// The address the API server listens on.
+    #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
+    pub(crate) bind_address: String,
+
+    /// Another name or address for the API server's certificate (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) tls_san: Vec<String>,
+
+    /// Where the admin kubeconfig is written.
+    #[arg(long, default_value = "/etc/tug/tug.yaml", value_name = "FILE")]
+    pub(crate) write_kubeconfig: PathBuf,
+
+    /// The admin kubeconfig's file mode, in octal.
+    #[arg(long, default_value = "600", value_name = "MODE")]
+    pub(crate) write_kubeconfig_mode: String,
+
+    /// Pod addresses, one /24 per node (used by the node agent, to come).
+    #[arg(long, default_value = "10.42.0.0/16", value_name = "CIDR")]
+    pub(crate) cluster_cidr: String,
+
+    /// Service addresses.
+    #[arg(long, default_value = "10.43.0.0/16", value_name = "CIDR")]
+    pub(crate) service_cidr: String,
+
+    /// Do not run a node agent on this machine (there is none yet).
+    #[arg(long)]
+    pub(crate) disable_agent: bool,
+
     /// How often history older than one interval is compacted away, in
     /// seconds (kube-apiserver's --etcd-compaction-interval).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]

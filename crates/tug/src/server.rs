@@ -17,6 +17,17 @@ pub(crate) struct Config {
     pub(crate) data_dir: PathBuf,
     pub(crate) store: tug_store::Config,
     pub(crate) compaction_interval: Duration,
+    pub(crate) api: tug_apiserver::Config,
+}
+
+fn check_cidr(flag: &str, value: &str) -> anyhow::Result<()> {
+    let valid = value.split_once('/').is_some_and(|(ip, bits)| {
+        ip.parse::<std::net::IpAddr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 128)
+    });
+    if !valid {
+        bail!("{flag} must be a CIDR such as 10.42.0.0/16, not {value:?}");
+    }
+    Ok(())
 }
 
 impl TryFrom<ServerArgs> for Config {
@@ -32,6 +43,26 @@ impl TryFrom<ServerArgs> for Config {
         if args.compaction_interval == 0 {
             bail!("--compaction-interval must be at least 1 second");
         }
+        let bind_address = args.bind_address.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--bind-address must be an IP address, not {:?}",
+                args.bind_address
+            )
+        })?;
+        let kubeconfig_mode = u32::from_str_radix(&args.write_kubeconfig_mode, 8)
+            .ok()
+            .filter(|mode| *mode <= 0o777)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--write-kubeconfig-mode must be an octal file mode such as 600, not {:?}",
+                    args.write_kubeconfig_mode
+                )
+            })?;
+        check_cidr("--cluster-cidr", &args.cluster_cidr)?;
+        check_cidr("--service-cidr", &args.service_cidr)?;
+        if !args.disable_agent {
+            tracing::debug!("no node agent yet: --disable-agent is implied");
+        }
         let store = match args.datastore_endpoint {
             Some(endpoints) => tug_store::Config::Etcd(etcd::Config {
                 ca_file: args.datastore_cafile,
@@ -44,6 +75,14 @@ impl TryFrom<ServerArgs> for Config {
             }),
         };
         Ok(Self {
+            api: tug_apiserver::Config {
+                bind_address,
+                port: args.https_listen_port,
+                data_dir: args.data_dir.clone(),
+                tls_sans: args.tls_san,
+                kubeconfig_path: args.write_kubeconfig,
+                kubeconfig_mode,
+            },
             data_dir: args.data_dir,
             store,
             compaction_interval: Duration::from_secs(args.compaction_interval),
@@ -69,11 +108,36 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         config.compaction_interval,
         shutdown.clone(),
     ));
-    tracing::info!(data_dir = %config.data_dir.display(), "tug server is running");
+    let data_dir = config.data_dir.clone();
+    let api = tokio::spawn(tug_apiserver::run(
+        config.api.clone(),
+        store.clone(),
+        shutdown.clone(),
+        move |started| {
+            println!("kubeconfig: {}", started.kubeconfig_path.display());
+            tracing::info!(
+                address = %started.address,
+                kubeconfig = %started.kubeconfig_path.display(),
+                data_dir = %data_dir.display(),
+                "tug server is running"
+            );
+        },
+    ));
 
-    wait_for_signal().await?;
-    tracing::info!("shutting down");
+    let api_ended = tokio::select! {
+        result = wait_for_signal() => { result?; None }
+        result = api => Some(result),
+    };
     shutdown.cancel();
+    if let Some(result) = api_ended {
+        let _ = compactor.await;
+        return match result {
+            Ok(Ok(())) => Err(anyhow::anyhow!("the API server stopped")),
+            Ok(Err(err)) => Err(err.context("the API server failed")),
+            Err(err) => Err(anyhow::anyhow!("the API server stopped abnormally: {err}")),
+        };
+    }
+    tracing::info!("shutting down");
     compactor
         .await
         .context("the compactor stopped abnormally")?;

@@ -13,8 +13,17 @@ fn tug() -> Command {
 fn server_opens_its_store_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = tug()
-        .args(["server", "--data-dir"])
+        .args([
+            "server",
+            "--https-listen-port",
+            "0",
+            "--bind-address",
+            "127.0.0.1",
+        ])
+        .arg("--data-dir")
         .arg(dir.path())
+        .arg("--write-kubeconfig")
+        .arg(dir.path().join("kubeconfig.yaml"))
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
@@ -69,7 +78,19 @@ fn server_opens_its_store_and_stops_cleanly_on_sigterm() {
 
 #[test]
 fn bad_flags_get_a_one_line_error_and_a_failing_exit() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["server", "--bind-address", "localhost"],
+            "--bind-address must be an IP address",
+        ),
+        (
+            &["server", "--write-kubeconfig-mode", "rw"],
+            "must be an octal file mode",
+        ),
+        (
+            &["server", "--cluster-cidr", "10.42.0.0"],
+            "--cluster-cidr must be a CIDR",
+        ),
         (
             &["server", "--data-dir", "relative/dir"],
             "--data-dir must be an absolute path",
@@ -112,8 +133,10 @@ fn a_file_that_is_not_a_store_is_refused_at_start() {
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
     std::fs::write(&db, "not a database at all\n".repeat(500)).unwrap();
     let output = tug()
-        .args(["server", "--data-dir"])
+        .args(["server", "--https-listen-port", "0", "--data-dir"])
         .arg(dir.path())
+        .arg("--write-kubeconfig")
+        .arg(dir.path().join("kubeconfig.yaml"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

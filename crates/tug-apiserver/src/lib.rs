@@ -1,0 +1,193 @@
+//! tug's Kubernetes API server.
+//!
+//! A request goes: TLS (the accept loop in [`server`] keeps the client
+//! certificate) -> authentication (the certificate's CN and O; anonymous
+//! requests reach only health and version) -> limits (in-flight requests,
+//! watches, body size) -> routing to [`discovery`] or [`rest`] -> the store.
+//! Every error leaves as a Kubernetes `Status` built in [`status`].
+//!
+//! Start at [`run`]. Authorization (RBAC), admission, OpenAPI, patch types
+//! other than merge patch, protobuf bodies and the watch cache are not here
+//! yet; see ARCHITECTURE.md.
+
+pub mod discovery;
+pub mod pki;
+pub mod rest;
+pub mod server;
+pub mod status;
+pub mod table;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tug_store::{PutOptions, Store};
+
+/// Requests other than watches served at once, as kube-apiserver's
+/// `--max-requests-inflight`.
+pub const IN_FLIGHT_MAX: usize = 400;
+/// Watches served at once.
+pub const WATCHES_MAX: usize = 8000;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub bind_address: IpAddr,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    /// Extra names and addresses for the serving certificate.
+    pub tls_sans: Vec<String>,
+    /// Where the admin kubeconfig is written, and its mode.
+    pub kubeconfig_path: PathBuf,
+    pub kubeconfig_mode: u32,
+}
+
+/// What a started API server tells its caller.
+#[derive(Clone, Debug)]
+pub struct Started {
+    pub address: SocketAddr,
+    pub kubeconfig_path: PathBuf,
+}
+
+/// The namespaces every cluster has.
+const DEFAULT_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+async fn ensure_default_namespaces(store: &dyn Store) -> anyhow::Result<()> {
+    let now = tug_api::format::timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    );
+    for name in DEFAULT_NAMESPACES {
+        let namespace = json!({
+            "metadata": {
+                "name": name,
+                "uid": uuid::Uuid::new_v4().to_string(),
+                "creationTimestamp": now,
+                "labels": {"kubernetes.io/metadata.name": name},
+            },
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        });
+        let key = format!("/registry/namespaces/{name}");
+        match store
+            .create(
+                &key,
+                serde_json::to_vec(&namespace)?.into(),
+                PutOptions::default(),
+            )
+            .await
+        {
+            Ok(_) | Err(tug_store::Error::AlreadyExists { .. }) => {}
+            Err(err) => return Err(err).context("creating the default namespaces"),
+        }
+    }
+    Ok(())
+}
+
+fn serving_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = [
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "10.43.0.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Ok(hostname) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        names.push(hostname.trim().to_string());
+    }
+    if !config.bind_address.is_unspecified() {
+        names.push(config.bind_address.to_string());
+    }
+    names.extend(config.tls_sans.iter().cloned());
+    names.retain(|n| !n.is_empty());
+    names.dedup();
+    names
+}
+
+/// Starts serving: creates the PKI and kubeconfig if needed, the default
+/// namespaces, then serves until `shutdown`. `started` is called once the
+/// server accepts connections.
+pub async fn run(
+    config: Config,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+    started: impl FnOnce(Started),
+) -> anyhow::Result<()> {
+    let ca = pki::Ca::load_or_create(&pki::tls_dir(&config.data_dir))?;
+    let serving = ca.serving(&serving_names(&config))?;
+    let admin = ca.client("system:admin", &["system:masters"])?;
+    ensure_default_namespaces(store.as_ref()).await?;
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der()?.into())?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
+    let chain = pki::pem_blocks(&serving.cert_pem, "CERTIFICATE")?
+        .into_iter()
+        .map(rustls::pki_types::CertificateDer::from)
+        .collect();
+    let key_der = pki::pem_blocks(&serving.key_pem, "PRIVATE KEY")?
+        .into_iter()
+        .next()
+        .context("the serving key is missing")?;
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_der.into());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+    let address = SocketAddr::new(config.bind_address, config.port);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address}"))?;
+    let address = listener.local_addr()?;
+    // Written once the port is known (port 0 picks a free one).
+    let server_url = format!(
+        "https://{}:{}",
+        match config.bind_address {
+            IpAddr::V4(ip) if !ip.is_unspecified() => ip.to_string(),
+            _ => "127.0.0.1".to_string(),
+        },
+        address.port()
+    );
+    pki::write_private(
+        &config.kubeconfig_path,
+        pki::kubeconfig(&server_url, ca.cert_pem(), &admin).as_bytes(),
+        config.kubeconfig_mode,
+    )
+    .with_context(|| {
+        format!(
+            "writing the kubeconfig {}",
+            config.kubeconfig_path.display()
+        )
+    })?;
+    let shared = Arc::new(server::Shared {
+        api: Arc::new(rest::ApiState {
+            store,
+            watches: Arc::new(tokio::sync::Semaphore::new(WATCHES_MAX)),
+        }),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_MAX)),
+    });
+    started(Started {
+        address,
+        kubeconfig_path: config.kubeconfig_path.clone(),
+    });
+    server::serve(listener, acceptor, server::router(shared), shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,1004 @@
+//! The REST verbs over the store: create, get, list, watch, update, patch
+//! (merge), delete, for every resource in the registry.
+//!
+//! Objects are stored as JSON under `/registry/<resource>/<namespace>/<name>`
+//! without their resourceVersion, which is the store's mod revision and is
+//! set on every read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use tug_api::format::timestamp;
+use tug_api::registry::Resource;
+use tug_api::selector::{FieldSelector, LabelSelector};
+use tug_store::{
+    EventKind, KeyValue, PutOptions, RangeRequest, Revision, Store, WatchMessage, WatchOptions,
+};
+
+use crate::status::{ApiError, from_store};
+use crate::table::{self, Include};
+
+/// The largest request body accepted, as kube-apiserver's.
+pub const BODY_BYTES_MAX: usize = 3 * 1024 * 1024;
+/// Items per store read while a list fills its page.
+const LIST_CHUNK: usize = 500;
+/// A watch ends after this long unless `timeoutSeconds` says otherwise.
+const WATCH_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30 * 60);
+/// Bookmarks are sent about this often to watchers that asked for them.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
+
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    /// Watches served at once at most; beyond, 429.
+    pub watches: Arc<tokio::sync::Semaphore>,
+}
+
+/// One request, resolved against the registry.
+pub struct Target {
+    pub resource: &'static Resource,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+}
+
+type Query = HashMap<String, String>;
+
+fn now_seconds() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn key(resource: &Resource, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(namespace) => format!("{}{namespace}/{name}", resource.storage_prefix()),
+        None => format!("{}{name}", resource.storage_prefix()),
+    }
+}
+
+fn collection_prefix(resource: &Resource, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(namespace) => format!("{}{namespace}/", resource.storage_prefix()),
+        None => resource.storage_prefix(),
+    }
+}
+
+/// The stored object, as a client sees it: with kind, apiVersion and resourceVersion.
+fn decode(resource: &Resource, kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut object: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
+    object["kind"] = json!(resource.kind);
+    object["apiVersion"] = json!(resource.api_version());
+    object["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+    Ok(object)
+}
+
+fn encode(object: &Value) -> Bytes {
+    let mut stored = object.clone();
+    if let Some(metadata) = stored["metadata"].as_object_mut() {
+        metadata.remove("resourceVersion");
+    }
+    Bytes::from(serde_json::to_vec(&stored).unwrap_or_default())
+}
+
+fn json_response(code: StatusCode, body: &Value) -> Response {
+    let mut response = (code, serde_json::to_vec(body).unwrap_or_default()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if !matches!(media, "application/json" | "" | "*/*") {
+        return Err(ApiError::unsupported_media_type(content_type));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type JSON): {e}"
+        ))
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "the object provided is not a JSON object",
+        ));
+    }
+    Ok(value)
+}
+
+/// DNS-1123 subdomain, as most names must be.
+fn name_problem(name: &str) -> Option<String> {
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if valid {
+        None
+    } else {
+        Some(format!(
+            "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+        ))
+    }
+}
+
+fn generated_suffix() -> String {
+    // Upstream's alphabet: no vowels, no look-alikes.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let random = uuid::Uuid::new_v4();
+    random.as_bytes()[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+fn check_type(resource: &Resource, object: &Value) -> Result<(), ApiError> {
+    if let Some(api_version) = object["apiVersion"].as_str()
+        && api_version != resource.api_version()
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({})",
+            resource.api_version()
+        )));
+    }
+    if let Some(kind) = object["kind"].as_str()
+        && kind != resource.kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            resource.kind
+        )));
+    }
+    Ok(())
+}
+
+fn dry_run(query: &Query) -> bool {
+    query.get("dryRun").is_some_and(|v| v == "All")
+}
+
+impl ApiState {
+    async fn namespace_exists(&self, namespace: &str) -> Result<bool, ApiError> {
+        let resource =
+            tug_api::registry::find("", "v1", "namespaces").expect("namespaces are served");
+        Ok(self
+            .store
+            .get(&key(resource, None, namespace), None)
+            .await
+            .map_err(from_store)?
+            .kv
+            .is_some())
+    }
+
+    pub async fn create(
+        &self,
+        target: &Target,
+        query: &Query,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        let resource = target.resource;
+        let mut object = parse_body(headers, body)?;
+        check_type(resource, &object)?;
+        if !object["metadata"].is_object() {
+            object["metadata"] = json!({});
+        }
+        let metadata = object["metadata"]
+            .as_object_mut()
+            .expect("metadata is an object");
+        let mut name = metadata
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if name.is_empty()
+            && let Some(prefix) = metadata.get("generateName").and_then(Value::as_str)
+        {
+            name = format!("{prefix}{}", generated_suffix());
+        }
+        if name.is_empty() {
+            return Err(ApiError::invalid(
+                resource.kind,
+                resource.group,
+                "",
+                vec![(
+                    "FieldValueRequired".into(),
+                    "metadata.name".into(),
+                    "Required value: name or generateName is required".into(),
+                )],
+            ));
+        }
+        if let Some(problem) = name_problem(&name) {
+            return Err(ApiError::invalid(
+                resource.kind,
+                resource.group,
+                &name,
+                vec![("FieldValueInvalid".into(), "metadata.name".into(), problem)],
+            ));
+        }
+        metadata.insert("name".into(), json!(name));
+        match (
+            &target.namespace,
+            metadata.get("namespace").and_then(Value::as_str),
+        ) {
+            (Some(path), Some(body)) if !body.is_empty() && body != path => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            (Some(path), _) => {
+                metadata.insert("namespace".into(), json!(path));
+            }
+            (None, _) => {
+                metadata.remove("namespace");
+            }
+        }
+        metadata.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        metadata.insert("creationTimestamp".into(), json!(timestamp(now_seconds())));
+        metadata.remove("resourceVersion");
+        metadata.remove("deletionTimestamp");
+        if object.get("spec").is_some() {
+            object["metadata"]["generation"] = json!(1);
+        }
+        defaults(resource, &mut object);
+
+        if let Some(namespace) = &target.namespace
+            && !self.namespace_exists(namespace).await?
+        {
+            return Err(ApiError::not_found("namespaces", "", namespace));
+        }
+        if dry_run(query) {
+            object["kind"] = json!(resource.kind);
+            object["apiVersion"] = json!(resource.api_version());
+            return Ok(json_response(StatusCode::CREATED, &object));
+        }
+        let key = key(resource, target.namespace.as_deref(), &name);
+        match self
+            .store
+            .create(&key, encode(&object), PutOptions::default())
+            .await
+        {
+            Ok(kv) => Ok(json_response(StatusCode::CREATED, &decode(resource, &kv)?)),
+            Err(tug_store::Error::AlreadyExists { .. }) => Err(ApiError::already_exists(
+                resource.plural,
+                resource.group,
+                &name,
+            )),
+            Err(err) => Err(from_store(err)),
+        }
+    }
+
+    async fn load(&self, target: &Target) -> Result<KeyValue, ApiError> {
+        let resource = target.resource;
+        let name = target.name.as_deref().unwrap_or_default();
+        self.store
+            .get(&key(resource, target.namespace.as_deref(), name), None)
+            .await
+            .map_err(from_store)?
+            .kv
+            .ok_or_else(|| ApiError::not_found(resource.plural, resource.group, name))
+    }
+
+    pub async fn get(
+        &self,
+        target: &Target,
+        headers: &HeaderMap,
+        query: &Query,
+    ) -> Result<Response, ApiError> {
+        let object = decode(target.resource, &self.load(target).await?)?;
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if table::wanted(accept) {
+            let metadata = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
+            let include = Include::parse(query.get("includeObject").map(String::as_str));
+            return Ok(json_response(
+                StatusCode::OK,
+                &table::table(target.resource, &[object], metadata, include, now_seconds()),
+            ));
+        }
+        Ok(json_response(StatusCode::OK, &object))
+    }
+
+    /// PUT of an object or of its status subresource.
+    pub async fn update(
+        &self,
+        target: &Target,
+        query: &Query,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        let resource = target.resource;
+        let name = target.name.clone().unwrap_or_default();
+        let object = parse_body(headers, body)?;
+        check_type(resource, &object)?;
+        if object["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n != name)
+        {
+            return Err(ApiError::bad_request(
+                "the name of the object does not match the name on the URL",
+            ));
+        }
+        let current = self.load(target).await?;
+        let wanted_version = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
+        if !wanted_version.is_empty() && wanted_version != current.mod_revision.to_string() {
+            return Err(ApiError::conflict(resource.plural, resource.group, &name));
+        }
+        let old = decode(resource, &current)?;
+        let updated = merge_update(resource, &old, object, target.subresource.as_deref());
+        self.write_update(target, query, &current, updated).await
+    }
+
+    /// PATCH with a JSON merge patch (RFC 7386).
+    pub async fn patch(
+        &self,
+        target: &Target,
+        query: &Query,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        if media != "application/merge-patch+json" {
+            return Err(ApiError::unsupported_media_type(content_type));
+        }
+        let patch: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+        let current = self.load(target).await?;
+        let old = decode(target.resource, &current)?;
+        let mut patched = old.clone();
+        merge_patch(&mut patched, &patch);
+        let version = patch["metadata"]["resourceVersion"].as_str().unwrap_or("");
+        if !version.is_empty() && version != current.mod_revision.to_string() {
+            return Err(ApiError::conflict(
+                target.resource.plural,
+                target.resource.group,
+                target.name.as_deref().unwrap_or_default(),
+            ));
+        }
+        let updated = merge_update(
+            target.resource,
+            &old,
+            patched,
+            target.subresource.as_deref(),
+        );
+        self.write_update(target, query, &current, updated).await
+    }
+
+    async fn write_update(
+        &self,
+        target: &Target,
+        query: &Query,
+        current: &KeyValue,
+        updated: Value,
+    ) -> Result<Response, ApiError> {
+        let resource = target.resource;
+        let name = target.name.as_deref().unwrap_or_default();
+        if dry_run(query) {
+            return Ok(json_response(StatusCode::OK, &updated));
+        }
+        match self
+            .store
+            .update(
+                &current.key,
+                encode(&updated),
+                current.mod_revision,
+                PutOptions::default(),
+            )
+            .await
+        {
+            Ok(kv) => Ok(json_response(StatusCode::OK, &decode(resource, &kv)?)),
+            Err(tug_store::Error::Conflict { .. }) => {
+                Err(ApiError::conflict(resource.plural, resource.group, name))
+            }
+            Err(tug_store::Error::NotFound { .. }) => {
+                Err(ApiError::not_found(resource.plural, resource.group, name))
+            }
+            Err(err) => Err(from_store(err)),
+        }
+    }
+
+    pub async fn delete(
+        &self,
+        target: &Target,
+        query: &Query,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        let resource = target.resource;
+        let name = target.name.as_deref().unwrap_or_default();
+        let options: Value = if body.is_empty() {
+            json!({})
+        } else {
+            serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("the DeleteOptions are not valid JSON: {e}"))
+            })?
+        };
+        let current = self.load(target).await?;
+        let object = decode(resource, &current)?;
+        if let Some(uid) = options["preconditions"]["uid"].as_str()
+            && object["metadata"]["uid"].as_str() != Some(uid)
+        {
+            return Err(ApiError::conflict(resource.plural, resource.group, name));
+        }
+        if let Some(version) = options["preconditions"]["resourceVersion"].as_str()
+            && version != current.mod_revision.to_string()
+        {
+            return Err(ApiError::conflict(resource.plural, resource.group, name));
+        }
+        let dry = dry_run(query)
+            || options["dryRun"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|v| v == "All"));
+        if dry {
+            return Ok(json_response(StatusCode::OK, &object));
+        }
+        match self
+            .store
+            .delete(&current.key, Some(current.mod_revision))
+            .await
+        {
+            Ok(_) => Ok(json_response(StatusCode::OK, &object)),
+            Err(tug_store::Error::Conflict { .. }) => {
+                Err(ApiError::conflict(resource.plural, resource.group, name))
+            }
+            Err(tug_store::Error::NotFound { .. }) => {
+                Err(ApiError::not_found(resource.plural, resource.group, name))
+            }
+            Err(err) => Err(from_store(err)),
+        }
+    }
+
+    pub async fn list(
+        &self,
+        target: &Target,
+        headers: &HeaderMap,
+        query: &Query,
+    ) -> Result<Response, ApiError> {
+        let resource = target.resource;
+        let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        check_fields(resource, &fields)?;
+        let limit: usize = match query.get("limit") {
+            Some(limit) => limit
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {limit:?}")))?,
+            None => 0,
+        };
+        let prefix = collection_prefix(resource, target.namespace.as_deref());
+        let (mut start_key, mut revision) = (None, None);
+        if let Some(token) = query.get("continue").filter(|t| !t.is_empty()) {
+            let (key, rv) = decode_continue(token)?;
+            start_key = Some(key);
+            revision = Some(rv);
+        } else if let Some(rv) = query
+            .get("resourceVersion")
+            .filter(|rv| !rv.is_empty() && *rv != "0")
+            && query.get("resourceVersionMatch").map(String::as_str) == Some("Exact")
+        {
+            revision =
+                Some(rv.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resource version {rv:?}"))
+                })?);
+        }
+        let mut items = Vec::new();
+        let mut next = None;
+        loop {
+            let chunk = self
+                .store
+                .range(RangeRequest {
+                    prefix: prefix.clone(),
+                    start_key: start_key.clone(),
+                    limit: if limit == 0 { 0 } else { LIST_CHUNK.max(limit) },
+                    revision,
+                })
+                .await
+                .map_err(|e| match e {
+                    tug_store::Error::Compacted { .. } if query.contains_key("continue") => ApiError::expired(
+                        "The provided continue parameter is too old to display a consistent list result. \
+                         You can start a new list without the continue parameter, or use the continue token \
+                         in this response to retrieve the remainder of the results. Continuing with the provided \
+                         token results in an inconsistent list - objects that were created, modified, or deleted \
+                         between the time the first chunk was returned and now may show up in the list.",
+                    ),
+                    other => from_store(other),
+                })?;
+            revision = Some(chunk.revision);
+            for kv in &chunk.kvs {
+                let object = decode(resource, kv)?;
+                if matches(&object, &labels, &fields) {
+                    items.push(object);
+                    if limit != 0 && items.len() == limit {
+                        next = Some(format!("{}\0", kv.key));
+                        break;
+                    }
+                }
+            }
+            if next.is_some() || !chunk.more {
+                // A full page on the last key of the store has nothing after it.
+                if next.is_some()
+                    && !chunk.more
+                    && chunk.kvs.last().map(|kv| format!("{}\0", kv.key)) == next
+                {
+                    next = None;
+                }
+                break;
+            }
+            start_key = chunk.next_key();
+        }
+        let revision = revision.unwrap_or_default();
+        let mut metadata = json!({"resourceVersion": revision.to_string()});
+        if let Some(key) = &next {
+            metadata["continue"] = json!(encode_continue(key, revision));
+        }
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if table::wanted(accept) {
+            let include = Include::parse(query.get("includeObject").map(String::as_str));
+            return Ok(json_response(
+                StatusCode::OK,
+                &table::table(resource, &items, metadata, include, now_seconds()),
+            ));
+        }
+        for item in &mut items {
+            if let Some(item) = item.as_object_mut() {
+                item.remove("kind");
+                item.remove("apiVersion");
+            }
+        }
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "kind": format!("{}List", resource.kind),
+                "apiVersion": resource.api_version(),
+                "metadata": metadata,
+                "items": items,
+            }),
+        ))
+    }
+
+    pub async fn watch(
+        self: Arc<Self>,
+        target: &Target,
+        headers: &HeaderMap,
+        query: &Query,
+    ) -> Result<Response, ApiError> {
+        let resource = target.resource;
+        let permit = self
+            .watches
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::too_many_requests())?;
+        let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        check_fields(resource, &fields)?;
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let as_table = table::wanted(accept);
+        let bookmarks = query
+            .get("allowWatchBookmarks")
+            .is_some_and(|v| v == "true");
+        let timeout = query
+            .get("timeoutSeconds")
+            .and_then(|t| t.parse::<u64>().ok())
+            .map_or(WATCH_TIMEOUT_DEFAULT, Duration::from_secs);
+        let prefix = collection_prefix(resource, target.namespace.as_deref());
+        let requested = query
+            .get("resourceVersion")
+            .map(String::as_str)
+            .unwrap_or("");
+        let send_initial = match query.get("sendInitialEvents").map(String::as_str) {
+            Some("true") => true,
+            Some(_) => false,
+            None => requested.is_empty() || requested == "0",
+        };
+
+        // The starting state, when asked for, then every change after it.
+        let mut initial = Vec::new();
+        let after: Revision = if send_initial {
+            let listed = self
+                .store
+                .range(RangeRequest {
+                    prefix: prefix.clone(),
+                    ..RangeRequest::default()
+                })
+                .await
+                .map_err(from_store)?;
+            for kv in &listed.kvs {
+                let object = decode(resource, kv)?;
+                if matches(&object, &labels, &fields) {
+                    initial.push(object);
+                }
+            }
+            listed.revision
+        } else {
+            requested.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid resource version {requested:?}"))
+            })?
+        };
+        let options = WatchOptions {
+            progress_interval: bookmarks.then_some(BOOKMARK_INTERVAL),
+        };
+        let watch = self.store.watch(&prefix, after, options).await;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+        let line = move |kind: &str, object: Value| -> Bytes {
+            let object = if as_table && kind != "BOOKMARK" && kind != "ERROR" {
+                table::table(
+                    resource,
+                    &[object],
+                    json!({}),
+                    Include::Metadata,
+                    now_seconds(),
+                )
+            } else {
+                object
+            };
+            let mut line =
+                serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+            line.push(b'\n');
+            Bytes::from(line)
+        };
+        let mut watch = match watch {
+            Ok(watch) => watch,
+            Err(tug_store::Error::Compacted { requested }) => {
+                // As upstream: a 200 stream carrying one ERROR event.
+                let status =
+                    ApiError::expired(format!("too old resource version: {requested} ({after})"))
+                        .status();
+                let _ = tx.try_send(line("ERROR", status));
+                drop(tx);
+                return Ok(stream_response(rx));
+            }
+            Err(err) => return Err(from_store(err)),
+        };
+        let bookmark = move |revision: Revision| {
+            json!({
+                "kind": resource.kind,
+                "apiVersion": resource.api_version(),
+                "metadata": {"resourceVersion": revision.to_string()},
+            })
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+            for object in initial {
+                if tx.send(line("ADDED", object)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let message = tokio::select! {
+                    _ = &mut deadline => return,
+                    _ = tx.closed() => return,
+                    message = watch.next() => message,
+                };
+                let events = match message {
+                    Some(Ok(WatchMessage::Events(events))) => events,
+                    Some(Ok(WatchMessage::Progress(revision))) => {
+                        if bookmarks && tx.send(line("BOOKMARK", bookmark(revision))).await.is_err()
+                        {
+                            return;
+                        }
+                        continue;
+                    }
+                    Some(Err(tug_store::Error::Compacted { requested }))
+                    | Some(Err(tug_store::Error::WatchTooSlow {
+                        last_revision: requested,
+                    })) => {
+                        let status =
+                            ApiError::expired(format!("too old resource version: {requested}"))
+                                .status();
+                        let _ = tx.send(line("ERROR", status)).await;
+                        return;
+                    }
+                    Some(Err(_)) | None => return,
+                };
+                for event in events.iter() {
+                    let now = match event.kind {
+                        EventKind::Put => decode(resource, &event.kv).ok(),
+                        EventKind::Delete => None,
+                    };
+                    let before = event
+                        .prev
+                        .as_ref()
+                        .and_then(|prev| decode(resource, prev).ok());
+                    let now_matches = now.as_ref().is_some_and(|o| matches(o, &labels, &fields));
+                    let before_matches = before
+                        .as_ref()
+                        .is_some_and(|o| matches(o, &labels, &fields));
+                    let sent = match (before_matches, now_matches) {
+                        (false, true) => Some(("ADDED", now)),
+                        (true, true) => Some(("MODIFIED", now)),
+                        (true, false) => {
+                            // Deleted, or changed so that it no longer matches:
+                            // the last state, at the revision of the change.
+                            let mut last = now.or(before).unwrap_or_default();
+                            last["metadata"]["resourceVersion"] =
+                                json!(event.revision().to_string());
+                            Some(("DELETED", Some(last)))
+                        }
+                        (false, false) => None,
+                    };
+                    if let Some((kind, Some(object))) = sent
+                        && tx.send(line(kind, object)).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(stream_response(rx))
+    }
+}
+
+fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn encode_continue(key: &str, revision: Revision) -> String {
+    let token = json!({"v": "meta.k8s.io/v1", "rv": revision, "start": key});
+    base64::engine::general_purpose::STANDARD.encode(token.to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(String, Revision), ApiError> {
+    let bad = || ApiError::bad_request(format!("invalid continue token {token:?}"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let key = value["start"].as_str().ok_or_else(bad)?.to_string();
+    let revision = value["rv"].as_i64().ok_or_else(bad)?;
+    Ok((key, revision))
+}
+
+fn check_fields(resource: &Resource, fields: &FieldSelector) -> Result<(), ApiError> {
+    for field in fields.fields() {
+        let supported = matches!(field, "metadata.name" | "metadata.namespace")
+            || (resource.plural == "namespaces" && field == "status.phase")
+            || (resource.plural == "secrets" && field == "type");
+        if !supported {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {field}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn matches(object: &Value, labels: &LabelSelector, fields: &FieldSelector) -> bool {
+    labels.matches(object["metadata"]["labels"].as_object())
+        && fields.matches(|field| {
+            let value = match field {
+                "metadata.name" => &object["metadata"]["name"],
+                "metadata.namespace" => &object["metadata"]["namespace"],
+                "status.phase" => &object["status"]["phase"],
+                "type" => &object["type"],
+                _ => return None,
+            };
+            value.as_str().map(str::to_string)
+        })
+}
+
+/// Defaults set on create, as upstream's.
+fn defaults(resource: &Resource, object: &mut Value) {
+    match (resource.group, resource.plural) {
+        ("", "namespaces") => {
+            let name = object["metadata"]["name"].clone();
+            if !object["metadata"]["labels"].is_object() {
+                object["metadata"]["labels"] = json!({});
+            }
+            object["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
+            object["spec"] = json!({"finalizers": ["kubernetes"]});
+            object["status"] = json!({"phase": "Active"});
+            if let Some(metadata) = object["metadata"].as_object_mut() {
+                metadata.remove("generation");
+            }
+        }
+        ("", "secrets") if object["type"].is_null() => {
+            object["type"] = json!("Opaque");
+        }
+        _ => {}
+    }
+}
+
+/// The object a PUT or PATCH stores: what the system owns comes from `old`;
+/// the main resource keeps the old status, the status subresource keeps
+/// everything but the status.
+fn merge_update(
+    resource: &Resource,
+    old: &Value,
+    mut new: Value,
+    subresource: Option<&str>,
+) -> Value {
+    let has_status = resource.subresources.contains(&"status");
+    if subresource == Some("status") {
+        let mut updated = old.clone();
+        updated["status"] = new["status"].take();
+        return updated;
+    }
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "namespace",
+        "name",
+        "generation",
+        "deletionTimestamp",
+    ] {
+        match old["metadata"].get(field) {
+            Some(value) => new["metadata"][field] = value.clone(),
+            None => {
+                if let Some(metadata) = new["metadata"].as_object_mut() {
+                    metadata.remove(field);
+                }
+            }
+        }
+    }
+    if has_status {
+        new["status"] = old["status"].clone();
+        if new["status"].is_null()
+            && let Some(object) = new.as_object_mut()
+        {
+            object.remove("status");
+        }
+    }
+    if old.get("spec").is_some() && old["spec"] != new["spec"] {
+        let generation = old["metadata"]["generation"].as_i64().unwrap_or(0);
+        new["metadata"]["generation"] = json!(generation + 1);
+    }
+    new["kind"] = json!(resource.kind);
+    new["apiVersion"] = json!(resource.api_version());
+    new
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let target = target.as_object_mut().expect("made an object above");
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+/// Whether a request may be served for `method` on a collection or an object.
+pub fn method_allowed(method: &Method, collection: bool) -> bool {
+    if collection {
+        matches!(*method, Method::GET | Method::POST)
+    } else {
+        matches!(
+            *method,
+            Method::GET | Method::PUT | Method::PATCH | Method::DELETE
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7386() {
+        for (target, patch, expected) in [
+            (json!({"a": "b"}), json!({"a": "c"}), json!({"a": "c"})),
+            (
+                json!({"a": "b"}),
+                json!({"b": "c"}),
+                json!({"a": "b", "b": "c"}),
+            ),
+            (json!({"a": "b"}), json!({"a": null}), json!({})),
+            (
+                json!({"a": {"b": "c"}}),
+                json!({"a": {"b": "d", "c": null}}),
+                json!({"a": {"b": "d"}}),
+            ),
+            (
+                json!({"a": [{"b": "c"}]}),
+                json!({"a": [1]}),
+                json!({"a": [1]}),
+            ),
+            (json!(["a", "b"]), json!({"a": "c"}), json!({"a": "c"})),
+            (
+                json!({"e": null}),
+                json!({"a": 1}),
+                json!({"e": null, "a": 1}),
+            ),
+        ] {
+            let mut merged = target.clone();
+            merge_patch(&mut merged, &patch);
+            assert_eq!(merged, expected, "{target} + {patch}");
+        }
+    }
+
+    #[test]
+    fn names_must_be_dns_subdomains() {
+        assert_eq!(name_problem("web-1.example"), None);
+        for bad in ["", "Web", "-web", "web-", "a..b", "we_b"] {
+            assert!(name_problem(bad).is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn continue_tokens_round_trip_and_bad_ones_are_refused() {
+        let token = encode_continue("/registry/pods/default/web\0", 42);
+        assert_eq!(
+            decode_continue(&token).unwrap(),
+            ("/registry/pods/default/web\0".to_string(), 42)
+        );
+        assert_eq!(
+            decode_continue("not-a-token").unwrap_err().code,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn an_update_keeps_what_the_system_owns_and_bumps_generation_on_spec_changes() {
+        let resource = tug_api::registry::find("apps", "v1", "deployments").unwrap();
+        let old = json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "u1", "creationTimestamp": "2026-11-23T18:00:00Z", "generation": 1},
+            "spec": {"replicas": 1},
+            "status": {"replicas": 1},
+        });
+        let new = json!({"metadata": {"name": "web", "uid": "forged"}, "spec": {"replicas": 3}, "status": {"replicas": 9}});
+        let updated = merge_update(resource, &old, new, None);
+        assert_eq!(updated["metadata"]["uid"], "u1");
+        assert_eq!(updated["metadata"]["generation"], 2);
+        assert_eq!(updated["status"], json!({"replicas": 1}));
+        let status = merge_update(
+            resource,
+            &old,
+            json!({"spec": {"replicas": 5}, "status": {"replicas": 2}}),
+            Some("status"),
+        );
+        assert_eq!(status["spec"], json!({"replicas": 1}));
+        assert_eq!(status["status"], json!({"replicas": 2}));
+    }
+}

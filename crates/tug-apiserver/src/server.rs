@@ -1,0 +1,279 @@
+//! HTTPS: the accept loop (so the client certificate reaches the handlers),
+//! authentication, limits, and routing a request to discovery or REST.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tug_api::registry;
+
+use crate::discovery;
+use crate::rest::{ApiState, BODY_BYTES_MAX, Target, method_allowed};
+use crate::status::ApiError;
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who sent a request, from its client certificate; `None` is anonymous.
+#[derive(Clone, Debug, Default)]
+pub struct Identity(pub Option<User>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+/// The user a client certificate names: CN the user, O the groups.
+pub fn user_from_certificate(der: &[u8]) -> Option<User> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    let mut groups: Vec<String> = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    groups.push("system:authenticated".into());
+    Some(User { name, groups })
+}
+
+pub struct Shared {
+    pub api: Arc<ApiState>,
+    /// Requests other than watches served at once at most; beyond, 429.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new().fallback(dispatch).with_state(shared)
+}
+
+/// Serves `router` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accepting a connection failed");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(err) = serve_connection(stream, peer, acceptor, router, shutdown).await {
+                tracing::debug!(%peer, error = %err, "connection ended");
+            }
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    router: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await??;
+    let identity = Identity(
+        tls.get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|cert| user_from_certificate(cert.as_ref())),
+    );
+    tracing::trace!(%peer, user = ?identity.0, "connection");
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(identity.clone());
+            router.clone().oneshot(request)
+        });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => result.map_err(|e| anyhow::anyhow!(e))?,
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+        }
+    }
+    Ok(())
+}
+
+fn text(code: StatusCode, body: &'static str) -> Response {
+    let mut response = (code, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn version() -> Response {
+    let body = serde_json::json!({
+        "major": "1",
+        "minor": "33",
+        "emulationMajor": "1",
+        "emulationMinor": "33",
+        "minCompatibilityMajor": "1",
+        "minCompatibilityMinor": "32",
+        "gitVersion": "v1.33.0+tug1",
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": format!("linux/{}", if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" }),
+    });
+    let mut response = serde_json::to_vec(&body)
+        .unwrap_or_default()
+        .into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn not_found() -> ApiError {
+    ApiError {
+        code: StatusCode::NOT_FOUND,
+        reason: "NotFound",
+        message: "the server could not find the requested resource".into(),
+        details: None,
+    }
+}
+
+async fn dispatch(
+    State(shared): State<Arc<Shared>>,
+    Extension(identity): Extension<Identity>,
+    request: Request,
+) -> Response {
+    let path = request.uri().path().to_string();
+    match path.as_str() {
+        "/healthz" | "/livez" | "/readyz" => return text(StatusCode::OK, "ok"),
+        "/version" => return version(),
+        _ => {}
+    }
+    if identity.0.is_none() {
+        return ApiError::unauthorized().into_response();
+    }
+    let Ok(_permit) = shared.in_flight.clone().try_acquire_owned() else {
+        return ApiError::too_many_requests().into_response();
+    };
+    match route(&shared, request, &path).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn route(shared: &Arc<Shared>, request: Request, path: &str) -> Result<Response, ApiError> {
+    let headers = request.headers().clone();
+    let method = request.method().clone();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api"] => return Ok(discovery::core_versions(&headers)),
+        ["apis"] => return Ok(discovery::group_list(&headers)),
+        ["apis", group] => return discovery::group(group).ok_or_else(not_found),
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return Err(not_found()),
+    };
+    if rest.is_empty() {
+        return discovery::resource_list(group, version).ok_or_else(not_found);
+    }
+    let find = |plural: &str| registry::find(group, version, plural);
+    let target = match rest {
+        ["namespaces", namespace, plural, more @ ..]
+            if find(plural).is_some_and(|r| r.namespaced) =>
+        {
+            Target {
+                resource: find(plural).expect("checked above"),
+                namespace: Some(namespace.to_string()),
+                name: more.first().map(|s| s.to_string()),
+                subresource: more.get(1).map(|s| s.to_string()),
+            }
+        }
+        [plural, more @ ..] if more.len() <= 2 => {
+            let resource = find(plural).ok_or_else(not_found)?;
+            if resource.namespaced && !more.is_empty() {
+                return Err(not_found());
+            }
+            Target {
+                resource,
+                namespace: None,
+                name: more.first().map(|s| s.to_string()),
+                subresource: more.get(1).map(|s| s.to_string()),
+            }
+        }
+        _ => return Err(not_found()),
+    };
+    if let Some(sub) = &target.subresource
+        && !target.resource.subresources.contains(&sub.as_str())
+    {
+        return Err(not_found());
+    }
+    let collection = target.name.is_none();
+    if !method_allowed(&method, collection) {
+        return Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method})"
+        )));
+    }
+    if collection
+        && method == Method::POST
+        && target.resource.namespaced
+        && target.namespace.is_none()
+    {
+        return Err(not_found());
+    }
+    let query: HashMap<String, String> = Query::try_from_uri(request.uri())
+        .map(|Query(query)| query)
+        .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let body = axum::body::to_bytes(request.into_body(), BODY_BYTES_MAX)
+        .await
+        .map_err(|_| ApiError::too_large(BODY_BYTES_MAX))?;
+    let api = &shared.api;
+    match (method, collection) {
+        (Method::GET, true) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            api.clone().watch(&target, &headers, &query).await
+        }
+        (Method::GET, true) => api.list(&target, &headers, &query).await,
+        (Method::POST, true) => api.create(&target, &query, &headers, &body).await,
+        (Method::GET, false) => api.get(&target, &headers, &query).await,
+        (Method::PUT, false) => api.update(&target, &query, &headers, &body).await,
+        (Method::PATCH, false) => api.patch(&target, &query, &headers, &body).await,
+        (Method::DELETE, false) => api.delete(&target, &query, &body).await,
+        _ => Err(ApiError::method_not_allowed("method not allowed")),
+    }
+}

@@ -1,0 +1,423 @@
+//! The real kubectl against a real `tug server` on loopback.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A `tug server` on a free loopback port with its own data dir.
+struct Server {
+    child: Child,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Self {
+        let kubeconfig = dir.join("kubeconfig.yaml");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tug"))
+            .args([
+                "server",
+                "--https-listen-port",
+                "0",
+                "--bind-address",
+                "127.0.0.1",
+            ])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--write-kubeconfig")
+            .arg(&kubeconfig)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("tug server prints its kubeconfig path within 30 s");
+        assert_eq!(line, format!("kubeconfig: {}", kubeconfig.display()));
+        Self {
+            child,
+            dir: dir.to_path_buf(),
+            kubeconfig,
+        }
+    }
+
+    fn kubectl_with(&self, binary: &str, args: &[&str]) -> Output {
+        Command::new(binary)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", &self.dir)
+            .arg(format!("--cache-dir={}", self.dir.join("cache").display()))
+            .output()
+            .unwrap()
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with("kubectl", args)
+    }
+
+    /// Runs kubectl and answers its standard output, failing on an error.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.kubectl(args);
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Runs kubectl expecting it to fail; answers its standard error.
+    fn fails(&self, args: &[&str]) -> String {
+        let output = self.kubectl(args);
+        assert!(!output.status.success(), "kubectl {args:?} succeeded");
+        String::from_utf8(output.stderr).unwrap()
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "tug server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const CONFIGMAP: &str = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: app
+  labels:
+    team: blue
+data:
+  a: \"1\"
+  b: two
+";
+
+fn columns(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+#[test]
+fn kubectl_sees_a_1_33_server_and_its_resources() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let version: serde_json::Value =
+        serde_json::from_str(&server.ok(&["version", "-o", "json"])).unwrap();
+    assert_eq!(version["serverVersion"]["major"], "1");
+    assert_eq!(version["serverVersion"]["minor"], "33");
+
+    let resources = server.ok(&["api-resources"]);
+    let header = columns(resources.lines().next().unwrap());
+    assert_eq!(
+        header,
+        ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]
+    );
+    for expected in [
+        ["deployments", "deploy", "apps/v1", "true", "Deployment"],
+        ["pods", "po", "v1", "true", "Pod"],
+        ["namespaces", "ns", "v1", "false", "Namespace"],
+    ] {
+        assert!(
+            resources.lines().any(|l| columns(l) == expected),
+            "{expected:?} missing from:\n{resources}"
+        );
+    }
+    let versions = server.ok(&["api-versions"]);
+    for expected in ["v1", "apps/v1", "batch/v1", "rbac.authorization.k8s.io/v1"] {
+        assert!(
+            versions.lines().any(|l| l == expected),
+            "{expected} missing: {versions}"
+        );
+    }
+    // kubectl 1.28 understands only aggregated discovery v2beta1.
+    let old = server.kubectl_with(
+        "/usr/lib/google-cloud-sdk/bin/kubectl.1.28",
+        &["api-resources", "--api-group=apps"],
+    );
+    let old = String::from_utf8_lossy(&old.stdout);
+    assert!(
+        old.lines()
+            .any(|l| columns(l).first() == Some(&"statefulsets")),
+        "{old}"
+    );
+
+    let namespaces = server.ok(&["get", "namespaces"]);
+    let mut lines = namespaces.lines();
+    assert_eq!(columns(lines.next().unwrap()), ["NAME", "STATUS", "AGE"]);
+    let rows: Vec<Vec<&str>> = lines.map(columns).collect();
+    let names: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(
+        names,
+        ["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
+    assert!(rows.iter().all(|r| r[1] == "Active"));
+}
+
+#[test]
+fn kubectl_creates_reads_labels_and_deletes_a_configmap() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let manifest = dir.path().join("cm.yaml");
+    std::fs::write(&manifest, CONFIGMAP).unwrap();
+    let file = manifest.to_str().unwrap();
+
+    assert_eq!(
+        server.ok(&["create", "-f", file, "--validate=false"]),
+        "configmap/app created\n"
+    );
+    let table = server.ok(&["get", "configmaps"]);
+    let lines: Vec<Vec<&str>> = table.lines().map(columns).collect();
+    assert_eq!(lines[0], ["NAME", "DATA", "AGE"]);
+    assert_eq!(lines[1][..2], ["app", "2"]);
+    assert!(
+        lines[1][2].ends_with('s'),
+        "a fresh object's age is in seconds: {table}"
+    );
+    assert_eq!(
+        server.ok(&["get", "cm", "app", "-o", "jsonpath={.data.b}"]),
+        "two"
+    );
+
+    let object: serde_json::Value =
+        serde_json::from_str(&server.ok(&["get", "cm", "app", "-o", "json"])).unwrap();
+    assert_eq!(object["kind"], "ConfigMap");
+    assert_eq!(object["metadata"]["namespace"], "default");
+    assert!(
+        object["metadata"]["uid"]
+            .as_str()
+            .is_some_and(|u| u.len() == 36)
+    );
+    assert!(
+        object["metadata"]["creationTimestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    let created_version: u64 = object["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    assert_eq!(
+        server.ok(&["label", "cm", "app", "tier=web"]),
+        "configmap/app labeled\n"
+    );
+    assert_eq!(
+        server.ok(&["annotate", "cm", "app", "note=hi"]),
+        "configmap/app annotated\n"
+    );
+    assert_eq!(
+        server.ok(&["get", "cm", "-l", "tier=web", "-o", "name"]),
+        "configmap/app\n"
+    );
+    assert_eq!(
+        server.ok(&["get", "cm", "-l", "tier!=web", "-o", "name"]),
+        ""
+    );
+    assert_eq!(
+        server.ok(&["get", "cm", "-l", "team in (blue,red)", "-o", "name"]),
+        "configmap/app\n"
+    );
+    let labelled: serde_json::Value =
+        serde_json::from_str(&server.ok(&["get", "cm", "app", "-o", "json"])).unwrap();
+    assert_eq!(labelled["metadata"]["labels"]["team"], "blue");
+    assert_eq!(labelled["metadata"]["annotations"]["note"], "hi");
+    let version: u64 = labelled["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(version > created_version);
+    assert_eq!(labelled["metadata"]["uid"], object["metadata"]["uid"]);
+
+    let all = server.ok(&["get", "cm", "-A"]);
+    assert_eq!(
+        columns(all.lines().next().unwrap()),
+        ["NAMESPACE", "NAME", "DATA", "AGE"]
+    );
+    assert_eq!(
+        columns(all.lines().nth(1).unwrap())[..3],
+        ["default", "app", "2"]
+    );
+
+    let err = server.fails(&["create", "-f", file, "--validate=false"]);
+    assert!(
+        err.contains("Error from server (AlreadyExists): error when creating")
+            && err.contains("configmaps \"app\" already exists"),
+        "{err}"
+    );
+    let err = server.fails(&["get", "cm", "nope"]);
+    assert_eq!(
+        err.trim(),
+        "Error from server (NotFound): configmaps \"nope\" not found"
+    );
+    let err = server.fails(&["create", "-f", file, "--validate=false", "-n", "missing"]);
+    assert!(err.contains("namespaces \"missing\" not found"), "{err}");
+
+    assert_eq!(
+        server.ok(&["delete", "cm", "app"]),
+        "configmap \"app\" deleted\n"
+    );
+    let output = server.kubectl(&["get", "cm"]);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim(),
+        "No resources found in default namespace."
+    );
+}
+
+#[test]
+fn kubectl_watch_sees_changes_as_they_happen() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let manifest = dir.path().join("cm.yaml");
+    std::fs::write(&manifest, CONFIGMAP).unwrap();
+    let mut watch = Command::new("kubectl")
+        .args([
+            "get",
+            "configmaps",
+            "--watch-only",
+            "-o",
+            "custom-columns=NAME:.metadata.name,B:.data.b",
+            "--no-headers",
+        ])
+        .env("KUBECONFIG", &server.kubeconfig)
+        .env("HOME", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The watch may start after the first create; create until it is seen.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    let first = loop {
+        assert!(Instant::now() < deadline, "the watch saw no create in 30 s");
+        let name = format!("w{n}");
+        n += 1;
+        let yaml = CONFIGMAP.replace("name: app", &format!("name: {name}"));
+        std::fs::write(&manifest, yaml).unwrap();
+        server.ok(&[
+            "create",
+            "-f",
+            manifest.to_str().unwrap(),
+            "--validate=false",
+        ]);
+        if let Ok(line) = lines.recv_timeout(Duration::from_secs(2)) {
+            break line;
+        }
+    };
+    let name = columns(&first)[0].to_string();
+    assert_eq!(columns(&first)[1], "two");
+    server.ok(&[
+        "patch",
+        "cm",
+        &name,
+        "--type=merge",
+        "-p",
+        r#"{"data":{"b":"three"}}"#,
+    ]);
+    let changed = lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the watch saw the patch");
+    assert_eq!(columns(&changed), [name.as_str(), "three"]);
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
+
+#[test]
+fn anonymous_clients_reach_only_health_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let kubeconfig = std::fs::read_to_string(&server.kubeconfig).unwrap();
+    let url = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_string();
+    // curl with no client certificate: an anonymous client.
+    let curl = |path: &str| {
+        let output = Command::new("curl")
+            .args(["-sk", "-w", "\n%{http_code}", &format!("{url}{path}")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(output.stdout).unwrap();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (body.to_string(), code.to_string())
+    };
+    assert_eq!(curl("/healthz"), ("ok".to_string(), "200".to_string()));
+    let (body, code) = curl("/version");
+    assert_eq!(code, "200");
+    assert!(body.contains("\"minor\":\"33\""), "{body}");
+    let (body, code) = curl("/api/v1/namespaces");
+    assert_eq!(code, "401");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            status["kind"].as_str(),
+            status["reason"].as_str(),
+            status["code"].as_i64()
+        ),
+        (Some("Status"), Some("Unauthorized"), Some(401))
+    );
+}
+
+#[test]
+fn objects_and_their_versions_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let manifest = dir.path().join("cm.yaml");
+    std::fs::write(&manifest, CONFIGMAP).unwrap();
+    server.ok(&[
+        "create",
+        "-f",
+        manifest.to_str().unwrap(),
+        "--validate=false",
+    ]);
+    let before = server.ok(&[
+        "get",
+        "cm",
+        "app",
+        "-o",
+        "jsonpath={.metadata.uid} {.metadata.resourceVersion}",
+    ]);
+    server.stop();
+
+    let server = Server::start(dir.path());
+    let after = server.ok(&[
+        "get",
+        "cm",
+        "app",
+        "-o",
+        "jsonpath={.metadata.uid} {.metadata.resourceVersion}",
+    ]);
+    assert_eq!(before, after);
+    assert_eq!(server.ok(&["get", "ns", "-o", "name"]).lines().count(), 4);
+}
