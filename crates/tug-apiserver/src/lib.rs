@@ -11,6 +11,7 @@
 //! yet; see ARCHITECTURE.md.
 
 pub mod discovery;
+pub mod patch;
 pub mod pki;
 pub mod rest;
 pub mod server;

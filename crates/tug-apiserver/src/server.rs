@@ -127,6 +127,41 @@ async fn serve_connection(
     Ok(())
 }
 
+/// Bytes of an oversized body read and thrown away at most, so that the
+/// client sees the 413 instead of a reset stream; a larger one is reset.
+const DRAIN_BYTES_MAX: usize = 64 * 1024 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads a request body of at most [`BODY_BYTES_MAX`]; past that, drains
+/// (a bounded amount of) the rest and answers 413.
+async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut collected = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    let drain = async {
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else { break };
+            seen += chunk.len();
+            if seen <= BODY_BYTES_MAX {
+                collected.extend_from_slice(&chunk);
+            } else if seen > DRAIN_BYTES_MAX {
+                break;
+            }
+        }
+    };
+    let finished = tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_ok();
+    if seen > BODY_BYTES_MAX {
+        return Err(ApiError::too_large(BODY_BYTES_MAX));
+    }
+    if !finished {
+        return Err(ApiError::bad_request(format!(
+            "the request body did not arrive within {DRAIN_TIMEOUT:?}"
+        )));
+    }
+    Ok(collected.freeze())
+}
+
 fn text(code: StatusCode, body: &'static str) -> Response {
     let mut response = (code, body).into_response();
     response.headers_mut().insert(
@@ -260,9 +295,7 @@ async fn route(shared: &Arc<Shared>, request: Request, path: &str) -> Result<Res
     let query: HashMap<String, String> = Query::try_from_uri(request.uri())
         .map(|Query(query)| query)
         .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
-    let body = axum::body::to_bytes(request.into_body(), BODY_BYTES_MAX)
-        .await
-        .map_err(|_| ApiError::too_large(BODY_BYTES_MAX))?;
+    let body = read_body(request.into_body()).await?;
     let api = &shared.api;
     match (method, collection) {
         (Method::GET, true) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {

@@ -421,3 +421,236 @@ fn objects_and_their_versions_survive_a_restart() {
     assert_eq!(before, after);
     assert_eq!(server.ok(&["get", "ns", "-o", "name"]).lines().count(), 4);
 }
+
+/// An authenticated client that sends exactly what it is given: curl with
+/// the admin client certificate.
+struct Curl {
+    url: String,
+    dir: PathBuf,
+}
+
+impl Curl {
+    fn admin(server: &Server) -> Self {
+        use base64::Engine;
+        let kubeconfig = std::fs::read_to_string(&server.kubeconfig).unwrap();
+        let field = |name: &str| {
+            let encoded = kubeconfig
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
+                .unwrap_or_else(|| panic!("{name} in the kubeconfig"));
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap()
+        };
+        let dir = server.dir.join("curl");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.crt"), field("certificate-authority-data")).unwrap();
+        std::fs::write(dir.join("admin.crt"), field("client-certificate-data")).unwrap();
+        std::fs::write(dir.join("admin.key"), field("client-key-data")).unwrap();
+        let url = kubeconfig
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: "))
+            .unwrap()
+            .to_string();
+        Self { url, dir }
+    }
+
+    /// Sends a request; answers the status code and the body as JSON.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> (u16, serde_json::Value) {
+        let body_file = self.dir.join("body");
+        std::fs::write(&body_file, body).unwrap();
+        let output = Command::new("curl")
+            .args(["-s", "-X", method, "-w", "\n%{http_code}"])
+            .arg("--cacert")
+            .arg(self.dir.join("ca.crt"))
+            .arg("--cert")
+            .arg(self.dir.join("admin.crt"))
+            .arg("--key")
+            .arg(self.dir.join("admin.key"))
+            .args(["-H", &format!("Content-Type: {content_type}")])
+            .arg("--data-binary")
+            .arg(format!("@{}", body_file.display()))
+            .arg(format!("{}{path}", self.url))
+            .output()
+            .unwrap();
+        let text = String::from_utf8(output.stdout).unwrap();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        let body = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body}"));
+        (code.parse().unwrap(), body)
+    }
+}
+
+/// Asserts a Status with this code and reason, and answers its message.
+fn status(answer: (u16, serde_json::Value), code: u16, reason: &str) -> String {
+    let (got, body) = answer;
+    assert_eq!(got, code, "{body}");
+    assert_eq!(body["kind"], "Status", "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["reason"], reason, "{body}");
+    body["message"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn bad_input_gets_a_status_with_upstreams_code_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let curl = Curl::admin(&server);
+    let configmaps = "/api/v1/namespaces/default/configmaps";
+    let json = "application/json";
+
+    let message = status(
+        curl.send("POST", configmaps, json, b"{not json"),
+        400,
+        "BadRequest",
+    );
+    assert!(message.contains("JSON"), "{message}");
+    let wrong_version = br#"{"apiVersion":"apps/v1","kind":"ConfigMap","metadata":{"name":"x"}}"#;
+    let message = status(
+        curl.send("POST", configmaps, json, wrong_version),
+        400,
+        "BadRequest",
+    );
+    assert!(
+        message.contains("does not match the expected API version (v1)"),
+        "{message}"
+    );
+    let bad_name = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Not_Valid"}}"#;
+    let (code, body) = curl.send("POST", configmaps, json, bad_name);
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["reason"], "Invalid");
+    assert_eq!(body["details"]["causes"][0]["field"], "metadata.name");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ConfigMap \"Not_Valid\" is invalid: metadata.name: Invalid value")
+    );
+    let huge = vec![b' '; 4 * 1024 * 1024];
+    status(
+        curl.send("POST", configmaps, json, &huge),
+        413,
+        "RequestEntityTooLarge",
+    );
+    status(
+        curl.send("POST", configmaps, "text/plain", b"hello"),
+        415,
+        "UnsupportedMediaType",
+    );
+    status(
+        curl.send("GET", "/api/v1/widgets", json, b""),
+        404,
+        "NotFound",
+    );
+    status(
+        curl.send("GET", "/apis/nope.example.com/v1/things", json, b""),
+        404,
+        "NotFound",
+    );
+    let message = status(
+        curl.send(
+            "GET",
+            &format!("{configmaps}?labelSelector=a%20b"),
+            json,
+            b"",
+        ),
+        400,
+        "BadRequest",
+    );
+    assert!(message.contains("unable to parse requirement"), "{message}");
+    status(
+        curl.send(
+            "GET",
+            &format!("{configmaps}?fieldSelector=spec.x%3Dy"),
+            json,
+            b"",
+        ),
+        400,
+        "BadRequest",
+    );
+    status(
+        curl.send("GET", &format!("{configmaps}?continue=garbage"), json, b""),
+        400,
+        "BadRequest",
+    );
+
+    // A stale resourceVersion loses, with upstream's message.
+    let created =
+        br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cas"},"data":{"n":"1"}}"#;
+    let (code, object) = curl.send("POST", configmaps, json, created);
+    assert_eq!(code, 201, "{object}");
+    let version = object["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let update = |n: &str, version: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cas","resourceVersion":"{version}"}},"data":{{"n":"{n}"}}}}"#
+        )
+    };
+    let (code, updated) = curl.send(
+        "PUT",
+        &format!("{configmaps}/cas"),
+        json,
+        update("2", &version).as_bytes(),
+    );
+    assert_eq!(code, 200, "{updated}");
+    assert_ne!(
+        updated["metadata"]["resourceVersion"],
+        object["metadata"]["resourceVersion"]
+    );
+    let message = status(
+        curl.send(
+            "PUT",
+            &format!("{configmaps}/cas"),
+            json,
+            update("3", &version).as_bytes(),
+        ),
+        409,
+        "Conflict",
+    );
+    assert_eq!(
+        message,
+        "Operation cannot be fulfilled on configmaps \"cas\": the object has been modified; please apply your changes to the latest version and try again"
+    );
+    // A JSON patch whose test fails is refused whole.
+    let patch = br#"[{"op":"test","path":"/data/n","value":"1"},{"op":"replace","path":"/data/n","value":"9"}]"#;
+    status(
+        curl.send(
+            "PATCH",
+            &format!("{configmaps}/cas"),
+            "application/json-patch+json",
+            patch,
+        ),
+        422,
+        "Invalid",
+    );
+    assert_eq!(
+        server.ok(&["get", "cm", "cas", "-o", "jsonpath={.data.n}"]),
+        "2"
+    );
+    server.ok(&[
+        "patch",
+        "cm",
+        "cas",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/data/m","value":"x"}]"#,
+    ]);
+    assert_eq!(
+        server.ok(&["get", "cm", "cas", "-o", "jsonpath={.data.m}"]),
+        "x"
+    );
+    let message = status(
+        curl.send("DELETE", &format!("{configmaps}/nope"), json, b""),
+        404,
+        "NotFound",
+    );
+    assert_eq!(message, "configmaps \"nope\" not found");
+}
