@@ -255,6 +255,7 @@ impl ApiState {
         metadata.insert("creationTimestamp".into(), json!(timestamp(now_seconds())));
         metadata.remove("resourceVersion");
         metadata.remove("deletionTimestamp");
+        metadata.remove("deletionGracePeriodSeconds");
         if object.get("spec").is_some() {
             object["metadata"]["generation"] = json!(1);
         }
@@ -414,6 +415,27 @@ impl ApiState {
         if dry_run(query) {
             return Ok(json_response(StatusCode::OK, &updated));
         }
+        // The last finalizer of an object being deleted is gone: it goes.
+        if !updated["metadata"]["deletionTimestamp"].is_null() && !has_finalizers(&updated) {
+            return match self
+                .store
+                .delete(&current.key, Some(current.mod_revision))
+                .await
+            {
+                Ok(deleted) => {
+                    let mut gone = updated;
+                    gone["metadata"]["resourceVersion"] = json!(deleted.revision.to_string());
+                    Ok(json_response(StatusCode::OK, &gone))
+                }
+                Err(tug_store::Error::Conflict { .. }) => {
+                    Err(ApiError::conflict(resource.plural, resource.group, name))
+                }
+                Err(tug_store::Error::NotFound { .. }) => {
+                    Err(ApiError::not_found(resource.plural, resource.group, name))
+                }
+                Err(err) => Err(from_store(err)),
+            };
+        }
         match self
             .store
             .update(
@@ -468,6 +490,35 @@ impl ApiState {
                 .is_some_and(|d| d.iter().any(|v| v == "All"));
         if dry {
             return Ok(json_response(StatusCode::OK, &object));
+        }
+        // Two-phase deletion: an object with finalizers is only marked; it
+        // goes when the last finalizer is removed (see write_update).
+        if has_finalizers(&object) {
+            if !object["metadata"]["deletionTimestamp"].is_null() {
+                return Ok(json_response(StatusCode::OK, &object));
+            }
+            let mut marked = object;
+            marked["metadata"]["deletionTimestamp"] = json!(timestamp(now_seconds()));
+            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            return match self
+                .store
+                .update(
+                    &current.key,
+                    encode(&marked),
+                    current.mod_revision,
+                    PutOptions::default(),
+                )
+                .await
+            {
+                Ok(kv) => Ok(json_response(StatusCode::OK, &decode(resource, &kv)?)),
+                Err(tug_store::Error::Conflict { .. }) => {
+                    Err(ApiError::conflict(resource.plural, resource.group, name))
+                }
+                Err(tug_store::Error::NotFound { .. }) => {
+                    Err(ApiError::not_found(resource.plural, resource.group, name))
+                }
+                Err(err) => Err(from_store(err)),
+            };
         }
         match self
             .store
@@ -806,6 +857,12 @@ fn decode_continue(token: &str) -> Result<(String, Revision), ApiError> {
     Ok((key, revision))
 }
 
+fn has_finalizers(object: &Value) -> bool {
+    object["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty())
+}
+
 fn check_fields(resource: &Resource, fields: &FieldSelector) -> Result<(), ApiError> {
     for field in fields.fields() {
         let supported = matches!(field, "metadata.name" | "metadata.namespace")
@@ -878,6 +935,7 @@ fn merge_update(
         "name",
         "generation",
         "deletionTimestamp",
+        "deletionGracePeriodSeconds",
     ] {
         match old["metadata"].get(field) {
             Some(value) => new["metadata"][field] = value.clone(),

@@ -654,3 +654,54 @@ fn bad_input_gets_a_status_with_upstreams_code_and_reason() {
     );
     assert_eq!(message, "configmaps \"nope\" not found");
 }
+
+#[test]
+fn an_object_with_finalizers_waits_for_them_before_it_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let manifest = dir.path().join("held.yaml");
+    std::fs::write(
+        &manifest,
+        CONFIGMAP.replace("name: app", "name: held\n  finalizers: [example.com/hold]"),
+    )
+    .unwrap();
+    server.ok(&[
+        "create",
+        "-f",
+        manifest.to_str().unwrap(),
+        "--validate=false",
+    ]);
+    assert_eq!(
+        server.ok(&["delete", "cm", "held", "--wait=false"]),
+        "configmap \"held\" deleted\n"
+    );
+    let marked: serde_json::Value =
+        serde_json::from_str(&server.ok(&["get", "cm", "held", "-o", "json"])).unwrap();
+    assert!(
+        marked["metadata"]["deletionTimestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{marked}"
+    );
+    assert_eq!(marked["metadata"]["finalizers"][0], "example.com/hold");
+    // Deleting again changes nothing; other updates still go through.
+    server.ok(&["delete", "cm", "held", "--wait=false"]);
+    server.ok(&["label", "cm", "held", "still=here"]);
+    let again: serde_json::Value =
+        serde_json::from_str(&server.ok(&["get", "cm", "held", "-o", "json"])).unwrap();
+    assert_eq!(
+        again["metadata"]["deletionTimestamp"],
+        marked["metadata"]["deletionTimestamp"]
+    );
+
+    server.ok(&[
+        "patch",
+        "cm",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    let err = server.fails(&["get", "cm", "held"]);
+    assert!(err.contains("configmaps \"held\" not found"), "{err}");
+}
