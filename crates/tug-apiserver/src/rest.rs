@@ -23,6 +23,7 @@ use tug_store::{
 };
 
 use crate::patch::{JsonPatchError, json_patch, merge_patch};
+use crate::protobuf::{self, ProtobufError};
 use crate::status::{ApiError, from_store};
 use crate::table::{self, Include};
 
@@ -104,6 +105,12 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     let media = content_type.split(';').next().unwrap_or("").trim();
+    if media == "application/vnd.kubernetes.protobuf" {
+        return protobuf::decode(body).map_err(|err| match err {
+            ProtobufError::Malformed(message) => ApiError::bad_request(message),
+            ProtobufError::UnsupportedKind(_) => ApiError::unsupported_media_type(content_type),
+        });
+    }
     if !matches!(media, "application/json" | "" | "*/*") {
         return Err(ApiError::unsupported_media_type(content_type));
     }

@@ -705,3 +705,67 @@ fn an_object_with_finalizers_waits_for_them_before_it_goes() {
     let err = server.fails(&["get", "cm", "held"]);
     assert!(err.contains("configmaps \"held\" not found"), "{err}");
 }
+
+#[test]
+fn kubectl_create_configmap_secret_and_namespace_send_protobuf_that_is_understood() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    assert_eq!(
+        server.ok(&[
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=a=b",
+            "--from-literal=c=d"
+        ]),
+        "configmap/settings created\n"
+    );
+    assert_eq!(
+        server.ok(&[
+            "create",
+            "secret",
+            "generic",
+            "login",
+            "--from-literal=password=hunter2"
+        ]),
+        "secret/login created\n"
+    );
+    assert_eq!(
+        server.ok(&["create", "namespace", "team-a"]),
+        "namespace/team-a created\n"
+    );
+
+    let configmap: serde_json::Value =
+        serde_json::from_str(&server.ok(&["get", "cm", "settings", "-o", "json"])).unwrap();
+    assert_eq!(configmap["data"], serde_json::json!({"a": "b", "c": "d"}));
+    let metadata = configmap["metadata"].as_object().unwrap();
+    assert!(
+        !metadata.contains_key("generateName") && !metadata.contains_key("generation"),
+        "{metadata:?}"
+    );
+    let secret = server.ok(&[
+        "get",
+        "secret",
+        "login",
+        "-o",
+        "jsonpath={.data.password} {.type}",
+    ]);
+    assert_eq!(secret, "aHVudGVyMg== Opaque");
+    let table = server.ok(&["get", "secrets"]);
+    assert_eq!(
+        columns(table.lines().nth(1).unwrap())[..3],
+        ["login", "Opaque", "1"]
+    );
+    let namespace = server.ok(&[
+        "get",
+        "ns",
+        "team-a",
+        "-o",
+        "jsonpath={.status.phase} {.spec.finalizers[0]}",
+    ]);
+    assert_eq!(namespace, "Active kubernetes");
+    assert_eq!(
+        server.ok(&["create", "configmap", "there", "-n", "team-a"]),
+        "configmap/there created\n"
+    );
+}

@@ -1,0 +1,429 @@
+//! Protobuf request bodies (`application/vnd.kubernetes.protobuf`), which
+//! kubectl 1.32+ sends for `create configmap|secret|namespace` and a few
+//! other commands, decoded into the JSON the rest of the server handles.
+//!
+//! The envelope is the 4 bytes `k8s\0` and a `runtime.Unknown` message
+//! (typeMeta, raw, contentEncoding, contentType); `raw` is the object. Each
+//! kind is decoded through a table of its fields (numbers from upstream's
+//! `generated.proto`); fields not in the table are skipped, as protobuf
+//! readers do. Kinds without a table are refused with 415.
+
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+const MAGIC: &[u8] = b"k8s\0";
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProtobufError {
+    #[error("invalid protobuf body: {0}")]
+    Malformed(String),
+    #[error("protobuf bodies of kind {0} are not supported yet; send JSON")]
+    UnsupportedKind(String),
+}
+
+fn malformed(what: &str) -> ProtobufError {
+    ProtobufError::Malformed(what.to_string())
+}
+
+/// How one field is turned into JSON.
+#[derive(Clone, Copy)]
+enum Kind {
+    String,
+    Bool,
+    Int64,
+    Time,
+    Message(&'static [Field]),
+    StringMap,
+    BytesMap,
+    RepeatedString,
+    RepeatedMessage(&'static [Field]),
+}
+
+struct Field {
+    number: u64,
+    name: &'static str,
+    kind: Kind,
+}
+
+const fn field(number: u64, name: &'static str, kind: Kind) -> Field {
+    Field { number, name, kind }
+}
+
+const OWNER_REFERENCE: &[Field] = &[
+    field(5, "apiVersion", Kind::String),
+    field(1, "kind", Kind::String),
+    field(3, "name", Kind::String),
+    field(4, "uid", Kind::String),
+    field(6, "controller", Kind::Bool),
+    field(7, "blockOwnerDeletion", Kind::Bool),
+];
+
+const OBJECT_META: &[Field] = &[
+    field(1, "name", Kind::String),
+    field(2, "generateName", Kind::String),
+    field(3, "namespace", Kind::String),
+    field(5, "uid", Kind::String),
+    field(6, "resourceVersion", Kind::String),
+    field(7, "generation", Kind::Int64),
+    field(8, "creationTimestamp", Kind::Time),
+    field(9, "deletionTimestamp", Kind::Time),
+    field(10, "deletionGracePeriodSeconds", Kind::Int64),
+    field(11, "labels", Kind::StringMap),
+    field(12, "annotations", Kind::StringMap),
+    field(
+        13,
+        "ownerReferences",
+        Kind::RepeatedMessage(OWNER_REFERENCE),
+    ),
+    field(14, "finalizers", Kind::RepeatedString),
+];
+
+const CONFIG_MAP: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(2, "data", Kind::StringMap),
+    field(3, "binaryData", Kind::BytesMap),
+    field(4, "immutable", Kind::Bool),
+];
+
+const SECRET: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(2, "data", Kind::BytesMap),
+    field(3, "type", Kind::String),
+    field(4, "stringData", Kind::StringMap),
+    field(5, "immutable", Kind::Bool),
+];
+
+const NAMESPACE_SPEC: &[Field] = &[field(1, "finalizers", Kind::RepeatedString)];
+
+const NAMESPACE: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(2, "spec", Kind::Message(NAMESPACE_SPEC)),
+];
+
+fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
+    match (api_version, kind) {
+        ("v1", "ConfigMap") => Some(CONFIG_MAP),
+        ("v1", "Secret") => Some(SECRET),
+        ("v1", "Namespace") => Some(NAMESPACE),
+        _ => None,
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+enum Wire<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> Result<u64, ProtobufError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = self
+                .bytes
+                .split_first()
+                .ok_or_else(|| malformed("truncated varint"))?;
+            self.bytes = rest;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(malformed("varint longer than 10 bytes"))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtobufError> {
+        if n > self.bytes.len() {
+            return Err(malformed("a field runs past the end of the message"));
+        }
+        let (taken, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(taken)
+    }
+
+    /// The next field: its number and value, or `None` at the end.
+    fn next(&mut self) -> Result<Option<(u64, Wire<'a>)>, ProtobufError> {
+        if self.bytes.is_empty() {
+            return Ok(None);
+        }
+        let tag = self.varint()?;
+        let value = match tag & 7 {
+            0 => Wire::Varint(self.varint()?),
+            1 => {
+                self.take(8)?;
+                Wire::Fixed
+            }
+            2 => {
+                let len =
+                    usize::try_from(self.varint()?).map_err(|_| malformed("length too large"))?;
+                Wire::Bytes(self.take(len)?)
+            }
+            5 => {
+                self.take(4)?;
+                Wire::Fixed
+            }
+            other => return Err(malformed(&format!("unsupported wire type {other}"))),
+        };
+        Ok(Some((tag >> 3, value)))
+    }
+}
+
+fn text(bytes: &[u8]) -> Result<String, ProtobufError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| malformed("a string field is not UTF-8"))
+}
+
+fn base64(bytes: &[u8]) -> Value {
+    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn map_entry(bytes: &[u8], value_as_bytes: bool) -> Result<(String, Value), ProtobufError> {
+    let mut reader = Reader { bytes };
+    let (mut key, mut value) = (
+        String::new(),
+        if value_as_bytes {
+            base64(&[])
+        } else {
+            json!("")
+        },
+    );
+    while let Some((number, field)) = reader.next()? {
+        match (number, field) {
+            (1, Wire::Bytes(b)) => key = text(b)?,
+            (2, Wire::Bytes(b)) if value_as_bytes => value = base64(b),
+            (2, Wire::Bytes(b)) => value = json!(text(b)?),
+            _ => {}
+        }
+    }
+    Ok((key, value))
+}
+
+/// A timestamp; Go's zero time (year 1), which it writes for unset ones, is none.
+fn time(bytes: &[u8]) -> Result<Option<Value>, ProtobufError> {
+    let mut reader = Reader { bytes };
+    let mut seconds = 0i64;
+    while let Some((number, field)) = reader.next()? {
+        if let (1, Wire::Varint(v)) = (number, field) {
+            seconds = v as i64;
+        }
+    }
+    Ok((seconds > 0).then(|| json!(tug_api::format::timestamp(seconds))))
+}
+
+fn message(bytes: &[u8], fields: &'static [Field]) -> Result<Value, ProtobufError> {
+    let mut object = Map::new();
+    let mut reader = Reader { bytes };
+    while let Some((number, value)) = reader.next()? {
+        let Some(field) = fields.iter().find(|f| f.number == number) else {
+            continue;
+        };
+        let wrong = || malformed(&format!("field {} has the wrong wire type", field.name));
+        match (field.kind, value) {
+            // Go writes every non-pointer field, empty or not; JSON omits
+            // the empty ones, and so do we.
+            (Kind::String, Wire::Bytes(b)) => {
+                if !b.is_empty() {
+                    object.insert(field.name.into(), json!(text(b)?));
+                }
+            }
+            (Kind::Bool, Wire::Varint(v)) => {
+                object.insert(field.name.into(), json!(v != 0));
+            }
+            (Kind::Int64, Wire::Varint(v)) => {
+                if v != 0 {
+                    object.insert(field.name.into(), json!(v as i64));
+                }
+            }
+            (Kind::Time, Wire::Bytes(b)) => {
+                if let Some(time) = time(b)? {
+                    object.insert(field.name.into(), time);
+                }
+            }
+            (Kind::Message(inner), Wire::Bytes(b)) => {
+                object.insert(field.name.into(), message(b, inner)?);
+            }
+            (Kind::StringMap | Kind::BytesMap, Wire::Bytes(b)) => {
+                let (key, value) = map_entry(b, matches!(field.kind, Kind::BytesMap))?;
+                let map = object.entry(field.name).or_insert_with(|| json!({}));
+                map[key] = value;
+            }
+            (Kind::RepeatedString, Wire::Bytes(b)) => {
+                let list = object.entry(field.name).or_insert_with(|| json!([]));
+                list.as_array_mut()
+                    .expect("made a list")
+                    .push(json!(text(b)?));
+            }
+            (Kind::RepeatedMessage(inner), Wire::Bytes(b)) => {
+                let list = object.entry(field.name).or_insert_with(|| json!([]));
+                list.as_array_mut()
+                    .expect("made a list")
+                    .push(message(b, inner)?);
+            }
+            _ => return Err(wrong()),
+        }
+    }
+    Ok(Value::Object(object))
+}
+
+/// Decodes a protobuf request body into the object's JSON, with its
+/// apiVersion and kind from the envelope.
+pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
+    let envelope = body
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| malformed("the body does not start with the k8s protobuf prefix"))?;
+    let mut reader = Reader { bytes: envelope };
+    let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), None);
+    while let Some((number, value)) = reader.next()? {
+        match (number, value) {
+            (1, Wire::Bytes(type_meta)) => {
+                let mut meta = Reader { bytes: type_meta };
+                while let Some((number, value)) = meta.next()? {
+                    match (number, value) {
+                        (1, Wire::Bytes(b)) => api_version = text(b)?,
+                        (2, Wire::Bytes(b)) => kind = text(b)?,
+                        _ => {}
+                    }
+                }
+            }
+            (2, Wire::Bytes(b)) => raw = Some(b),
+            (3, Wire::Bytes(encoding)) if !encoding.is_empty() => {
+                return Err(malformed("content encodings are not supported"));
+            }
+            _ => {}
+        }
+    }
+    let fields = schema(&api_version, &kind)
+        .ok_or_else(|| ProtobufError::UnsupportedKind(format!("{api_version}/{kind}")))?;
+    let mut object = message(raw.unwrap_or_default(), fields)?;
+    object["apiVersion"] = json!(api_version);
+    object["kind"] = json!(kind);
+    Ok(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn varint(mut value: u64, out: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    fn bytes_field(number: u64, bytes: &[u8], out: &mut Vec<u8>) {
+        varint(number << 3 | 2, out);
+        varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    }
+
+    fn entry(key: &str, value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        bytes_field(1, key.as_bytes(), &mut out);
+        bytes_field(2, value, &mut out);
+        out
+    }
+
+    fn envelope(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
+        let mut type_meta = Vec::new();
+        bytes_field(1, api_version.as_bytes(), &mut type_meta);
+        bytes_field(2, kind.as_bytes(), &mut type_meta);
+        let mut body = MAGIC.to_vec();
+        bytes_field(1, &type_meta, &mut body);
+        bytes_field(2, raw, &mut body);
+        bytes_field(4, b"application/vnd.kubernetes.protobuf", &mut body);
+        body
+    }
+
+    #[test]
+    fn a_configmap_as_kubectl_sends_it_decodes_to_its_json() {
+        let mut meta = Vec::new();
+        bytes_field(1, b"app", &mut meta);
+        bytes_field(2, b"", &mut meta);
+        varint(7 << 3, &mut meta);
+        varint(0, &mut meta);
+        bytes_field(3, b"default", &mut meta);
+        bytes_field(11, &entry("team", b"blue"), &mut meta);
+        bytes_field(14, b"example.com/hold", &mut meta);
+        let mut created = Vec::new();
+        varint(1 << 3, &mut created);
+        varint(1_795_459_074, &mut created);
+        bytes_field(8, &created, &mut meta);
+        let mut raw = Vec::new();
+        bytes_field(1, &meta, &mut raw);
+        bytes_field(2, &entry("a", b"1"), &mut raw);
+        bytes_field(2, &entry("b", b"two"), &mut raw);
+        bytes_field(3, &entry("bin", &[0, 255]), &mut raw);
+        varint(4 << 3, &mut raw);
+        varint(1, &mut raw);
+        bytes_field(99, b"a field this table does not know", &mut raw);
+        assert_eq!(
+            decode(&envelope("v1", "ConfigMap", &raw)).unwrap(),
+            json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": "app",
+                    "namespace": "default",
+                    "labels": {"team": "blue"},
+                    "finalizers": ["example.com/hold"],
+                    "creationTimestamp": "2026-11-23T18:37:54Z",
+                },
+                "data": {"a": "1", "b": "two"},
+                "binaryData": {"bin": "AP8="},
+                "immutable": true,
+            })
+        );
+    }
+
+    #[test]
+    fn secret_data_is_base64_and_namespaces_keep_their_finalizers() {
+        let mut meta = Vec::new();
+        bytes_field(1, b"s", &mut meta);
+        let mut raw = Vec::new();
+        bytes_field(1, &meta, &mut raw);
+        bytes_field(2, &entry("password", b"hunter2"), &mut raw);
+        bytes_field(3, b"Opaque", &mut raw);
+        let secret = decode(&envelope("v1", "Secret", &raw)).unwrap();
+        assert_eq!(secret["data"]["password"], "aHVudGVyMg==");
+        assert_eq!(secret["type"], "Opaque");
+
+        let mut spec = Vec::new();
+        bytes_field(1, b"kubernetes", &mut spec);
+        let mut raw = Vec::new();
+        bytes_field(2, &spec, &mut raw);
+        assert_eq!(
+            decode(&envelope("v1", "Namespace", &raw)).unwrap()["spec"],
+            json!({"finalizers": ["kubernetes"]})
+        );
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_with_a_reason() {
+        assert!(matches!(decode(b"{}"), Err(ProtobufError::Malformed(_))));
+        assert!(matches!(
+            decode(b"k8s\0\x0a\xff"),
+            Err(ProtobufError::Malformed(_))
+        ));
+        assert_eq!(
+            decode(&envelope("apps/v1", "Deployment", b"")),
+            Err(ProtobufError::UnsupportedKind("apps/v1/Deployment".into()))
+        );
+        // A truncated object inside a valid envelope.
+        let mut raw = Vec::new();
+        varint(1 << 3 | 2, &mut raw);
+        varint(50, &mut raw);
+        assert!(matches!(
+            decode(&envelope("v1", "ConfigMap", &raw)),
+            Err(ProtobufError::Malformed(_))
+        ));
+    }
+}
