@@ -29,6 +29,18 @@ pub struct Resource {
 }
 
 impl Resource {
+    /// The kind a subresource answers with: `autoscaling/v1` Scale for
+    /// `scale`, the resource's own kind otherwise.
+    pub fn subresource_kind(
+        &self,
+        subresource: &str,
+    ) -> (&'static str, &'static str, &'static str) {
+        match subresource {
+            "scale" => ("autoscaling", "v1", "Scale"),
+            _ => (self.group, self.version, self.kind),
+        }
+    }
+
     /// `v1` for the core group, `apps/v1` for the others.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
@@ -54,6 +66,7 @@ impl Resource {
 
 const ALL: &[&str] = &["all"];
 const STATUS: &[&str] = &["status"];
+const STATUS_SCALE: &[&str] = &["status", "scale"];
 const NONE: &[&str] = &[];
 
 macro_rules! resource {
@@ -184,7 +197,7 @@ pub const RESOURCES: &[Resource] = &[
         true,
         &["rc"],
         ALL,
-        STATUS
+        STATUS_SCALE
     ),
     resource!(
         "",
@@ -253,7 +266,7 @@ pub const RESOURCES: &[Resource] = &[
         true,
         &["deploy"],
         ALL,
-        STATUS
+        STATUS_SCALE
     ),
     resource!(
         "apps",
@@ -264,7 +277,7 @@ pub const RESOURCES: &[Resource] = &[
         true,
         &["rs"],
         ALL,
-        STATUS
+        STATUS_SCALE
     ),
     resource!(
         "apps",
@@ -275,7 +288,7 @@ pub const RESOURCES: &[Resource] = &[
         true,
         &["sts"],
         ALL,
-        STATUS
+        STATUS_SCALE
     ),
     resource!(
         "batch",

@@ -61,9 +61,10 @@ fn aggregated_resource(resource: &Resource) -> Value {
         .subresources
         .iter()
         .map(|sub| {
+            let (group, version, kind) = resource.subresource_kind(sub);
             json!({
                 "subresource": sub,
-                "responseKind": kind,
+                "responseKind": {"group": group, "version": version, "kind": kind},
                 "verbs": ["get", "patch", "update"],
             })
         })
@@ -187,13 +188,19 @@ pub fn resource_list(group: &str, version: &str) -> Option<Response> {
         }
         resources.push(entry);
         for sub in resource.subresources {
-            resources.push(json!({
+            let (group, version, kind) = resource.subresource_kind(sub);
+            let mut entry = json!({
                 "name": format!("{}/{sub}", resource.plural),
                 "singularName": "",
                 "namespaced": resource.namespaced,
-                "kind": resource.kind,
+                "kind": kind,
                 "verbs": ["get", "patch", "update"],
-            }));
+            });
+            if group != resource.group {
+                entry["group"] = json!(group);
+                entry["version"] = json!(version);
+            }
+            resources.push(entry);
         }
     }
     if resources.is_empty() {

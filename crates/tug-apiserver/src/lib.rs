@@ -11,6 +11,7 @@
 //! and the watch cache are not here yet; see ARCHITECTURE.md.
 
 pub mod discovery;
+pub mod openapi;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;

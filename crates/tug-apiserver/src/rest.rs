@@ -22,7 +22,7 @@ use tug_store::{
     EventKind, KeyValue, PutOptions, RangeRequest, Revision, Store, WatchMessage, WatchOptions,
 };
 
-use crate::patch::{JsonPatchError, json_patch, merge_patch};
+use crate::patch::{JsonPatchError, json_patch, merge_patch, strategic_merge};
 use crate::protobuf::{self, ProtobufError};
 use crate::status::{ApiError, from_store};
 use crate::table::{self, Include};
@@ -312,6 +312,9 @@ impl ApiState {
         query: &Query,
     ) -> Result<Response, ApiError> {
         let object = decode(target.resource, &self.load(target).await?)?;
+        if target.subresource.as_deref() == Some("scale") {
+            return Ok(json_response(StatusCode::OK, &scale_of(&object)));
+        }
         let accept = headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
@@ -338,6 +341,10 @@ impl ApiState {
         let resource = target.resource;
         let name = target.name.clone().unwrap_or_default();
         let object = parse_body(headers, body)?;
+        if target.subresource.as_deref() == Some("scale") {
+            let current = self.load(target).await?;
+            return self.write_scale(target, query, &current, object).await;
+        }
         check_type(resource, &object)?;
         if object["metadata"]["name"]
             .as_str()
@@ -374,7 +381,9 @@ impl ApiState {
         let media = content_type.split(';').next().unwrap_or("").trim();
         if !matches!(
             media,
-            "application/merge-patch+json" | "application/json-patch+json"
+            "application/merge-patch+json"
+                | "application/json-patch+json"
+                | "application/strategic-merge-patch+json"
         ) {
             return Err(ApiError::unsupported_media_type(content_type));
         }
@@ -382,9 +391,27 @@ impl ApiState {
             .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
         let current = self.load(target).await?;
         let old = decode(resource, &current)?;
-        let mut patched = old.clone();
+        let scale = target.subresource.as_deref() == Some("scale");
+        let mut patched = if scale { scale_of(&old) } else { old.clone() };
+        let does_not_apply = |message: String| {
+            ApiError::invalid(
+                resource.kind,
+                resource.group,
+                name,
+                vec![(
+                    "FieldValueInvalid".into(),
+                    "patch".into(),
+                    format!("Invalid value: {patch}: {message}"),
+                )],
+            )
+        };
         if media == "application/merge-patch+json" {
             merge_patch(&mut patched, &patch);
+        } else if media == "application/strategic-merge-patch+json" {
+            strategic_merge(&mut patched, &patch).map_err(|err| match err {
+                JsonPatchError::Malformed(message) => ApiError::bad_request(message),
+                JsonPatchError::DoesNotApply(message) => does_not_apply(message),
+            })?;
         } else {
             json_patch(&mut patched, &patch).map_err(|err| match err {
                 JsonPatchError::Malformed(message) => ApiError::bad_request(message),
@@ -400,6 +427,9 @@ impl ApiState {
                 ),
             })?;
         }
+        if scale {
+            return self.write_scale(target, query, &current, patched).await;
+        }
         let version = patched["metadata"]["resourceVersion"]
             .as_str()
             .unwrap_or("");
@@ -408,6 +438,71 @@ impl ApiState {
         }
         let updated = merge_update(resource, &old, patched, target.subresource.as_deref());
         self.write_update(target, query, &current, updated).await
+    }
+
+    /// Writes `spec.replicas` from a Scale, answering the new Scale.
+    async fn write_scale(
+        &self,
+        target: &Target,
+        query: &Query,
+        current: &KeyValue,
+        scale: Value,
+    ) -> Result<Response, ApiError> {
+        let resource = target.resource;
+        let name = target.name.as_deref().unwrap_or_default();
+        let version = scale["metadata"]["resourceVersion"].as_str().unwrap_or("");
+        if !version.is_empty() && version != current.mod_revision.to_string() {
+            return Err(ApiError::conflict(resource.plural, resource.group, name));
+        }
+        let replicas = match &scale["spec"]["replicas"] {
+            Value::Number(n)
+                if n.as_i64()
+                    .is_some_and(|n| (0..=i64::from(i32::MAX)).contains(&n)) =>
+            {
+                n.clone()
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    "Scale",
+                    "autoscaling",
+                    name,
+                    vec![(
+                        "FieldValueInvalid".into(),
+                        "spec.replicas".into(),
+                        format!("Invalid value: {other}: must be greater than or equal to 0"),
+                    )],
+                ));
+            }
+        };
+        let old = decode(resource, current)?;
+        let mut updated = old.clone();
+        updated["spec"]["replicas"] = Value::Number(replicas);
+        let updated = merge_update(resource, &old, updated, None);
+        if dry_run(query) {
+            return Ok(json_response(StatusCode::OK, &scale_of(&updated)));
+        }
+        match self
+            .store
+            .update(
+                &current.key,
+                encode(&updated),
+                current.mod_revision,
+                PutOptions::default(),
+            )
+            .await
+        {
+            Ok(kv) => Ok(json_response(
+                StatusCode::OK,
+                &scale_of(&decode(resource, &kv)?),
+            )),
+            Err(tug_store::Error::Conflict { .. }) => {
+                Err(ApiError::conflict(resource.plural, resource.group, name))
+            }
+            Err(tug_store::Error::NotFound { .. }) => {
+                Err(ApiError::not_found(resource.plural, resource.group, name))
+            }
+            Err(err) => Err(from_store(err)),
+        }
     }
 
     async fn write_update(
@@ -864,6 +959,60 @@ fn decode_continue(token: &str) -> Result<(String, Revision), ApiError> {
     Ok((key, revision))
 }
 
+/// A label selector as a string, as `Scale.status.selector` carries it.
+fn selector_string(selector: &Value) -> String {
+    let labels = selector.get("matchLabels").unwrap_or(selector);
+    let mut terms: Vec<String> = labels
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| *k != "matchExpressions")
+                .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+                .collect()
+        })
+        .unwrap_or_default();
+    for expression in selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let key = expression["key"].as_str().unwrap_or_default();
+        let values: Vec<&str> = expression["values"]
+            .as_array()
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        terms.push(match expression["operator"].as_str() {
+            Some("In") => format!("{key} in ({})", values.join(",")),
+            Some("NotIn") => format!("{key} notin ({})", values.join(",")),
+            Some("Exists") => key.to_string(),
+            _ => format!("!{key}"),
+        });
+    }
+    terms.sort();
+    terms.join(",")
+}
+
+/// The autoscaling/v1 Scale of a workload.
+fn scale_of(object: &Value) -> Value {
+    let metadata = &object["metadata"];
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "uid": metadata["uid"],
+            "resourceVersion": metadata["resourceVersion"],
+            "creationTimestamp": metadata["creationTimestamp"],
+        },
+        "spec": {"replicas": object["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "status": {
+            "replicas": object["status"]["replicas"].as_i64().unwrap_or(0),
+            "selector": selector_string(&object["spec"]["selector"]),
+        },
+    })
+}
+
 fn has_finalizers(object: &Value) -> bool {
     object["metadata"]["finalizers"]
         .as_array()
@@ -985,6 +1134,27 @@ pub fn method_allowed(method: &Method, collection: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scale_carries_replicas_and_the_selector_as_a_string() {
+        let deployment = json!({
+            "metadata": {"name": "web", "namespace": "default", "resourceVersion": "9"},
+            "spec": {"replicas": 3, "selector": {
+                "matchLabels": {"tier": "front", "app": "web"},
+                "matchExpressions": [{"key": "env", "operator": "In", "values": ["a", "b"]}],
+            }},
+            "status": {"replicas": 2},
+        });
+        let scale = scale_of(&deployment);
+        assert_eq!(scale["spec"]["replicas"], 3);
+        assert_eq!(scale["status"]["replicas"], 2);
+        assert_eq!(
+            scale["status"]["selector"],
+            "app=web,env in (a,b),tier=front"
+        );
+        let rc = json!({"metadata": {"name": "old"}, "spec": {"replicas": 1, "selector": {"app": "old"}}});
+        assert_eq!(scale_of(&rc)["status"]["selector"], "app=old");
+    }
 
     #[test]
     fn names_must_be_dns_subdomains() {

@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tug_api::registry;
 
-use crate::discovery;
 use crate::rest::{ApiState, BODY_BYTES_MAX, Target, method_allowed};
 use crate::status::ApiError;
+use crate::{discovery, openapi};
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -197,6 +197,17 @@ fn version() -> Response {
     response
 }
 
+fn json(body: serde_json::Value) -> Response {
+    let mut response = serde_json::to_vec(&body)
+        .unwrap_or_default()
+        .into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 fn not_found() -> ApiError {
     ApiError {
         code: StatusCode::NOT_FOUND,
@@ -238,6 +249,17 @@ async fn route(shared: &Arc<Shared>, request: Request, path: &str) -> Result<Res
         .filter(|s| !s.is_empty())
         .collect();
     let (group, version, rest) = match segments.as_slice() {
+        ["openapi", "v3"] => return Ok(json(openapi::root())),
+        ["openapi", "v3", "api", version] => {
+            return openapi::group_version("", version)
+                .map(json)
+                .ok_or_else(not_found);
+        }
+        ["openapi", "v3", "apis", group, version] => {
+            return openapi::group_version(group, version)
+                .map(json)
+                .ok_or_else(not_found);
+        }
         ["api"] => return Ok(discovery::core_versions(&headers)),
         ["apis"] => return Ok(discovery::group_list(&headers)),
         ["apis", group] => return discovery::group(group).ok_or_else(not_found),

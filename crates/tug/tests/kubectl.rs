@@ -769,3 +769,101 @@ fn kubectl_create_configmap_secret_and_namespace_send_protobuf_that_is_understoo
         "configmap/there created\n"
     );
 }
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: app
+        image: nginx:1.30
+        env: [{name: A, value: \"1\"}, {name: B, value: \"1\"}]
+      - name: sidecar
+        image: busybox
+";
+
+#[test]
+fn kubectl_apply_twice_removes_what_the_manifest_dropped_and_scale_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let manifest = dir.path().join("deploy.yaml");
+    let file = manifest.to_str().unwrap();
+    std::fs::write(&manifest, DEPLOYMENT).unwrap();
+    // Default flags: kubectl reads /openapi/v3 and leaves validation to the server.
+    assert_eq!(
+        server.ok(&["apply", "-f", file]),
+        "deployment.apps/web created\n"
+    );
+    let changed = DEPLOYMENT
+        .replace("nginx:1.30", "nginx:1.31")
+        .replace(", {name: B, value: \"1\"}", "")
+        .replace("      - name: sidecar\n        image: busybox\n", "");
+    std::fs::write(&manifest, changed).unwrap();
+    let diff = server.kubectl(&["diff", "-f", file]);
+    assert_eq!(diff.status.code(), Some(1), "diff reports a difference");
+    assert!(String::from_utf8_lossy(&diff.stdout).contains("+        image: nginx:1.31"));
+    assert_eq!(
+        server.ok(&["apply", "-f", file]),
+        "deployment.apps/web configured\n"
+    );
+    let containers: serde_json::Value = serde_json::from_str(&server.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers}",
+    ]))
+    .unwrap();
+    assert_eq!(
+        containers,
+        serde_json::json!([{"name": "app", "image": "nginx:1.31", "env": [{"name": "A", "value": "1"}]}])
+    );
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.metadata.generation}"
+        ]),
+        "2"
+    );
+    assert_eq!(server.kubectl(&["diff", "-f", file]).status.code(), Some(0));
+    assert_eq!(
+        server.ok(&["apply", "-f", file]),
+        "deployment.apps/web unchanged\n"
+    );
+
+    assert_eq!(
+        server.ok(&["scale", "deploy", "web", "--replicas=5"]),
+        "deployment.apps/web scaled\n"
+    );
+    assert_eq!(
+        server.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "5"
+    );
+    let err = server.fails(&[
+        "scale",
+        "deploy",
+        "web",
+        "--replicas=3",
+        "--current-replicas=4",
+    ]);
+    assert!(err.contains("Expected replicas to be 4, was 5"), "{err}");
+    server.ok(&["set", "image", "deploy/web", "app=nginx:1.32"]);
+    server.ok(&["rollout", "restart", "deploy", "web"]);
+    let template = server.ok(&[
+        "get", "deploy", "web", "-o",
+        "jsonpath={.spec.template.spec.containers[0].image} {.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}",
+    ]);
+    let (image, restarted) = template.split_once(' ').unwrap();
+    assert_eq!(image, "nginx:1.32");
+    assert!(restarted.ends_with('Z'), "{template}");
+}
