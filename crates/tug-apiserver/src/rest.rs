@@ -266,7 +266,7 @@ impl ApiState {
         if object.get("spec").is_some() {
             object["metadata"]["generation"] = json!(1);
         }
-        defaults(resource, &mut object);
+        tug_api::defaults::apply(resource.group, resource.plural, &mut object);
 
         if let Some(namespace) = &target.namespace
             && !self.namespace_exists(namespace).await?
@@ -1045,28 +1045,6 @@ fn matches(object: &Value, labels: &LabelSelector, fields: &FieldSelector) -> bo
             };
             value.as_str().map(str::to_string)
         })
-}
-
-/// Defaults set on create, as upstream's.
-fn defaults(resource: &Resource, object: &mut Value) {
-    match (resource.group, resource.plural) {
-        ("", "namespaces") => {
-            let name = object["metadata"]["name"].clone();
-            if !object["metadata"]["labels"].is_object() {
-                object["metadata"]["labels"] = json!({});
-            }
-            object["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
-            object["spec"] = json!({"finalizers": ["kubernetes"]});
-            object["status"] = json!({"phase": "Active"});
-            if let Some(metadata) = object["metadata"].as_object_mut() {
-                metadata.remove("generation");
-            }
-        }
-        ("", "secrets") if object["type"].is_null() => {
-            object["type"] = json!("Opaque");
-        }
-        _ => {}
-    }
 }
 
 /// The object a PUT or PATCH stores: what the system owns comes from `old`;

@@ -821,10 +821,22 @@ fn kubectl_apply_twice_removes_what_the_manifest_dropped_and_scale_works() {
         "jsonpath={.spec.template.spec.containers}",
     ]))
     .unwrap();
+    let containers = containers.as_array().unwrap();
+    assert_eq!(containers.len(), 1, "the sidecar is gone: {containers:?}");
     assert_eq!(
-        containers,
-        serde_json::json!([{"name": "app", "image": "nginx:1.31", "env": [{"name": "A", "value": "1"}]}])
+        (
+            &containers[0]["name"],
+            &containers[0]["image"],
+            &containers[0]["env"]
+        ),
+        (
+            &serde_json::json!("app"),
+            &serde_json::json!("nginx:1.31"),
+            &serde_json::json!([{"name": "A", "value": "1"}])
+        )
     );
+    // Defaults the server set survive the apply.
+    assert_eq!(containers[0]["imagePullPolicy"], "IfNotPresent");
     assert_eq!(
         server.ok(&[
             "get",

@@ -1,0 +1,260 @@
+//! Defaults set on create, as upstream's `SetDefaults_*` functions set them
+//! for the built-in kinds (objects are JSON here).
+
+use serde_json::{Value, json};
+
+fn set(object: &mut Value, field: &str, value: Value) {
+    if object.get(field).is_none_or(Value::is_null) {
+        object[field] = value;
+    }
+}
+
+/// The image pull policy upstream picks: Always for `:latest` or no tag.
+fn pull_policy(image: &str) -> &'static str {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    let tag = name
+        .split_once('@')
+        .map_or(name, |(n, _)| n)
+        .split_once(':')
+        .map(|(_, t)| t);
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    match tag {
+        None | Some("latest") => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+fn container(container: &mut Value) {
+    set(
+        container,
+        "terminationMessagePath",
+        json!("/dev/termination-log"),
+    );
+    set(container, "terminationMessagePolicy", json!("File"));
+    let image = container["image"].as_str().unwrap_or("").to_string();
+    set(container, "imagePullPolicy", json!(pull_policy(&image)));
+    set(container, "resources", json!({}));
+    for port in container["ports"].as_array_mut().into_iter().flatten() {
+        set(port, "protocol", json!("TCP"));
+    }
+}
+
+/// A pod spec's defaults, in a pod or in a template.
+pub fn pod_spec(spec: &mut Value) {
+    if !spec.is_object() {
+        return;
+    }
+    set(spec, "restartPolicy", json!("Always"));
+    set(spec, "dnsPolicy", json!("ClusterFirst"));
+    set(spec, "terminationGracePeriodSeconds", json!(30));
+    set(spec, "schedulerName", json!("default-scheduler"));
+    set(spec, "securityContext", json!({}));
+    set(spec, "enableServiceLinks", json!(true));
+    for field in ["containers", "initContainers"] {
+        for c in spec[field].as_array_mut().into_iter().flatten() {
+            container(c);
+        }
+    }
+}
+
+/// The QoS class of a pod spec: Guaranteed when every container limits CPU
+/// and memory with requests equal to the limits, BestEffort when none asks
+/// for anything, Burstable otherwise.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|f| spec[*f].as_array().into_iter().flatten())
+        .collect();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in &containers {
+        let (requests, limits) = (&c["resources"]["requests"], &c["resources"]["limits"]);
+        let has = |v: &Value| v.as_object().is_some_and(|m| !m.is_empty());
+        any |= has(requests) || has(limits);
+        for resource in ["cpu", "memory"] {
+            let limit = &limits[resource];
+            let request = if requests[resource].is_null() {
+                limit
+            } else {
+                &requests[resource]
+            };
+            if limit.is_null() || request != limit {
+                guaranteed = false;
+            }
+        }
+    }
+    match (guaranteed, any) {
+        (true, _) => "Guaranteed",
+        (false, true) => "Burstable",
+        (false, false) => "BestEffort",
+    }
+}
+
+/// Sets the defaults of a new object of `group`/`plural`.
+pub fn apply(group: &str, plural: &str, object: &mut Value) {
+    match (group, plural) {
+        ("", "namespaces") => {
+            let name = object["metadata"]["name"].clone();
+            if !object["metadata"]["labels"].is_object() {
+                object["metadata"]["labels"] = json!({});
+            }
+            object["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
+            object["spec"] = json!({"finalizers": ["kubernetes"]});
+            object["status"] = json!({"phase": "Active"});
+            if let Some(metadata) = object["metadata"].as_object_mut() {
+                metadata.remove("generation");
+            }
+        }
+        ("", "secrets") => set(object, "type", json!("Opaque")),
+        ("", "pods") => {
+            pod_spec(&mut object["spec"]);
+            // What the ServiceAccount admission plugin sets.
+            set(&mut object["spec"], "serviceAccountName", json!("default"));
+            let account = object["spec"]["serviceAccountName"].clone();
+            set(&mut object["spec"], "serviceAccount", account);
+            let qos = qos_class(&object["spec"]);
+            object["status"] = json!({"phase": "Pending", "qosClass": qos});
+        }
+        ("", "services") => {
+            let spec = &mut object["spec"];
+            if !spec.is_object() {
+                *spec = json!({});
+            }
+            set(spec, "type", json!("ClusterIP"));
+            set(spec, "sessionAffinity", json!("None"));
+            if spec["type"] != "ExternalName" {
+                set(spec, "internalTrafficPolicy", json!("Cluster"));
+            }
+            for port in spec["ports"].as_array_mut().into_iter().flatten() {
+                set(port, "protocol", json!("TCP"));
+                let number = port["port"].clone();
+                set(port, "targetPort", number);
+            }
+            object["status"] = json!({"loadBalancer": {}});
+        }
+        ("apps", "deployments") => {
+            let spec = &mut object["spec"];
+            set(spec, "replicas", json!(1));
+            set(
+                spec,
+                "strategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+            );
+            set(spec, "revisionHistoryLimit", json!(10));
+            set(spec, "progressDeadlineSeconds", json!(600));
+            pod_spec(&mut spec["template"]["spec"]);
+        }
+        ("apps", "replicasets") | ("", "replicationcontrollers") => {
+            set(&mut object["spec"], "replicas", json!(1));
+            pod_spec(&mut object["spec"]["template"]["spec"]);
+        }
+        ("apps", "statefulsets") => {
+            let spec = &mut object["spec"];
+            set(spec, "replicas", json!(1));
+            set(spec, "podManagementPolicy", json!("OrderedReady"));
+            set(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+            );
+            set(spec, "revisionHistoryLimit", json!(10));
+            pod_spec(&mut spec["template"]["spec"]);
+        }
+        ("apps", "daemonsets") => {
+            let spec = &mut object["spec"];
+            set(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+            );
+            set(spec, "revisionHistoryLimit", json!(10));
+            pod_spec(&mut spec["template"]["spec"]);
+        }
+        ("batch", "jobs") => {
+            let spec = &mut object["spec"];
+            set(spec, "parallelism", json!(1));
+            set(spec, "backoffLimit", json!(6));
+            set(spec, "completionMode", json!("NonIndexed"));
+            set(spec, "suspend", json!(false));
+            pod_spec(&mut spec["template"]["spec"]);
+        }
+        ("batch", "cronjobs") => {
+            let spec = &mut object["spec"];
+            set(spec, "concurrencyPolicy", json!("Allow"));
+            set(spec, "suspend", json!(false));
+            set(spec, "successfulJobsHistoryLimit", json!(3));
+            set(spec, "failedJobsHistoryLimit", json!(1));
+            pod_spec(&mut spec["jobTemplate"]["spec"]["template"]["spec"]);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_pull_policy_follows_the_tag() {
+        for (image, policy) in [
+            ("nginx", "Always"),
+            ("nginx:latest", "Always"),
+            ("nginx:1.31", "IfNotPresent"),
+            ("localhost:5000/app", "Always"),
+            ("localhost:5000/app:v1", "IfNotPresent"),
+            ("app@sha256:abc", "IfNotPresent"),
+        ] {
+            assert_eq!(pull_policy(image), policy, "{image}");
+        }
+    }
+
+    #[test]
+    fn a_pod_gets_upstreams_defaults_and_its_qos_class() {
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "c", "image": "busybox", "ports": [{"containerPort": 80}]}
+        ]}});
+        apply("", "pods", &mut pod);
+        let spec = &pod["spec"];
+        assert_eq!(spec["restartPolicy"], "Always");
+        assert_eq!(spec["dnsPolicy"], "ClusterFirst");
+        assert_eq!(spec["terminationGracePeriodSeconds"], 30);
+        assert_eq!(spec["serviceAccountName"], "default");
+        assert_eq!(spec["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(spec["containers"][0]["ports"][0]["protocol"], "TCP");
+        assert_eq!(
+            pod["status"],
+            json!({"phase": "Pending", "qosClass": "BestEffort"})
+        );
+
+        let limited =
+            json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]});
+        assert_eq!(qos_class(&limited), "Guaranteed");
+        let requested = json!({"containers": [{"resources": {"requests": {"cpu": "100m"}}}]});
+        assert_eq!(qos_class(&requested), "Burstable");
+    }
+
+    #[test]
+    fn deployments_and_services_get_upstreams_defaults() {
+        let mut deployment = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
+        apply("apps", "deployments", &mut deployment);
+        assert_eq!(deployment["spec"]["replicas"], 1);
+        assert_eq!(
+            deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"],
+            "25%"
+        );
+        assert_eq!(deployment["spec"]["progressDeadlineSeconds"], 600);
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["schedulerName"],
+            "default-scheduler"
+        );
+        let mut service = json!({"spec": {"ports": [{"port": 80}]}});
+        apply("", "services", &mut service);
+        assert_eq!(service["spec"]["type"], "ClusterIP");
+        assert_eq!(
+            service["spec"]["ports"][0],
+            json!({"port": 80, "protocol": "TCP", "targetPort": 80})
+        );
+    }
+}
