@@ -1019,11 +1019,46 @@ fn has_finalizers(object: &Value) -> bool {
         .is_some_and(|f| !f.is_empty())
 }
 
+/// The fields each resource can be selected by, beyond metadata.name and
+/// metadata.namespace, as upstream's field label conversions allow.
+fn selectable_fields(resource: &Resource) -> &'static [&'static str] {
+    match (resource.group, resource.plural) {
+        ("", "pods") => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        ("", "events") => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        ("", "namespaces") => &["status.phase"],
+        ("", "nodes") => &["spec.unschedulable"],
+        ("", "secrets") => &["type"],
+        ("", "replicationcontrollers") | ("apps", "replicasets") => &["status.replicas"],
+        ("batch", "jobs") => &["status.successful"],
+        _ => &[],
+    }
+}
+
 fn check_fields(resource: &Resource, fields: &FieldSelector) -> Result<(), ApiError> {
     for field in fields.fields() {
         let supported = matches!(field, "metadata.name" | "metadata.namespace")
-            || (resource.plural == "namespaces" && field == "status.phase")
-            || (resource.plural == "secrets" && field == "type");
+            || selectable_fields(resource).contains(&field);
         if !supported {
             return Err(ApiError::bad_request(format!(
                 "field label not supported: {field}"
@@ -1033,17 +1068,35 @@ fn check_fields(resource: &Resource, fields: &FieldSelector) -> Result<(), ApiEr
     Ok(())
 }
 
+/// A field's value as field selectors compare it: strings as they are,
+/// numbers and booleans printed, a missing field empty. An event's
+/// `source` is its source component.
+fn field_value(object: &Value, field: &str) -> Option<String> {
+    let path = if field == "source" {
+        "source.component"
+    } else {
+        field
+    };
+    let mut here = object;
+    for part in path.split('.') {
+        here = here.get(part)?;
+    }
+    match here {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 fn matches(object: &Value, labels: &LabelSelector, fields: &FieldSelector) -> bool {
     labels.matches(object["metadata"]["labels"].as_object())
-        && fields.matches(|field| {
-            let value = match field {
-                "metadata.name" => &object["metadata"]["name"],
-                "metadata.namespace" => &object["metadata"]["namespace"],
-                "status.phase" => &object["status"]["phase"],
-                "type" => &object["type"],
-                _ => return None,
-            };
-            value.as_str().map(str::to_string)
+        && fields.matches(|field| match field_value(object, field) {
+            // Unset booleans read as false, as upstream's conversions do.
+            None if field == "spec.unschedulable" || field == "spec.hostNetwork" => {
+                Some("false".into())
+            }
+            value => value,
         })
 }
 
@@ -1132,6 +1185,32 @@ mod tests {
         );
         let rc = json!({"metadata": {"name": "old"}, "spec": {"replicas": 1, "selector": {"app": "old"}}});
         assert_eq!(scale_of(&rc)["status"]["selector"], "app=old");
+    }
+
+    #[test]
+    fn field_selectors_read_the_fields_upstream_allows() {
+        let pods = tug_api::registry::find("", "v1", "pods").unwrap();
+        let selector = |text: &str| FieldSelector::parse(text).unwrap();
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        let everything = LabelSelector::default();
+        assert!(matches(
+            &pod,
+            &everything,
+            &selector("spec.nodeName=n1,status.phase!=Succeeded,status.phase!=Failed")
+        ));
+        assert!(!matches(&pod, &everything, &selector("spec.nodeName=n2")));
+        assert!(matches(
+            &pod,
+            &everything,
+            &selector("spec.hostNetwork=false")
+        ));
+        assert!(check_fields(pods, &selector("spec.nodeName=n1")).is_ok());
+        assert!(check_fields(pods, &selector("spec.containers=x")).is_err());
+        let events = tug_api::registry::find("", "v1", "events").unwrap();
+        let event = json!({"involvedObject": {"name": "p", "uid": "u"}, "source": {"component": "kubelet"}});
+        let describe = selector("involvedObject.name=p,involvedObject.uid=u,source=kubelet");
+        assert!(check_fields(events, &describe).is_ok());
+        assert!(matches(&event, &everything, &describe));
     }
 
     #[test]

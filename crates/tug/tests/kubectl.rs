@@ -879,3 +879,54 @@ fn kubectl_apply_twice_removes_what_the_manifest_dropped_and_scale_works() {
     assert_eq!(image, "nginx:1.32");
     assert!(restarted.ends_with('Z'), "{template}");
 }
+
+#[test]
+fn kubectl_describe_shows_a_pods_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let pod = dir.path().join("pod.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p1}\nspec: {containers: [{name: c, image: busybox:1.36}]}\n",
+    )
+    .unwrap();
+    server.ok(&["apply", "-f", pod.to_str().unwrap()]);
+    let uid = server.ok(&["get", "pod", "p1", "-o", "jsonpath={.metadata.uid}"]);
+    let event = dir.path().join("event.yaml");
+    std::fs::write(
+        &event,
+        format!(
+            "apiVersion: v1\nkind: Event\nmetadata: {{name: p1.1}}\ntype: Warning\nreason: TestReason\n\
+             message: something happened to p1\ncount: 1\nsource: {{component: tester}}\n\
+             involvedObject: {{kind: Pod, namespace: default, name: p1, uid: {uid}, apiVersion: v1}}\n"
+        ),
+    )
+    .unwrap();
+    server.ok(&["create", "-f", event.to_str().unwrap()]);
+    let described = server.ok(&["describe", "pod", "p1"]);
+    assert!(
+        described.contains("QoS Class:        BestEffort"),
+        "{described}"
+    );
+    let events = described.split("Events:").nth(1).unwrap();
+    assert!(
+        events
+            .lines()
+            .any(|l| columns(l).starts_with(&["Warning", "TestReason"])
+                && l.contains("something happened to p1")),
+        "{described}"
+    );
+    let on_node = server.ok(&[
+        "get",
+        "pods",
+        "--field-selector=spec.nodeName=nowhere",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(on_node, "");
+    let err = server.fails(&["get", "pods", "--field-selector=spec.image=x"]);
+    assert!(
+        err.contains("field label not supported: spec.image"),
+        "{err}"
+    );
+}
