@@ -10,6 +10,7 @@
 //! merge patch and server-side apply, protobuf bodies beyond a few kinds,
 //! and the watch cache are not here yet; see ARCHITECTURE.md.
 
+pub mod allocate;
 pub mod discovery;
 pub mod openapi;
 pub mod patch;
@@ -45,6 +46,8 @@ pub struct Config {
     /// Where the admin kubeconfig is written, and its mode.
     pub kubeconfig_path: PathBuf,
     pub kubeconfig_mode: u32,
+    /// Where Services' cluster IPs come from, e.g. 10.43.0.0/16.
+    pub service_cidr: String,
 }
 
 /// What a started API server tells its caller.
@@ -90,6 +93,53 @@ async fn ensure_default_namespaces(store: &dyn Store) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `kubernetes` Service in `default`, at the first address of the
+/// service range, as every cluster has it.
+async fn ensure_kubernetes_service(api: &rest::ApiState, port: u16) -> anyhow::Result<()> {
+    let key = "/registry/services/default/kubernetes";
+    if api.store.get(key, None).await?.kv.is_some() {
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut service = json!({
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "uid": uuid::Uuid::new_v4().to_string(),
+            "creationTimestamp": tug_api::format::timestamp(now),
+            "labels": {"component": "apiserver", "provider": "kubernetes"},
+        },
+        "spec": {
+            "clusterIP": api.service_cidr.kubernetes_ip().to_string(),
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
+        },
+    });
+    tug_api::defaults::apply("", "services", &mut service);
+    let claimed = allocate::service(api.store.as_ref(), api.service_cidr, &mut service)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("allocating the kubernetes Service's address: {}", e.message)
+        })?;
+    match api
+        .store
+        .create(
+            key,
+            serde_json::to_vec(&service)?.into(),
+            PutOptions::default(),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(tug_store::Error::AlreadyExists { .. }) => {
+            allocate::release(api.store.as_ref(), &claimed).await;
+            Ok(())
+        }
+        Err(err) => Err(err).context("creating the kubernetes Service"),
+    }
+}
+
 fn serving_names(config: &Config) -> Vec<String> {
     let mut names: Vec<String> = [
         "localhost",
@@ -128,6 +178,8 @@ pub async fn run(
     let ca = pki::Ca::load_or_create(&pki::tls_dir(&config.data_dir))?;
     let serving = ca.serving(&serving_names(&config))?;
     let admin = ca.client("system:admin", &["system:masters"])?;
+    let service_cidr = allocate::ServiceCidr::parse(&config.service_cidr)
+        .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
     ensure_default_namespaces(store.as_ref()).await?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -182,11 +234,13 @@ pub async fn run(
     })?;
     let shared = Arc::new(server::Shared {
         api: Arc::new(rest::ApiState {
-            store,
+            store: store.clone(),
+            service_cidr,
             watches: Arc::new(tokio::sync::Semaphore::new(WATCHES_MAX)),
         }),
         in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_MAX)),
     });
+    ensure_kubernetes_service(&shared.api, address.port()).await?;
     started(Started {
         address,
         kubeconfig_path: config.kubeconfig_path.clone(),

@@ -22,6 +22,7 @@ use tug_store::{
     EventKind, KeyValue, PutOptions, RangeRequest, Revision, Store, WatchMessage, WatchOptions,
 };
 
+use crate::allocate::{self, ServiceCidr};
 use crate::patch::{JsonPatchError, json_patch, merge_patch, strategic_merge};
 use crate::protobuf::{self, ProtobufError};
 use crate::status::{ApiError, from_store};
@@ -38,6 +39,7 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
 
 pub struct ApiState {
     pub store: Arc<dyn Store>,
+    pub service_cidr: ServiceCidr,
     /// Watches served at once at most; beyond, 429.
     pub watches: Arc<tokio::sync::Semaphore>,
 }
@@ -279,11 +281,33 @@ impl ApiState {
             return Ok(json_response(StatusCode::CREATED, &object));
         }
         let key = key(resource, target.namespace.as_deref(), &name);
-        match self
+        let claimed = if is_service(resource) {
+            if self
+                .store
+                .get(&key, None)
+                .await
+                .map_err(from_store)?
+                .kv
+                .is_some()
+            {
+                return Err(ApiError::already_exists(
+                    resource.plural,
+                    resource.group,
+                    &name,
+                ));
+            }
+            allocate::service(self.store.as_ref(), self.service_cidr, &mut object).await?
+        } else {
+            Vec::new()
+        };
+        let created = self
             .store
             .create(&key, encode(&object), PutOptions::default())
-            .await
-        {
+            .await;
+        if created.is_err() {
+            allocate::release(self.store.as_ref(), &claimed).await;
+        }
+        match created {
             Ok(kv) => Ok(json_response(StatusCode::CREATED, &decode(resource, &kv)?)),
             Err(tug_store::Error::AlreadyExists { .. }) => Err(ApiError::already_exists(
                 resource.plural,
@@ -291,6 +315,13 @@ impl ApiState {
                 &name,
             )),
             Err(err) => Err(from_store(err)),
+        }
+    }
+
+    /// What deleting an object gives back besides its key.
+    async fn deleted(&self, resource: &Resource, object: &Value) {
+        if is_service(resource) {
+            allocate::release(self.store.as_ref(), &allocate::held_by(object)).await;
         }
     }
 
@@ -525,6 +556,7 @@ impl ApiState {
                 .await
             {
                 Ok(deleted) => {
+                    self.deleted(resource, &updated).await;
                     let mut gone = updated;
                     gone["metadata"]["resourceVersion"] = json!(deleted.revision.to_string());
                     Ok(json_response(StatusCode::OK, &gone))
@@ -627,7 +659,10 @@ impl ApiState {
             .delete(&current.key, Some(current.mod_revision))
             .await
         {
-            Ok(_) => Ok(json_response(StatusCode::OK, &object)),
+            Ok(_) => {
+                self.deleted(resource, &object).await;
+                Ok(json_response(StatusCode::OK, &object))
+            }
             Err(tug_store::Error::Conflict { .. }) => {
                 Err(ApiError::conflict(resource.plural, resource.group, name))
             }
@@ -1013,6 +1048,10 @@ fn scale_of(object: &Value) -> Value {
     })
 }
 
+fn is_service(resource: &Resource) -> bool {
+    resource.group.is_empty() && resource.plural == "services"
+}
+
 fn has_finalizers(object: &Value) -> bool {
     object["metadata"]["finalizers"]
         .as_array()
@@ -1130,6 +1169,14 @@ fn merge_update(
                 if let Some(metadata) = new["metadata"].as_object_mut() {
                     metadata.remove(field);
                 }
+            }
+        }
+    }
+    if is_service(resource) {
+        // Allocated at create and immutable since.
+        for field in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            if new["spec"].get(field).is_none_or(Value::is_null) && !old["spec"][field].is_null() {
+                new["spec"][field] = old["spec"][field].clone();
             }
         }
     }

@@ -82,6 +82,7 @@ impl TryFrom<ServerArgs> for Config {
                 tls_sans: args.tls_san,
                 kubeconfig_path: args.write_kubeconfig,
                 kubeconfig_mode,
+                service_cidr: args.service_cidr.clone(),
             },
             data_dir: args.data_dir,
             store,

@@ -930,3 +930,88 @@ fn kubectl_describe_shows_a_pods_events() {
         "{err}"
     );
 }
+
+#[test]
+fn services_get_cluster_ips_and_node_ports_that_are_never_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    // Every cluster has the kubernetes Service at the first address.
+    let kubernetes = server.ok(&[
+        "get",
+        "svc",
+        "kubernetes",
+        "-o",
+        "jsonpath={.spec.clusterIP} {.spec.ports[0].port}",
+    ]);
+    assert_eq!(kubernetes, "10.43.0.1 443");
+
+    let manifest = dir.path().join("svc.yaml");
+    let service = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\n\
+             spec:\n  selector: {{app: web}}\n  ports: [{{port: 80}}]\n{extra}"
+        )
+    };
+    let mut ips = std::collections::HashSet::new();
+    for i in 0..5 {
+        std::fs::write(&manifest, service(&format!("s{i}"), "")).unwrap();
+        server.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+        let ip = server.ok(&[
+            "get",
+            "svc",
+            &format!("s{i}"),
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ]);
+        assert!(ip.starts_with("10.43.") && ip != "10.43.0.1", "{ip}");
+        assert!(ips.insert(ip.clone()), "{ip} handed out twice");
+    }
+    let table = server.ok(&["get", "svc", "s0"]);
+    let row = columns(table.lines().nth(1).unwrap());
+    assert_eq!(row[..5], ["s0", "ClusterIP", row[2], "<none>", "80/TCP"]);
+    assert!(ips.contains(row[2]));
+
+    // Applying again keeps the address.
+    let before = server.ok(&["get", "svc", "s0", "-o", "jsonpath={.spec.clusterIP}"]);
+    std::fs::write(&manifest, service("s0", "  type: NodePort\n")).unwrap();
+    server.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    assert_eq!(
+        server.ok(&["get", "svc", "s0", "-o", "jsonpath={.spec.clusterIP}"]),
+        before
+    );
+
+    // A taken address is refused with upstream's words, and freed on delete.
+    let taken = before.clone();
+    std::fs::write(
+        &manifest,
+        service("copy", &format!("  clusterIP: {taken}\n")),
+    )
+    .unwrap();
+    let err = server.fails(&["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(err.contains("provided IP is already allocated"), "{err}");
+    server.ok(&["delete", "svc", "s0"]);
+    server.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    assert_eq!(
+        server.ok(&["get", "svc", "copy", "-o", "jsonpath={.spec.clusterIP}"]),
+        taken
+    );
+
+    std::fs::write(&manifest, service("np", "  type: NodePort\n")).unwrap();
+    server.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    let node_port: u16 = server
+        .ok(&[
+            "get",
+            "svc",
+            "np",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])
+        .parse()
+        .unwrap();
+    assert!((30000..=32767).contains(&node_port));
+    let table = server.ok(&["get", "svc", "np"]);
+    assert_eq!(
+        columns(table.lines().nth(1).unwrap())[4],
+        format!("80:{node_port}/TCP")
+    );
+}
