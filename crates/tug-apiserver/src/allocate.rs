@@ -253,6 +253,95 @@ async fn allocate(
     Ok(())
 }
 
+/// On an update: a Service that is (now) NodePort or LoadBalancer gets node
+/// ports for ports without one; one that is not loses them. `held` is what
+/// the Service held before. Answers the keys newly claimed.
+pub async fn node_ports_on_update(
+    store: &dyn Store,
+    held: &[String],
+    object: &mut Value,
+) -> Result<Vec<String>, ApiError> {
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let owner = format!(
+        "{}/{name}",
+        object["metadata"]["namespace"].as_str().unwrap_or_default()
+    );
+    let wants = matches!(
+        object["spec"]["type"].as_str(),
+        Some("NodePort" | "LoadBalancer")
+    );
+    let mut claimed = Vec::new();
+    let ports = object["spec"]["ports"]
+        .as_array_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
+    let mut result = Vec::with_capacity(ports.len());
+    let span = u32::from(NODE_PORTS.end() - NODE_PORTS.start()) + 1;
+    for (i, mut port) in ports.into_iter().enumerate() {
+        if !wants {
+            if let Some(port) = port.as_object_mut() {
+                port.remove("nodePort");
+            }
+            result.push(port);
+            continue;
+        }
+        match port["nodePort"].as_u64().filter(|p| *p != 0) {
+            Some(requested) => {
+                let key = format!("{PORT_PREFIX}{requested}");
+                if !held.contains(&key) {
+                    let valid = u16::try_from(requested)
+                        .ok()
+                        .is_some_and(|p| NODE_PORTS.contains(&p));
+                    if !valid || !claim(store, key.clone(), &owner).await? {
+                        release(store, &claimed).await;
+                        let message = if valid {
+                            "provided port is already allocated"
+                        } else {
+                            "provided port is not in the valid range. The range of valid ports is 30000-32767"
+                        };
+                        return Err(invalid(
+                            &format!("spec.ports[{i}].nodePort"),
+                            &json!(requested),
+                            message,
+                            &name,
+                        ));
+                    }
+                    claimed.push(key);
+                }
+            }
+            None => {
+                let start = random();
+                let mut found = None;
+                for n in 0..span {
+                    let candidate = NODE_PORTS.start() + (start.wrapping_add(n) % span) as u16;
+                    let key = format!("{PORT_PREFIX}{candidate}");
+                    if claim(store, key.clone(), &owner).await? {
+                        claimed.push(key);
+                        found = Some(candidate);
+                        break;
+                    }
+                }
+                let Some(found) = found else {
+                    release(store, &claimed).await;
+                    return Err(ApiError::internal(
+                        "failed to allocate a nodePort: range is full",
+                    ));
+                };
+                port["nodePort"] = json!(found);
+            }
+        }
+        result.push(port);
+    }
+    object["spec"]["ports"] = Value::Array(result);
+    if wants {
+        set_external_traffic_policy(&mut object["spec"]);
+    }
+    Ok(claimed)
+}
+
 fn set_external_traffic_policy(spec: &mut Value) {
     if spec["externalTrafficPolicy"].is_null() {
         spec["externalTrafficPolicy"] = json!("Cluster");

@@ -302,7 +302,7 @@ impl ApiState {
         };
         let created = self
             .store
-            .create(&key, encode(&object), PutOptions::default())
+            .create(&key, encode(&object), put_options(resource))
             .await;
         if created.is_err() {
             allocate::release(self.store.as_ref(), &claimed).await;
@@ -518,7 +518,7 @@ impl ApiState {
                 &current.key,
                 encode(&updated),
                 current.mod_revision,
-                PutOptions::default(),
+                put_options(resource),
             )
             .await
         {
@@ -570,16 +570,35 @@ impl ApiState {
                 Err(err) => Err(from_store(err)),
             };
         }
-        match self
+        let mut updated = updated;
+        let (claimed, before) = if is_service(resource) {
+            let before = allocate::held_by(&decode(resource, current)?);
+            let claimed =
+                allocate::node_ports_on_update(self.store.as_ref(), &before, &mut updated).await?;
+            (claimed, before)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let written = self
             .store
             .update(
                 &current.key,
                 encode(&updated),
                 current.mod_revision,
-                PutOptions::default(),
+                put_options(resource),
             )
-            .await
-        {
+            .await;
+        match &written {
+            Ok(_) => {
+                // What the old Service held and the new one does not.
+                let after = allocate::held_by(&updated);
+                let freed: Vec<String> =
+                    before.into_iter().filter(|k| !after.contains(k)).collect();
+                allocate::release(self.store.as_ref(), &freed).await;
+            }
+            Err(_) => allocate::release(self.store.as_ref(), &claimed).await,
+        }
+        match written {
             Ok(kv) => Ok(json_response(StatusCode::OK, &decode(resource, &kv)?)),
             Err(tug_store::Error::Conflict { .. }) => {
                 Err(ApiError::conflict(resource.plural, resource.group, name))
@@ -1048,6 +1067,16 @@ fn scale_of(object: &Value) -> Value {
     })
 }
 
+/// Events live for an hour, as kube-apiserver's default `--event-ttl`.
+pub const EVENT_TTL: Duration = Duration::from_secs(3600);
+
+fn put_options(resource: &Resource) -> PutOptions {
+    let event = resource.plural == "events" && matches!(resource.group, "" | "events.k8s.io");
+    PutOptions {
+        ttl: event.then_some(EVENT_TTL),
+    }
+}
+
 fn is_service(resource: &Resource) -> bool {
     resource.group.is_empty() && resource.plural == "services"
 }
@@ -1258,6 +1287,14 @@ mod tests {
         let describe = selector("involvedObject.name=p,involvedObject.uid=u,source=kubelet");
         assert!(check_fields(events, &describe).is_ok());
         assert!(matches(&event, &everything, &describe));
+    }
+
+    #[test]
+    fn events_expire_after_an_hour_and_nothing_else_does() {
+        let events = tug_api::registry::find("", "v1", "events").unwrap();
+        let pods = tug_api::registry::find("", "v1", "pods").unwrap();
+        assert_eq!(put_options(events).ttl, Some(Duration::from_secs(3600)));
+        assert_eq!(put_options(pods).ttl, None);
     }
 
     #[test]
