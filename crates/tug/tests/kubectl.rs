@@ -15,6 +15,10 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &Path, extra: &[&str]) -> Self {
         let kubeconfig = dir.join("kubeconfig.yaml");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tug"))
             .args([
@@ -24,6 +28,7 @@ impl Server {
                 "--bind-address",
                 "127.0.0.1",
             ])
+            .args(extra)
             .arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--write-kubeconfig")
@@ -1014,4 +1019,167 @@ fn services_get_cluster_ips_and_node_ports_that_are_never_shared() {
         columns(table.lines().nth(1).unwrap())[4],
         format!("80:{node_port}/TCP")
     );
+}
+
+/// The kube crate, as tug's own components and users' programs use it.
+mod kube_client {
+    use std::time::{Duration, Instant};
+
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{
+        Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+    };
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+
+    use super::Server;
+
+    async fn client(server: &Server) -> kube::Client {
+        let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).unwrap();
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+
+    fn configmap(name: &str, value: &str) -> ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "data": {"v": value},
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kube_lists_watches_and_resumes_from_a_resource_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path());
+        let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+        let created = api
+            .create(&PostParams::default(), &configmap("a", "1"))
+            .await
+            .unwrap();
+        let list = api.list(&ListParams::default()).await.unwrap();
+        assert_eq!(list.items.len(), 1);
+        let listed_at = list.metadata.resource_version.unwrap();
+
+        let mut stream = api
+            .watch(&WatchParams::default(), &listed_at)
+            .await
+            .unwrap()
+            .boxed();
+        let patch = serde_json::json!({"data": {"v": "2"}});
+        api.patch("a", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        let modified = match stream.try_next().await.unwrap() {
+            Some(WatchEvent::Modified(cm)) => cm,
+            other => panic!("expected the change, got {other:?}"),
+        };
+        assert_eq!(modified.data.unwrap()["v"], "2");
+        let modified_at = modified.metadata.resource_version.unwrap();
+        assert_ne!(
+            Some(&modified_at),
+            created.metadata.resource_version.as_ref()
+        );
+        drop(stream);
+
+        // Changes made while nobody watched come when watching resumes.
+        api.delete("a", &DeleteParams::default()).await.unwrap();
+        let mut resumed = api
+            .watch(&WatchParams::default(), &modified_at)
+            .await
+            .unwrap()
+            .boxed();
+        match resumed.try_next().await.unwrap() {
+            Some(WatchEvent::Deleted(cm)) => assert_eq!(cm.metadata.name.as_deref(), Some("a")),
+            other => panic!("expected the delete, got {other:?}"),
+        }
+        let err = api.get("a").await.unwrap_err();
+        assert!(
+            matches!(err, kube::Error::Api(ref status) if status.code == 404),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kube_gets_410_gone_for_a_compacted_resource_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start_with(dir.path(), &["--compaction-interval", "1"]);
+        let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+        let first = api
+            .create(&PostParams::default(), &configmap("c", "0"))
+            .await
+            .unwrap();
+        let first_at = first.metadata.resource_version.unwrap();
+        for n in 1..5 {
+            let patch = serde_json::json!({"data": {"v": n.to_string()}});
+            api.patch("c", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "revision {first_at} was never compacted"
+            );
+            let mut stream = api
+                .watch(&WatchParams::default(), &first_at)
+                .await
+                .unwrap()
+                .boxed();
+            match tokio::time::timeout(Duration::from_secs(2), stream.next()).await {
+                Ok(Some(Ok(WatchEvent::Error(status)))) => {
+                    assert_eq!((status.code, status.reason.as_str()), (410, "Expired"));
+                    break;
+                }
+                Ok(Some(Ok(_))) | Err(_) => {}
+                other => panic!("watch from {first_at}: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kube_runtime_watcher_sees_the_initial_state_and_changes() {
+        use kube::runtime::watcher;
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path());
+        let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+        api.create(&PostParams::default(), &configmap("before", "1"))
+            .await
+            .unwrap();
+        let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
+        let mut seen_before = false;
+        let mut created_after = false;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.try_next())
+                .await
+                .expect("the watcher yields within 10 s")
+                .unwrap()
+                .unwrap();
+            match event {
+                watcher::Event::InitApply(cm) if cm.metadata.name.as_deref() == Some("before") => {
+                    seen_before = true
+                }
+                watcher::Event::InitDone => {
+                    api.create(&PostParams::default(), &configmap("after", "1"))
+                        .await
+                        .unwrap();
+                }
+                watcher::Event::Apply(cm) if cm.metadata.name.as_deref() == Some("after") => {
+                    created_after = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            seen_before && created_after,
+            "before {seen_before}, after {created_after}"
+        );
+    }
 }
