@@ -5,3 +5,4 @@ mod conformance;
 mod crash;
 mod harness;
 mod sqlite;
+mod tls;
