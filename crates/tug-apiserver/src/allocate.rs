@@ -198,65 +198,15 @@ async fn allocate(
     spec["ipFamilies"] = json!(["IPv4"]);
     spec["ipFamilyPolicy"] = json!("SingleStack");
     if kind == "NodePort" || kind == "LoadBalancer" {
-        set_external_traffic_policy(spec);
-        let ports = spec["ports"]
-            .as_array_mut()
-            .map(std::mem::take)
-            .unwrap_or_default();
-        let mut allocated = Vec::with_capacity(ports.len());
-        for (i, mut port) in ports.into_iter().enumerate() {
-            let node_port = match port["nodePort"].as_u64() {
-                Some(requested) if requested != 0 => {
-                    let requested = u16::try_from(requested).ok().filter(|p| NODE_PORTS.contains(p)).ok_or_else(|| {
-                        invalid(
-                            &format!("spec.ports[{i}].nodePort"),
-                            &json!(requested),
-                            "provided port is not in the valid range. The range of valid ports is 30000-32767",
-                            name,
-                        )
-                    })?;
-                    let key = format!("{PORT_PREFIX}{requested}");
-                    if !claim(store, key.clone(), owner).await? {
-                        return Err(invalid(
-                            &format!("spec.ports[{i}].nodePort"),
-                            &json!(requested),
-                            "provided port is already allocated",
-                            name,
-                        ));
-                    }
-                    claimed.push(key);
-                    requested
-                }
-                _ => {
-                    let span = u32::from(NODE_PORTS.end() - NODE_PORTS.start()) + 1;
-                    let start = random();
-                    let mut found = None;
-                    for n in 0..span {
-                        let candidate = NODE_PORTS.start() + (start.wrapping_add(n) % span) as u16;
-                        let key = format!("{PORT_PREFIX}{candidate}");
-                        if claim(store, key.clone(), owner).await? {
-                            claimed.push(key);
-                            found = Some(candidate);
-                            break;
-                        }
-                    }
-                    found.ok_or_else(|| {
-                        ApiError::internal("failed to allocate a nodePort: range is full")
-                    })?
-                }
-            };
-            port["nodePort"] = json!(node_port);
-            allocated.push(port);
-        }
-        spec["ports"] = Value::Array(allocated);
+        claimed.extend(node_ports(store, &[], object).await?);
     }
     Ok(())
 }
 
-/// On an update: a Service that is (now) NodePort or LoadBalancer gets node
+/// On create or update: a Service that is NodePort or LoadBalancer gets node
 /// ports for ports without one; one that is not loses them. `held` is what
 /// the Service held before. Answers the keys newly claimed.
-pub async fn node_ports_on_update(
+pub async fn node_ports(
     store: &dyn Store,
     held: &[String],
     object: &mut Value,

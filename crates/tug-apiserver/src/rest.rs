@@ -92,7 +92,7 @@ fn encode(object: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(&stored).unwrap_or_default())
 }
 
-fn json_response(code: StatusCode, body: &Value) -> Response {
+pub(crate) fn json_response(code: StatusCode, body: &Value) -> Response {
     let mut response = (code, serde_json::to_vec(body).unwrap_or_default()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -526,13 +526,7 @@ impl ApiState {
                 StatusCode::OK,
                 &scale_of(&decode(resource, &kv)?),
             )),
-            Err(tug_store::Error::Conflict { .. }) => {
-                Err(ApiError::conflict(resource.plural, resource.group, name))
-            }
-            Err(tug_store::Error::NotFound { .. }) => {
-                Err(ApiError::not_found(resource.plural, resource.group, name))
-            }
-            Err(err) => Err(from_store(err)),
+            Err(err) => Err(write_error(resource, name, err)),
         }
     }
 
@@ -561,20 +555,13 @@ impl ApiState {
                     gone["metadata"]["resourceVersion"] = json!(deleted.revision.to_string());
                     Ok(json_response(StatusCode::OK, &gone))
                 }
-                Err(tug_store::Error::Conflict { .. }) => {
-                    Err(ApiError::conflict(resource.plural, resource.group, name))
-                }
-                Err(tug_store::Error::NotFound { .. }) => {
-                    Err(ApiError::not_found(resource.plural, resource.group, name))
-                }
-                Err(err) => Err(from_store(err)),
+                Err(err) => Err(write_error(resource, name, err)),
             };
         }
         let mut updated = updated;
         let (claimed, before) = if is_service(resource) {
             let before = allocate::held_by(&decode(resource, current)?);
-            let claimed =
-                allocate::node_ports_on_update(self.store.as_ref(), &before, &mut updated).await?;
+            let claimed = allocate::node_ports(self.store.as_ref(), &before, &mut updated).await?;
             (claimed, before)
         } else {
             (Vec::new(), Vec::new())
@@ -600,13 +587,7 @@ impl ApiState {
         }
         match written {
             Ok(kv) => Ok(json_response(StatusCode::OK, &decode(resource, &kv)?)),
-            Err(tug_store::Error::Conflict { .. }) => {
-                Err(ApiError::conflict(resource.plural, resource.group, name))
-            }
-            Err(tug_store::Error::NotFound { .. }) => {
-                Err(ApiError::not_found(resource.plural, resource.group, name))
-            }
-            Err(err) => Err(from_store(err)),
+            Err(err) => Err(write_error(resource, name, err)),
         }
     }
 
@@ -664,13 +645,7 @@ impl ApiState {
                 .await
             {
                 Ok(kv) => Ok(json_response(StatusCode::OK, &decode(resource, &kv)?)),
-                Err(tug_store::Error::Conflict { .. }) => {
-                    Err(ApiError::conflict(resource.plural, resource.group, name))
-                }
-                Err(tug_store::Error::NotFound { .. }) => {
-                    Err(ApiError::not_found(resource.plural, resource.group, name))
-                }
-                Err(err) => Err(from_store(err)),
+                Err(err) => Err(write_error(resource, name, err)),
             };
         }
         match self
@@ -682,13 +657,7 @@ impl ApiState {
                 self.deleted(resource, &object).await;
                 Ok(json_response(StatusCode::OK, &object))
             }
-            Err(tug_store::Error::Conflict { .. }) => {
-                Err(ApiError::conflict(resource.plural, resource.group, name))
-            }
-            Err(tug_store::Error::NotFound { .. }) => {
-                Err(ApiError::not_found(resource.plural, resource.group, name))
-            }
-            Err(err) => Err(from_store(err)),
+            Err(err) => Err(write_error(resource, name, err)),
         }
     }
 
@@ -1065,6 +1034,19 @@ fn scale_of(object: &Value) -> Value {
             "selector": selector_string(&object["spec"]["selector"]),
         },
     })
+}
+
+/// A failed write of one object, in the API's words.
+fn write_error(resource: &Resource, name: &str, err: tug_store::Error) -> ApiError {
+    match err {
+        tug_store::Error::Conflict { .. } => {
+            ApiError::conflict(resource.plural, resource.group, name)
+        }
+        tug_store::Error::NotFound { .. } => {
+            ApiError::not_found(resource.plural, resource.group, name)
+        }
+        other => from_store(other),
+    }
 }
 
 /// Events live for an hour, as kube-apiserver's default `--event-ttl`.

@@ -187,25 +187,11 @@ fn version() -> Response {
         "compiler": "rustc",
         "platform": format!("linux/{}", if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" }),
     });
-    let mut response = serde_json::to_vec(&body)
-        .unwrap_or_default()
-        .into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    json(body)
 }
 
 fn json(body: serde_json::Value) -> Response {
-    let mut response = serde_json::to_vec(&body)
-        .unwrap_or_default()
-        .into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    crate::rest::json_response(StatusCode::OK, &body)
 }
 
 fn not_found() -> ApiError {
