@@ -26,6 +26,9 @@ pub struct Resource {
     pub categories: &'static [&'static str],
     /// Subresources served, e.g. `status`.
     pub subresources: &'static [&'static str],
+    /// Kept in the store. A review (SelfSubjectReview, access reviews) is
+    /// not: it is created, answered and forgotten.
+    pub stored: bool,
 }
 
 impl Resource {
@@ -60,7 +63,11 @@ impl Resource {
     }
 
     pub fn verbs(&self) -> &'static [&'static str] {
-        STANDARD_VERBS
+        if self.stored {
+            STANDARD_VERBS
+        } else {
+            &["create"]
+        }
     }
 }
 
@@ -82,6 +89,24 @@ macro_rules! resource {
             short_names: $short,
             categories: $categories,
             subresources: $sub,
+            stored: true,
+        }
+    };
+}
+
+macro_rules! review {
+    ($group:expr, $kind:expr, $plural:expr, $singular:expr) => {
+        Resource {
+            group: $group,
+            version: "v1",
+            kind: $kind,
+            plural: $plural,
+            singular: $singular,
+            namespaced: false,
+            short_names: NONE,
+            categories: NONE,
+            subresources: NONE,
+            stored: false,
         }
     };
 }
@@ -289,6 +314,18 @@ pub const RESOURCES: &[Resource] = &[
         &["sts"],
         ALL,
         STATUS_SCALE
+    ),
+    review!(
+        "authentication.k8s.io",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        "selfsubjectreview"
+    ),
+    review!(
+        "authorization.k8s.io",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview"
     ),
     resource!(
         "batch",

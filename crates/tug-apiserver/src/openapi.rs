@@ -100,6 +100,13 @@ pub fn group_version(group: &str, version: &str) -> Option<Value> {
             format!("{base}/{}", resource.plural)
         };
         let namespaced = resource.namespaced;
+        if !resource.stored {
+            paths.insert(
+                collection,
+                json!({"post": operation("create", "post", resource, namespaced, std::slice::from_ref(&field_validation))}),
+            );
+            continue;
+        }
         paths.insert(
             collection.clone(),
             json!({

@@ -100,8 +100,41 @@ const NAMESPACE: &[Field] = &[
     field(2, "spec", Kind::Message(NAMESPACE_SPEC)),
 ];
 
+const RESOURCE_ATTRIBUTES: &[Field] = &[
+    field(1, "namespace", Kind::String),
+    field(2, "verb", Kind::String),
+    field(3, "group", Kind::String),
+    field(4, "version", Kind::String),
+    field(5, "resource", Kind::String),
+    field(6, "subresource", Kind::String),
+    field(7, "name", Kind::String),
+];
+
+const NON_RESOURCE_ATTRIBUTES: &[Field] = &[
+    field(1, "path", Kind::String),
+    field(2, "verb", Kind::String),
+];
+
+const ACCESS_REVIEW_SPEC: &[Field] = &[
+    field(1, "resourceAttributes", Kind::Message(RESOURCE_ATTRIBUTES)),
+    field(
+        2,
+        "nonResourceAttributes",
+        Kind::Message(NON_RESOURCE_ATTRIBUTES),
+    ),
+];
+
+const SELF_SUBJECT_ACCESS_REVIEW: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(2, "spec", Kind::Message(ACCESS_REVIEW_SPEC)),
+];
+
+const SELF_SUBJECT_REVIEW: &[Field] = &[field(1, "metadata", Kind::Message(OBJECT_META))];
+
 fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
     match (api_version, kind) {
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => Some(SELF_SUBJECT_REVIEW),
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => Some(SELF_SUBJECT_ACCESS_REVIEW),
         ("v1", "ConfigMap") => Some(CONFIG_MAP),
         ("v1", "Secret") => Some(SECRET),
         ("v1", "Namespace") => Some(NAMESPACE),

@@ -25,6 +25,7 @@ use tug_store::{
 use crate::allocate::{self, ServiceCidr};
 use crate::patch::{JsonPatchError, json_patch, merge_patch, strategic_merge};
 use crate::protobuf::{self, ProtobufError};
+use crate::server::User;
 use crate::status::{ApiError, from_store};
 use crate::table::{self, Include};
 
@@ -323,6 +324,46 @@ impl ApiState {
         if is_service(resource) {
             allocate::release(self.store.as_ref(), &allocate::held_by(object)).await;
         }
+    }
+
+    /// A review: answered from who is asking, never stored. Every
+    /// authenticated user may do everything until RBAC exists.
+    pub fn review(
+        &self,
+        target: &Target,
+        user: &User,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        let resource = target.resource;
+        let mut review = parse_body(headers, body)?;
+        check_type(resource, &review)?;
+        review["kind"] = json!(resource.kind);
+        review["apiVersion"] = json!(resource.api_version());
+        review["metadata"] = json!({"creationTimestamp": null});
+        match resource.kind {
+            "SelfSubjectReview" => {
+                review["status"] =
+                    json!({"userInfo": {"username": user.name, "groups": user.groups}});
+            }
+            _ => {
+                let spec = &review["spec"];
+                if spec["resourceAttributes"].is_null() == spec["nonResourceAttributes"].is_null() {
+                    return Err(ApiError::invalid(
+                        resource.kind,
+                        resource.group,
+                        "",
+                        vec![(
+                            "FieldValueInvalid".into(),
+                            "spec.resourceAttributes".into(),
+                            "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified".into(),
+                        )],
+                    ));
+                }
+                review["status"] = json!({"allowed": true, "reason": "tug authorizes every authenticated user until RBAC exists"});
+            }
+        }
+        Ok(json_response(StatusCode::CREATED, &review))
     }
 
     async fn load(&self, target: &Target) -> Result<KeyValue, ApiError> {
@@ -1209,7 +1250,10 @@ fn merge_update(
 }
 
 /// Whether a request may be served for `method` on a collection or an object.
-pub fn method_allowed(method: &Method, collection: bool) -> bool {
+pub fn method_allowed(resource: &Resource, method: &Method, collection: bool) -> bool {
+    if !resource.stored {
+        return collection && *method == Method::POST;
+    }
     if collection {
         matches!(*method, Method::GET | Method::POST)
     } else {

@@ -29,7 +29,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, Default)]
 pub struct Identity(pub Option<User>);
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct User {
     pub name: String,
     pub groups: Vec<String>,
@@ -220,13 +220,19 @@ async fn dispatch(
     let Ok(_permit) = shared.in_flight.clone().try_acquire_owned() else {
         return ApiError::too_many_requests().into_response();
     };
-    match route(&shared, request, &path).await {
+    let user = identity.0.clone().unwrap_or_default();
+    match route(&shared, request, &path, &user).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
 }
 
-async fn route(shared: &Arc<Shared>, request: Request, path: &str) -> Result<Response, ApiError> {
+async fn route(
+    shared: &Arc<Shared>,
+    request: Request,
+    path: &str,
+    user: &User,
+) -> Result<Response, ApiError> {
     let headers = request.headers().clone();
     let method = request.method().clone();
     let segments: Vec<&str> = path
@@ -288,10 +294,10 @@ async fn route(shared: &Arc<Shared>, request: Request, path: &str) -> Result<Res
         return Err(not_found());
     }
     let collection = target.name.is_none();
-    if !method_allowed(&method, collection) {
-        return Err(ApiError::method_not_allowed(format!(
-            "the server does not allow this method on the requested resource ({method})"
-        )));
+    if !method_allowed(target.resource, &method, collection) {
+        return Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
     }
     if collection
         && method == Method::POST
@@ -310,6 +316,9 @@ async fn route(shared: &Arc<Shared>, request: Request, path: &str) -> Result<Res
             api.clone().watch(&target, &headers, &query).await
         }
         (Method::GET, true) => api.list(&target, &headers, &query).await,
+        (Method::POST, true) if !target.resource.stored => {
+            api.review(&target, user, &headers, &body)
+        }
         (Method::POST, true) => api.create(&target, &query, &headers, &body).await,
         (Method::GET, false) => api.get(&target, &headers, &query).await,
         (Method::PUT, false) => api.update(&target, &query, &headers, &body).await,

@@ -1183,3 +1183,27 @@ mod kube_client {
         );
     }
 }
+
+#[test]
+fn kubectl_auth_whoami_and_can_i_answer_for_the_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let whoami = server.ok(&["auth", "whoami"]);
+    let rows: Vec<Vec<&str>> = whoami.lines().map(columns).collect();
+    assert_eq!(rows[0], ["ATTRIBUTE", "VALUE"]);
+    assert_eq!(rows[1], ["Username", "system:admin"]);
+    assert_eq!(
+        rows[2],
+        ["Groups", "[system:masters", "system:authenticated]"]
+    );
+    assert_eq!(
+        server.ok(&["auth", "can-i", "create", "deployments"]),
+        "yes\n"
+    );
+    assert_eq!(server.ok(&["auth", "can-i", "get", "/healthz"]), "yes\n");
+    let err = server.fails(&["get", "selfsubjectreviews"]);
+    assert_eq!(
+        err.trim(),
+        "Error from server (MethodNotAllowed): the server does not allow this method on the requested resource"
+    );
+}
