@@ -36,7 +36,12 @@ fn container(container: &mut Value) {
     let image = container["image"].as_str().unwrap_or("").to_string();
     set(container, "imagePullPolicy", json!(pull_policy(&image)));
     set(container, "resources", json!({}));
-    for port in container["ports"].as_array_mut().into_iter().flatten() {
+    for port in container
+        .get_mut("ports")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
         set(port, "protocol", json!("TCP"));
     }
 }
@@ -53,7 +58,12 @@ pub fn pod_spec(spec: &mut Value) {
     set(spec, "securityContext", json!({}));
     set(spec, "enableServiceLinks", json!(true));
     for field in ["containers", "initContainers"] {
-        for c in spec[field].as_array_mut().into_iter().flatten() {
+        for c in spec
+            .get_mut(field)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             container(c);
         }
     }
@@ -127,7 +137,12 @@ pub fn apply(group: &str, plural: &str, object: &mut Value) {
             if spec["type"] != "ExternalName" {
                 set(spec, "internalTrafficPolicy", json!("Cluster"));
             }
-            for port in spec["ports"].as_array_mut().into_iter().flatten() {
+            for port in spec
+                .get_mut("ports")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
                 set(port, "protocol", json!("TCP"));
                 let number = port["port"].clone();
                 set(port, "targetPort", number);
@@ -137,11 +152,23 @@ pub fn apply(group: &str, plural: &str, object: &mut Value) {
         ("apps", "deployments") => {
             let spec = &mut object["spec"];
             set(spec, "replicas", json!(1));
-            set(
-                spec,
-                "strategy",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
-            );
+            // An empty strategy (as kubectl create deployment sends) is a
+            // rolling update of 25% / 25%.
+            set(spec, "strategy", json!({}));
+            set(&mut spec["strategy"], "type", json!("RollingUpdate"));
+            if spec["strategy"]["type"] == "RollingUpdate" {
+                set(&mut spec["strategy"], "rollingUpdate", json!({}));
+                set(
+                    &mut spec["strategy"]["rollingUpdate"],
+                    "maxUnavailable",
+                    json!("25%"),
+                );
+                set(
+                    &mut spec["strategy"]["rollingUpdate"],
+                    "maxSurge",
+                    json!("25%"),
+                );
+            }
             set(spec, "revisionHistoryLimit", json!(10));
             set(spec, "progressDeadlineSeconds", json!(600));
             pod_spec(&mut spec["template"]["spec"]);

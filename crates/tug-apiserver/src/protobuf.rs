@@ -19,6 +19,8 @@ pub enum ProtobufError {
     Malformed(String),
     #[error("protobuf bodies of kind {0} are not supported yet; send JSON")]
     UnsupportedKind(String),
+    #[error("protobuf field {0} is not supported yet; send JSON")]
+    UnsupportedField(String),
 }
 
 fn malformed(what: &str) -> ProtobufError {
@@ -29,8 +31,23 @@ fn malformed(what: &str) -> ProtobufError {
 #[derive(Clone, Copy)]
 enum Kind {
     String,
+    /// A `*bool`: written only when set, so false is kept.
     Bool,
+    /// A plain `bool`: always written; false is JSON's omitted default.
+    Flag,
+    /// A plain integer: always written; zero is omitted.
     Int64,
+    /// A pointer integer: written only when set, so zero is kept.
+    OptInt,
+    /// `intstr.IntOrString`: {type, intVal, strVal}.
+    IntOrString,
+    /// `map<string, Quantity>`.
+    QuantityMap,
+    /// Read and dropped: what the server computes (status) or owns.
+    Ignore,
+    /// A field tug does not decode yet: refused (415) unless empty, so
+    /// that nothing a client sent is silently lost.
+    Unsupported,
     Time,
     Message(&'static [Field]),
     StringMap,
@@ -62,6 +79,8 @@ const OBJECT_META: &[Field] = &[
     field(1, "name", Kind::String),
     field(2, "generateName", Kind::String),
     field(3, "namespace", Kind::String),
+    field(4, "selfLink", Kind::Ignore),
+    field(17, "managedFields", Kind::Ignore),
     field(5, "uid", Kind::String),
     field(6, "resourceVersion", Kind::String),
     field(7, "generation", Kind::Int64),
@@ -98,6 +117,154 @@ const NAMESPACE_SPEC: &[Field] = &[field(1, "finalizers", Kind::RepeatedString)]
 const NAMESPACE: &[Field] = &[
     field(1, "metadata", Kind::Message(OBJECT_META)),
     field(2, "spec", Kind::Message(NAMESPACE_SPEC)),
+    field(3, "status", Kind::Ignore),
+];
+
+const INT_OR_STRING: &[Field] = &[
+    field(1, "type", Kind::Int64),
+    field(2, "intVal", Kind::Int64),
+    field(3, "strVal", Kind::String),
+];
+
+const QUANTITY: &[Field] = &[field(1, "string", Kind::String)];
+
+const LABEL_SELECTOR_REQUIREMENT: &[Field] = &[
+    field(1, "key", Kind::String),
+    field(2, "operator", Kind::String),
+    field(3, "values", Kind::RepeatedString),
+];
+
+const LABEL_SELECTOR: &[Field] = &[
+    field(1, "matchLabels", Kind::StringMap),
+    field(
+        2,
+        "matchExpressions",
+        Kind::RepeatedMessage(LABEL_SELECTOR_REQUIREMENT),
+    ),
+];
+
+const CONTAINER_PORT: &[Field] = &[
+    field(1, "name", Kind::String),
+    field(2, "hostPort", Kind::Int64),
+    field(3, "containerPort", Kind::Int64),
+    field(4, "protocol", Kind::String),
+    field(5, "hostIP", Kind::String),
+];
+
+const ENV_VAR: &[Field] = &[
+    field(1, "name", Kind::String),
+    field(2, "value", Kind::String),
+    field(3, "valueFrom", Kind::Unsupported),
+];
+
+const RESOURCE_REQUIREMENTS: &[Field] = &[
+    field(1, "limits", Kind::QuantityMap),
+    field(2, "requests", Kind::QuantityMap),
+    field(3, "claims", Kind::Unsupported),
+];
+
+const CONTAINER: &[Field] = &[
+    field(1, "name", Kind::String),
+    field(2, "image", Kind::String),
+    field(3, "command", Kind::RepeatedString),
+    field(4, "args", Kind::RepeatedString),
+    field(5, "workingDir", Kind::String),
+    field(6, "ports", Kind::RepeatedMessage(CONTAINER_PORT)),
+    field(19, "envFrom", Kind::Unsupported),
+    field(7, "env", Kind::RepeatedMessage(ENV_VAR)),
+    field(8, "resources", Kind::Message(RESOURCE_REQUIREMENTS)),
+    field(23, "resizePolicy", Kind::Unsupported),
+    field(24, "restartPolicy", Kind::String),
+    field(25, "restartPolicyRules", Kind::Unsupported),
+    field(9, "volumeMounts", Kind::Unsupported),
+    field(21, "volumeDevices", Kind::Unsupported),
+    field(10, "livenessProbe", Kind::Unsupported),
+    field(11, "readinessProbe", Kind::Unsupported),
+    field(22, "startupProbe", Kind::Unsupported),
+    field(12, "lifecycle", Kind::Unsupported),
+    field(13, "terminationMessagePath", Kind::String),
+    field(20, "terminationMessagePolicy", Kind::String),
+    field(14, "imagePullPolicy", Kind::String),
+    field(15, "securityContext", Kind::Unsupported),
+    field(16, "stdin", Kind::Flag),
+    field(17, "stdinOnce", Kind::Flag),
+    field(18, "tty", Kind::Flag),
+];
+
+const POD_SPEC: &[Field] = &[
+    field(1, "volumes", Kind::Unsupported),
+    field(20, "initContainers", Kind::RepeatedMessage(CONTAINER)),
+    field(2, "containers", Kind::RepeatedMessage(CONTAINER)),
+    field(34, "ephemeralContainers", Kind::Unsupported),
+    field(3, "restartPolicy", Kind::String),
+    field(4, "terminationGracePeriodSeconds", Kind::OptInt),
+    field(5, "activeDeadlineSeconds", Kind::OptInt),
+    field(6, "dnsPolicy", Kind::String),
+    field(7, "nodeSelector", Kind::StringMap),
+    field(8, "serviceAccountName", Kind::String),
+    field(9, "serviceAccount", Kind::String),
+    field(21, "automountServiceAccountToken", Kind::Bool),
+    field(10, "nodeName", Kind::String),
+    field(11, "hostNetwork", Kind::Flag),
+    field(12, "hostPID", Kind::Flag),
+    field(13, "hostIPC", Kind::Flag),
+    field(27, "shareProcessNamespace", Kind::Bool),
+    field(14, "securityContext", Kind::Unsupported),
+    field(15, "imagePullSecrets", Kind::Unsupported),
+    field(16, "hostname", Kind::String),
+    field(17, "subdomain", Kind::String),
+    field(18, "affinity", Kind::Unsupported),
+    field(19, "schedulerName", Kind::String),
+    field(22, "tolerations", Kind::Unsupported),
+    field(23, "hostAliases", Kind::Unsupported),
+    field(24, "priorityClassName", Kind::String),
+    field(25, "priority", Kind::OptInt),
+    field(26, "dnsConfig", Kind::Unsupported),
+    field(28, "readinessGates", Kind::Unsupported),
+    field(29, "runtimeClassName", Kind::String),
+    field(30, "enableServiceLinks", Kind::Bool),
+    field(31, "preemptionPolicy", Kind::String),
+    field(32, "overhead", Kind::QuantityMap),
+    field(33, "topologySpreadConstraints", Kind::Unsupported),
+    field(35, "setHostnameAsFQDN", Kind::Bool),
+    field(36, "os", Kind::Unsupported),
+    field(37, "hostUsers", Kind::Bool),
+    field(38, "schedulingGates", Kind::Unsupported),
+    field(39, "resourceClaims", Kind::Unsupported),
+    field(40, "resources", Kind::Message(RESOURCE_REQUIREMENTS)),
+    field(41, "hostnameOverride", Kind::String),
+];
+
+const POD_TEMPLATE_SPEC: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(2, "spec", Kind::Message(POD_SPEC)),
+];
+
+const ROLLING_UPDATE_DEPLOYMENT: &[Field] = &[
+    field(1, "maxUnavailable", Kind::IntOrString),
+    field(2, "maxSurge", Kind::IntOrString),
+];
+
+const DEPLOYMENT_STRATEGY: &[Field] = &[
+    field(1, "type", Kind::String),
+    field(2, "rollingUpdate", Kind::Message(ROLLING_UPDATE_DEPLOYMENT)),
+];
+
+const DEPLOYMENT_SPEC: &[Field] = &[
+    field(1, "replicas", Kind::OptInt),
+    field(2, "selector", Kind::Message(LABEL_SELECTOR)),
+    field(3, "template", Kind::Message(POD_TEMPLATE_SPEC)),
+    field(4, "strategy", Kind::Message(DEPLOYMENT_STRATEGY)),
+    field(5, "minReadySeconds", Kind::Int64),
+    field(6, "revisionHistoryLimit", Kind::OptInt),
+    field(7, "paused", Kind::Flag),
+    field(9, "progressDeadlineSeconds", Kind::OptInt),
+];
+
+const DEPLOYMENT: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(2, "spec", Kind::Message(DEPLOYMENT_SPEC)),
+    field(3, "status", Kind::Ignore),
 ];
 
 const RESOURCE_ATTRIBUTES: &[Field] = &[
@@ -108,6 +275,8 @@ const RESOURCE_ATTRIBUTES: &[Field] = &[
     field(5, "resource", Kind::String),
     field(6, "subresource", Kind::String),
     field(7, "name", Kind::String),
+    field(8, "fieldSelector", Kind::Unsupported),
+    field(9, "labelSelector", Kind::Unsupported),
 ];
 
 const NON_RESOURCE_ATTRIBUTES: &[Field] = &[
@@ -127,9 +296,13 @@ const ACCESS_REVIEW_SPEC: &[Field] = &[
 const SELF_SUBJECT_ACCESS_REVIEW: &[Field] = &[
     field(1, "metadata", Kind::Message(OBJECT_META)),
     field(2, "spec", Kind::Message(ACCESS_REVIEW_SPEC)),
+    field(3, "status", Kind::Ignore),
 ];
 
-const SELF_SUBJECT_REVIEW: &[Field] = &[field(1, "metadata", Kind::Message(OBJECT_META))];
+const SELF_SUBJECT_REVIEW: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(2, "status", Kind::Ignore),
+];
 
 fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
     match (api_version, kind) {
@@ -138,6 +311,7 @@ fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
         ("v1", "ConfigMap") => Some(CONFIG_MAP),
         ("v1", "Secret") => Some(SECRET),
         ("v1", "Namespace") => Some(NAMESPACE),
+        ("apps/v1", "Deployment") => Some(DEPLOYMENT),
         _ => None,
     }
 }
@@ -213,7 +387,11 @@ fn base64(bytes: &[u8]) -> Value {
     json!(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-fn map_entry(bytes: &[u8], value_as_bytes: bool) -> Result<(String, Value), ProtobufError> {
+fn map_entry(
+    bytes: &[u8],
+    value_as_bytes: bool,
+    quantity: bool,
+) -> Result<(String, Value), ProtobufError> {
     let mut reader = Reader { bytes };
     let (mut key, mut value) = (
         String::new(),
@@ -227,6 +405,12 @@ fn map_entry(bytes: &[u8], value_as_bytes: bool) -> Result<(String, Value), Prot
         match (number, field) {
             (1, Wire::Bytes(b)) => key = text(b)?,
             (2, Wire::Bytes(b)) if value_as_bytes => value = base64(b),
+            (2, Wire::Bytes(b)) if quantity => {
+                value = message(b, QUANTITY)?
+                    .get("string")
+                    .cloned()
+                    .unwrap_or(json!("0"));
+            }
             (2, Wire::Bytes(b)) => value = json!(text(b)?),
             _ => {}
         }
@@ -251,7 +435,7 @@ fn message(bytes: &[u8], fields: &'static [Field]) -> Result<Value, ProtobufErro
     let mut reader = Reader { bytes };
     while let Some((number, value)) = reader.next()? {
         let Some(field) = fields.iter().find(|f| f.number == number) else {
-            continue;
+            return Err(ProtobufError::UnsupportedField(format!("number {number}")));
         };
         let wrong = || malformed(&format!("field {} has the wrong wire type", field.name));
         match (field.kind, value) {
@@ -265,10 +449,37 @@ fn message(bytes: &[u8], fields: &'static [Field]) -> Result<Value, ProtobufErro
             (Kind::Bool, Wire::Varint(v)) => {
                 object.insert(field.name.into(), json!(v != 0));
             }
+            (Kind::Flag, Wire::Varint(v)) => {
+                if v != 0 {
+                    object.insert(field.name.into(), json!(true));
+                }
+            }
             (Kind::Int64, Wire::Varint(v)) => {
                 if v != 0 {
                     object.insert(field.name.into(), json!(v as i64));
                 }
+            }
+            (Kind::OptInt, Wire::Varint(v)) => {
+                object.insert(field.name.into(), json!(v as i64));
+            }
+            (Kind::IntOrString, Wire::Bytes(b)) => {
+                let parts = message(b, INT_OR_STRING)?;
+                let value = if parts["type"] == 1 {
+                    parts.get("strVal").cloned().unwrap_or(json!(""))
+                } else {
+                    parts.get("intVal").cloned().unwrap_or(json!(0))
+                };
+                object.insert(field.name.into(), value);
+            }
+            (Kind::QuantityMap, Wire::Bytes(b)) => {
+                let (key, value) = map_entry(b, false, true)?;
+                let map = object.entry(field.name).or_insert_with(|| json!({}));
+                map[key] = value;
+            }
+            (Kind::Ignore, _) => {}
+            (Kind::Unsupported, Wire::Bytes([])) => {}
+            (Kind::Unsupported, _) => {
+                return Err(ProtobufError::UnsupportedField(field.name.to_string()));
             }
             (Kind::Time, Wire::Bytes(b)) => {
                 if let Some(time) = time(b)? {
@@ -279,7 +490,7 @@ fn message(bytes: &[u8], fields: &'static [Field]) -> Result<Value, ProtobufErro
                 object.insert(field.name.into(), message(b, inner)?);
             }
             (Kind::StringMap | Kind::BytesMap, Wire::Bytes(b)) => {
-                let (key, value) = map_entry(b, matches!(field.kind, Kind::BytesMap))?;
+                let (key, value) = map_entry(b, matches!(field.kind, Kind::BytesMap), false)?;
                 let map = object.entry(field.name).or_insert_with(|| json!({}));
                 map[key] = value;
             }
@@ -397,7 +608,6 @@ mod tests {
         bytes_field(3, &entry("bin", &[0, 255]), &mut raw);
         varint(4 << 3, &mut raw);
         varint(1, &mut raw);
-        bytes_field(99, b"a field this table does not know", &mut raw);
         assert_eq!(
             decode(&envelope("v1", "ConfigMap", &raw)).unwrap(),
             json!({
@@ -440,6 +650,93 @@ mod tests {
     }
 
     #[test]
+    fn fields_it_cannot_decode_are_refused_not_dropped() {
+        let mut raw = Vec::new();
+        bytes_field(99, b"a field this table does not know", &mut raw);
+        assert_eq!(
+            decode(&envelope("v1", "ConfigMap", &raw)),
+            Err(ProtobufError::UnsupportedField("number 99".into()))
+        );
+        // A pod template with a probe: refused; an empty one: fine.
+        let mut probe = Vec::new();
+        bytes_field(1, b"exec", &mut probe);
+        let mut container = Vec::new();
+        bytes_field(1, b"c", &mut container);
+        bytes_field(10, &probe, &mut container);
+        let mut pod_spec = Vec::new();
+        bytes_field(2, &container, &mut pod_spec);
+        let mut template = Vec::new();
+        bytes_field(2, &pod_spec, &mut template);
+        let mut spec = Vec::new();
+        bytes_field(3, &template, &mut spec);
+        let mut raw = Vec::new();
+        bytes_field(2, &spec, &mut raw);
+        assert_eq!(
+            decode(&envelope("apps/v1", "Deployment", &raw)),
+            Err(ProtobufError::UnsupportedField("livenessProbe".into()))
+        );
+    }
+
+    #[test]
+    fn a_deployment_as_kubectl_create_deployment_sends_it() {
+        let mut labels = Vec::new();
+        bytes_field(1, &entry("app", b"web"), &mut labels);
+        let mut meta = Vec::new();
+        bytes_field(1, b"web", &mut meta);
+        bytes_field(11, &entry("app", b"web"), &mut meta);
+        let mut container = Vec::new();
+        bytes_field(1, b"busybox", &mut container);
+        bytes_field(2, b"busybox:1.36", &mut container);
+        bytes_field(3, b"httpd", &mut container);
+        bytes_field(3, b"-f", &mut container);
+        bytes_field(8, b"", &mut container);
+        varint(16 << 3, &mut container);
+        varint(0, &mut container);
+        let mut pod_spec = Vec::new();
+        bytes_field(2, &container, &mut pod_spec);
+        varint(11 << 3, &mut pod_spec);
+        varint(0, &mut pod_spec);
+        let mut template_meta = Vec::new();
+        bytes_field(11, &entry("app", b"web"), &mut template_meta);
+        let mut template = Vec::new();
+        bytes_field(1, &template_meta, &mut template);
+        bytes_field(2, &pod_spec, &mut template);
+        let mut quantity = Vec::new();
+        bytes_field(1, b"25%", &mut quantity);
+        let mut int_or_string = Vec::new();
+        varint(1 << 3, &mut int_or_string);
+        varint(1, &mut int_or_string);
+        bytes_field(3, b"25%", &mut int_or_string);
+        let mut rolling = Vec::new();
+        bytes_field(2, &int_or_string, &mut rolling);
+        let mut strategy = Vec::new();
+        bytes_field(2, &rolling, &mut strategy);
+        let mut spec = Vec::new();
+        varint(1 << 3, &mut spec);
+        varint(0, &mut spec);
+        bytes_field(2, &labels, &mut spec);
+        bytes_field(3, &template, &mut spec);
+        bytes_field(4, &strategy, &mut spec);
+        let mut raw = Vec::new();
+        bytes_field(1, &meta, &mut raw);
+        bytes_field(2, &spec, &mut raw);
+        bytes_field(3, b"", &mut raw);
+        let deployment = decode(&envelope("apps/v1", "Deployment", &raw)).unwrap();
+        assert_eq!(
+            deployment["spec"],
+            json!({
+                "replicas": 0,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "busybox", "image": "busybox:1.36", "command": ["httpd", "-f"], "resources": {}}]},
+                },
+                "strategy": {"rollingUpdate": {"maxSurge": "25%"}},
+            })
+        );
+    }
+
+    #[test]
     fn bad_bodies_are_refused_with_a_reason() {
         assert!(matches!(decode(b"{}"), Err(ProtobufError::Malformed(_))));
         assert!(matches!(
@@ -447,8 +744,8 @@ mod tests {
             Err(ProtobufError::Malformed(_))
         ));
         assert_eq!(
-            decode(&envelope("apps/v1", "Deployment", b"")),
-            Err(ProtobufError::UnsupportedKind("apps/v1/Deployment".into()))
+            decode(&envelope("batch/v1", "Job", b"")),
+            Err(ProtobufError::UnsupportedKind("batch/v1/Job".into()))
         );
         // A truncated object inside a valid envelope.
         let mut raw = Vec::new();

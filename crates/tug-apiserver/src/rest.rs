@@ -111,7 +111,9 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     if media == "application/vnd.kubernetes.protobuf" {
         return protobuf::decode(body).map_err(|err| match err {
             ProtobufError::Malformed(message) => ApiError::bad_request(message),
-            ProtobufError::UnsupportedKind(_) => ApiError::unsupported_media_type(content_type),
+            ProtobufError::UnsupportedKind(_) | ProtobufError::UnsupportedField(_) => {
+                ApiError::unsupported_media_type(content_type)
+            }
         });
     }
     if !matches!(media, "application/json" | "" | "*/*") {

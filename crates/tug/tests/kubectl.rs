@@ -56,11 +56,12 @@ impl Server {
     }
 
     fn kubectl_with(&self, binary: &str, args: &[&str]) -> Output {
+        // The cache flag goes first: anything after a `--` is the command's.
         Command::new(binary)
+            .arg(format!("--cache-dir={}", self.dir.join("cache").display()))
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", &self.dir)
-            .arg(format!("--cache-dir={}", self.dir.join("cache").display()))
             .output()
             .unwrap()
     }
@@ -1206,4 +1207,48 @@ fn kubectl_auth_whoami_and_can_i_answer_for_the_admin() {
         err.trim(),
         "Error from server (MethodNotAllowed): the server does not allow this method on the requested resource"
     );
+}
+
+#[test]
+fn kubectl_create_deployment_sends_protobuf_that_is_understood() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    assert_eq!(
+        server.ok(&[
+            "create",
+            "deployment",
+            "web",
+            "--image=busybox:1.36",
+            "--replicas=3",
+            "--port=8080",
+            "--",
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+        ]),
+        "deployment.apps/web created\n"
+    );
+    let deployment: serde_json::Value =
+        serde_json::from_str(&server.ok(&["get", "deploy", "web", "-o", "json"])).unwrap();
+    let spec = &deployment["spec"];
+    assert_eq!(spec["replicas"], 3);
+    assert_eq!(spec["selector"]["matchLabels"]["app"], "web");
+    assert_eq!(spec["strategy"]["type"], "RollingUpdate");
+    let container = &spec["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "busybox:1.36");
+    assert_eq!(
+        container["command"],
+        serde_json::json!(["httpd", "-f", "-p", "8080"])
+    );
+    assert_eq!(container["ports"][0]["containerPort"], 8080);
+    assert!(spec["template"]["spec"].get("initContainers").is_none());
+    let table = server.ok(&["get", "deploy", "web"]);
+    assert_eq!(
+        columns(table.lines().nth(1).unwrap())[..4],
+        ["web", "0/3", "0", "0"]
+    );
+    // Kinds not decoded yet are refused with 415, never half-read.
+    let err = server.fails(&["create", "job", "j", "--image=busybox:1.36"]);
+    assert!(err.contains("unknown format"), "{err}");
 }
