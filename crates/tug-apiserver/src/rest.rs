@@ -603,7 +603,21 @@ impl ApiState {
         }
         let mut updated = updated;
         let (claimed, before) = if is_service(resource) {
-            let before = allocate::held_by(&decode(resource, current)?);
+            let old = decode(resource, current)?;
+            let (was, now) = (&old["spec"]["clusterIP"], &updated["spec"]["clusterIP"]);
+            if was.as_str().is_some_and(|ip| !ip.is_empty()) && was != now {
+                return Err(ApiError::invalid(
+                    resource.kind,
+                    resource.group,
+                    name,
+                    vec![(
+                        "FieldValueInvalid".into(),
+                        "spec.clusterIPs[0]".into(),
+                        format!("Invalid value: {}: may not change once set", json!([now])),
+                    )],
+                ));
+            }
+            let before = allocate::held_by(&old);
             let claimed = allocate::node_ports(self.store.as_ref(), &before, &mut updated).await?;
             (claimed, before)
         } else {

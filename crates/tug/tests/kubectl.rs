@@ -986,6 +986,14 @@ fn services_get_cluster_ips_and_node_ports_that_are_never_shared() {
         before
     );
 
+    // The address may not change once set.
+    let patch = r#"{"spec":{"clusterIP":"10.43.200.200"}}"#;
+    let err = server.fails(&["patch", "svc", "s0", "--type=merge", "-p", patch]);
+    assert!(
+        err.contains("spec.clusterIPs[0]: Invalid value")
+            && err.contains("may not change once set"),
+        "{err}"
+    );
     // A taken address is refused with upstream's words, and freed on delete.
     let taken = before.clone();
     std::fs::write(
