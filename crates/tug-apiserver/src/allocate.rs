@@ -100,6 +100,16 @@ async fn claim(store: &dyn Store, key: String, owner: &str) -> Result<bool, ApiE
     }
 }
 
+/// A Service's name, and `namespace/name`, which its claims record.
+fn name_and_owner(object: &Value) -> (String, String) {
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+    (name.clone(), format!("{namespace}/{name}"))
+}
+
 fn random() -> u32 {
     let bytes = uuid::Uuid::new_v4().into_bytes();
     u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
@@ -112,14 +122,7 @@ pub async fn service(
     cidr: ServiceCidr,
     object: &mut Value,
 ) -> Result<Vec<String>, ApiError> {
-    let name = object["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let owner = format!(
-        "{}/{name}",
-        object["metadata"]["namespace"].as_str().unwrap_or_default()
-    );
+    let (name, owner) = name_and_owner(object);
     let mut claimed = Vec::new();
     let result = allocate(store, cidr, object, &name, &owner, &mut claimed).await;
     if result.is_err() {
@@ -211,14 +214,7 @@ pub async fn node_ports(
     held: &[String],
     object: &mut Value,
 ) -> Result<Vec<String>, ApiError> {
-    let name = object["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let owner = format!(
-        "{}/{name}",
-        object["metadata"]["namespace"].as_str().unwrap_or_default()
-    );
+    let (name, owner) = name_and_owner(object);
     let wants = matches!(
         object["spec"]["type"].as_str(),
         Some("NodePort" | "LoadBalancer")
