@@ -82,6 +82,7 @@ async fn survive_kills(mut backend: Backend) {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
+        // Not a wait for anything: the random moment of the crash.
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..600))).await;
         if let Some(etcd) = backend.etcd.as_mut() {
             etcd.kill();
