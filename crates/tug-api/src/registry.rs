@@ -96,13 +96,16 @@ macro_rules! resource {
 
 macro_rules! review {
     ($group:expr, $kind:expr, $plural:expr, $singular:expr) => {
+        review!($group, $kind, $plural, $singular, false)
+    };
+    ($group:expr, $kind:expr, $plural:expr, $singular:expr, $namespaced:expr) => {
         Resource {
             group: $group,
             version: "v1",
             kind: $kind,
             plural: $plural,
             singular: $singular,
-            namespaced: false,
+            namespaced: $namespaced,
             short_names: NONE,
             categories: NONE,
             subresources: NONE,
@@ -322,10 +325,35 @@ pub const RESOURCES: &[Resource] = &[
         "selfsubjectreview"
     ),
     review!(
+        "authentication.k8s.io",
+        "TokenReview",
+        "tokenreviews",
+        "tokenreview"
+    ),
+    review!(
+        "authorization.k8s.io",
+        "LocalSubjectAccessReview",
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        true
+    ),
+    review!(
         "authorization.k8s.io",
         "SelfSubjectAccessReview",
         "selfsubjectaccessreviews",
         "selfsubjectaccessreview"
+    ),
+    review!(
+        "authorization.k8s.io",
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview"
+    ),
+    review!(
+        "authorization.k8s.io",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+        "subjectaccessreview"
     ),
     resource!(
         "batch",

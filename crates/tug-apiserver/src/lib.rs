@@ -1,16 +1,18 @@
 //! tug's Kubernetes API server.
 //!
 //! A request goes: TLS (the accept loop in [`server`] keeps the client
-//! certificate) -> authentication (the certificate's CN and O; anonymous
-//! requests reach only health and version) -> limits (in-flight requests,
-//! watches, body size) -> routing to [`discovery`] or [`rest`] -> the store.
+//! certificate) -> authentication ([`auth`]: the certificate's CN and O, or
+//! a bearer token; anonymous requests reach only health and version) ->
+//! limits (in-flight requests, watches, body size) -> routing -> the
+//! [`auth::Authorizer`] -> [`discovery`] or [`rest`] -> the store.
 //! Every error leaves as a Kubernetes `Status` built in [`status`].
 //!
-//! Start at [`run`]. Authorization (RBAC), admission, OpenAPI, strategic
-//! merge patch and server-side apply, protobuf bodies beyond a few kinds,
-//! and the watch cache are not here yet; see ARCHITECTURE.md.
+//! Start at [`run`]. RBAC, admission, server-side apply, protobuf bodies
+//! beyond a few kinds, and the watch cache are not here yet; see
+//! ARCHITECTURE.md.
 
 pub mod allocate;
+pub mod auth;
 pub mod discovery;
 pub mod openapi;
 pub mod patch;
@@ -48,6 +50,40 @@ pub struct Config {
     pub kubeconfig_mode: u32,
     /// Where Services' cluster IPs come from, e.g. 10.43.0.0/16.
     pub service_cidr: String,
+    /// Upstream's static token file (`token,user,uid,"groups"`), if any.
+    pub token_auth_file: Option<PathBuf>,
+    /// The node-join token; `None` keeps the one in the data dir, made on
+    /// first start.
+    pub node_token: Option<String>,
+}
+
+/// Where the node-join token is kept, as k3s's `server/node-token`.
+pub fn node_token_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("server").join("node-token")
+}
+
+/// The node-join token: the one given (saved for the next start), else
+/// the saved one, else a new random one.
+fn node_token(config: &Config) -> anyhow::Result<String> {
+    let path = node_token_path(&config.data_dir);
+    let token = match &config.node_token {
+        Some(token) if token.trim().is_empty() => anyhow::bail!("--token must not be empty"),
+        Some(token) => token.trim().to_string(),
+        None => match std::fs::read_to_string(&path) {
+            Ok(saved) if !saved.trim().is_empty() => return Ok(saved.trim().to_string()),
+            Ok(_) => anyhow::bail!("{} is empty; remove it or pass --token", path.display()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let bytes: [u8; 24] = rand::random();
+                bytes.iter().map(|b| format!("{b:02x}")).collect()
+            }
+            Err(err) => {
+                return Err(err).with_context(|| format!("reading {}", path.display()));
+            }
+        },
+    };
+    pki::write_private(&path, format!("{token}\n").as_bytes(), 0o600)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
 }
 
 /// What a started API server tells its caller.
@@ -180,6 +216,11 @@ pub async fn run(
     let admin = ca.client("system:admin", &["system:masters"])?;
     let service_cidr = allocate::ServiceCidr::parse(&config.service_cidr)
         .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
+    let mut tokens = auth::Tokens::default();
+    if let Some(path) = &config.token_auth_file {
+        tokens.load_file(path)?;
+    }
+    tokens.add_node_join(&node_token(&config)?);
     ensure_default_namespaces(store.as_ref()).await?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -239,6 +280,8 @@ pub async fn run(
             watches: Arc::new(tokio::sync::Semaphore::new(WATCHES_MAX)),
         }),
         in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_MAX)),
+        tokens,
+        authorizer: Arc::new(auth::AllowAuthenticated),
     });
     ensure_kubernetes_service(&shared.api, address.port()).await?;
     started(Started {

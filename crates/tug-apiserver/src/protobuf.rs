@@ -299,6 +299,49 @@ const SELF_SUBJECT_ACCESS_REVIEW: &[Field] = &[
     field(3, "status", Kind::Ignore),
 ];
 
+const SUBJECT_ACCESS_REVIEW_SPEC: &[Field] = &[
+    field(1, "resourceAttributes", Kind::Message(RESOURCE_ATTRIBUTES)),
+    field(
+        2,
+        "nonResourceAttributes",
+        Kind::Message(NON_RESOURCE_ATTRIBUTES),
+    ),
+    field(3, "user", Kind::String),
+    field(4, "groups", Kind::RepeatedString),
+    field(5, "extra", Kind::Unsupported),
+    field(6, "uid", Kind::String),
+];
+
+/// SubjectAccessReview and LocalSubjectAccessReview.
+const SUBJECT_ACCESS_REVIEW: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(2, "spec", Kind::Message(SUBJECT_ACCESS_REVIEW_SPEC)),
+    field(3, "status", Kind::Ignore),
+];
+
+const SELF_SUBJECT_RULES_REVIEW: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(
+        2,
+        "spec",
+        Kind::Message(&[field(1, "namespace", Kind::String)]),
+    ),
+    field(3, "status", Kind::Ignore),
+];
+
+const TOKEN_REVIEW: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(
+        2,
+        "spec",
+        Kind::Message(&[
+            field(1, "token", Kind::String),
+            field(2, "audiences", Kind::RepeatedString),
+        ]),
+    ),
+    field(3, "status", Kind::Ignore),
+];
+
 const SELF_SUBJECT_REVIEW: &[Field] = &[
     field(1, "metadata", Kind::Message(OBJECT_META)),
     field(2, "status", Kind::Ignore),
@@ -307,7 +350,12 @@ const SELF_SUBJECT_REVIEW: &[Field] = &[
 fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
     match (api_version, kind) {
         ("authentication.k8s.io/v1", "SelfSubjectReview") => Some(SELF_SUBJECT_REVIEW),
+        ("authentication.k8s.io/v1", "TokenReview") => Some(TOKEN_REVIEW),
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => Some(SELF_SUBJECT_ACCESS_REVIEW),
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => Some(SELF_SUBJECT_RULES_REVIEW),
+        ("authorization.k8s.io/v1", "SubjectAccessReview" | "LocalSubjectAccessReview") => {
+            Some(SUBJECT_ACCESS_REVIEW)
+        }
         ("v1", "ConfigMap") => Some(CONFIG_MAP),
         ("v1", "Secret") => Some(SECRET),
         ("v1", "Namespace") => Some(NAMESPACE),

@@ -23,9 +23,9 @@ use tug_store::{
 };
 
 use crate::allocate::{self, ServiceCidr};
+use crate::auth::{Attributes, Authorizer, Decision, ResourceAttributes, Tokens, User};
 use crate::patch::{JsonPatchError, json_patch, merge_patch, strategic_merge};
 use crate::protobuf::{self, ProtobufError};
-use crate::server::User;
 use crate::status::{ApiError, from_store};
 use crate::table::{self, Include};
 
@@ -328,12 +328,14 @@ impl ApiState {
         }
     }
 
-    /// A review: answered from who is asking, never stored. Every
-    /// authenticated user may do everything until RBAC exists.
+    /// A review: answered from who is asking (or whom it names) by the
+    /// authenticator and authorizer, never stored.
     pub fn review(
         &self,
         target: &Target,
         user: &User,
+        authorizer: &dyn Authorizer,
+        tokens: &Tokens,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Response, ApiError> {
@@ -342,27 +344,96 @@ impl ApiState {
         check_type(resource, &review)?;
         review["kind"] = json!(resource.kind);
         review["apiVersion"] = json!(resource.api_version());
-        review["metadata"] = json!({"creationTimestamp": null});
+        let mut metadata = json!({"creationTimestamp": null});
+        if let Some(namespace) = &target.namespace {
+            metadata["namespace"] = json!(namespace);
+        }
+        review["metadata"] = metadata;
+        let invalid = |field: &str, message: &str| {
+            ApiError::invalid(
+                resource.kind,
+                resource.group,
+                "",
+                vec![("FieldValueInvalid".into(), field.into(), message.into())],
+            )
+        };
+        let user_info = |user: &User| {
+            let mut info = json!({"username": user.name, "groups": user.groups});
+            if !user.uid.is_empty() {
+                info["uid"] = json!(user.uid);
+            }
+            info
+        };
         match resource.kind {
             "SelfSubjectReview" => {
-                review["status"] =
-                    json!({"userInfo": {"username": user.name, "groups": user.groups}});
+                review["status"] = json!({"userInfo": user_info(user)});
+            }
+            "TokenReview" => {
+                let token = review["spec"]["token"].as_str().unwrap_or("");
+                review["status"] = match tokens.authenticate(token) {
+                    Some(found) => json!({"authenticated": true, "user": user_info(&found)}),
+                    None => json!({"user": {}}),
+                };
+            }
+            "SelfSubjectRulesReview" => {
+                let namespace = review["spec"]["namespace"].as_str().unwrap_or("");
+                let (resource_rules, non_resource_rules, incomplete) =
+                    authorizer.rules(user, namespace);
+                review["status"] = json!({
+                    "resourceRules": resource_rules,
+                    "nonResourceRules": non_resource_rules,
+                    "incomplete": incomplete,
+                });
             }
             _ => {
-                let spec = &review["spec"];
+                let spec = &mut review["spec"];
                 if spec["resourceAttributes"].is_null() == spec["nonResourceAttributes"].is_null() {
-                    return Err(ApiError::invalid(
-                        resource.kind,
-                        resource.group,
-                        "",
-                        vec![(
-                            "FieldValueInvalid".into(),
-                            "spec.resourceAttributes".into(),
-                            "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified".into(),
-                        )],
+                    return Err(invalid(
+                        "spec.resourceAttributes",
+                        "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified",
                     ));
                 }
-                review["status"] = json!({"allowed": true, "reason": "tug authorizes every authenticated user until RBAC exists"});
+                if let Some(namespace) = &target.namespace {
+                    // LocalSubjectAccessReview: about its own namespace only.
+                    if !spec["nonResourceAttributes"].is_null() {
+                        return Err(invalid(
+                            "spec.nonResourceAttributes",
+                            "Invalid value: \"\": disallowed on this kind of request",
+                        ));
+                    }
+                    let asked = &mut spec["resourceAttributes"]["namespace"];
+                    match asked.as_str() {
+                        None | Some("") => *asked = json!(namespace),
+                        Some(asked) if asked == namespace => {}
+                        Some(_) => {
+                            return Err(ApiError::bad_request(format!(
+                                "spec.resourceAttributes.namespace must match namespace: {namespace}"
+                            )));
+                        }
+                    }
+                }
+                let subject = if resource.kind == "SelfSubjectAccessReview" {
+                    user.clone()
+                } else {
+                    let subject = User {
+                        name: spec["user"].as_str().unwrap_or("").into(),
+                        uid: spec["uid"].as_str().unwrap_or("").into(),
+                        groups: string_list(&spec["groups"]),
+                    };
+                    if subject.name.is_empty() && subject.groups.is_empty() {
+                        return Err(invalid(
+                            "spec.user",
+                            "Invalid value: \"\": at least one of user or group must be specified",
+                        ));
+                    }
+                    subject
+                };
+                let attributes = review_attributes(spec);
+                review["status"] = match authorizer.authorize(&subject, &attributes) {
+                    Decision::Allow => json!({"allowed": true}),
+                    Decision::Deny(reason) if reason.is_empty() => json!({"allowed": false}),
+                    Decision::Deny(reason) => json!({"allowed": false, "reason": reason}),
+                };
             }
         }
         Ok(json_response(StatusCode::CREATED, &review))
@@ -1006,6 +1077,46 @@ impl ApiState {
             }
         });
         Ok(stream_response(rx))
+    }
+}
+
+fn string_list(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The attributes an access review asks about.
+fn review_attributes(spec: &Value) -> Attributes {
+    let text = |value: &Value, field: &str| value[field].as_str().unwrap_or("").to_string();
+    match spec.get("resourceAttributes").filter(|r| r.is_object()) {
+        Some(r) => Attributes {
+            verb: text(r, "verb"),
+            resource: Some(ResourceAttributes {
+                group: text(r, "group"),
+                version: text(r, "version"),
+                resource: text(r, "resource"),
+                subresource: text(r, "subresource"),
+                namespace: text(r, "namespace"),
+                name: text(r, "name"),
+            }),
+            path: String::new(),
+        },
+        None => {
+            let n = &spec["nonResourceAttributes"];
+            Attributes {
+                verb: text(n, "verb"),
+                resource: None,
+                path: text(n, "path"),
+            }
+        }
     }
 }
 

@@ -18,45 +18,27 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tug_api::registry;
 
+use crate::auth::{
+    Attributes, Authorizer, Decision, ResourceAttributes, Tokens, User, user_from_certificate,
+};
 use crate::rest::{ApiState, BODY_BYTES_MAX, Target, method_allowed};
 use crate::status::ApiError;
-use crate::{discovery, openapi};
+use crate::{auth, discovery, openapi};
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Who sent a request, from its client certificate; `None` is anonymous.
+/// The user a connection's client certificate names; `None` when it
+/// presented none.
 #[derive(Clone, Debug, Default)]
 pub struct Identity(pub Option<User>);
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct User {
-    pub name: String,
-    pub groups: Vec<String>,
-}
-
-/// The user a client certificate names: CN the user, O the groups.
-pub fn user_from_certificate(der: &[u8]) -> Option<User> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let subject = cert.subject();
-    let name = subject
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    let mut groups: Vec<String> = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(str::to_string))
-        .collect();
-    groups.push("system:authenticated".into());
-    Some(User { name, groups })
-}
 
 pub struct Shared {
     pub api: Arc<ApiState>,
     /// Requests other than watches served at once at most; beyond, 429.
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    pub tokens: Tokens,
+    pub authorizer: Arc<dyn Authorizer>,
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -214,13 +196,19 @@ async fn dispatch(
         "/version" => return version(),
         _ => {}
     }
-    if identity.0.is_none() {
-        return ApiError::unauthorized().into_response();
-    }
+    // As upstream's union: the certificate first, then a bearer token.
+    let user = match identity.0 {
+        Some(user) => user,
+        None => match auth::bearer_token(request.headers())
+            .and_then(|t| shared.tokens.authenticate(t))
+        {
+            Some(user) => user,
+            None => return ApiError::unauthorized().into_response(),
+        },
+    };
     let Ok(_permit) = shared.in_flight.clone().try_acquire_owned() else {
         return ApiError::too_many_requests().into_response();
     };
-    let user = identity.0.clone().unwrap_or_default();
     match route(&shared, request, &path, &user).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
@@ -240,6 +228,18 @@ async fn route(
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
+    let is_resource_request = matches!(
+        segments.as_slice(),
+        ["api", _, _, ..] | ["apis", _, _, _, ..]
+    );
+    if !is_resource_request {
+        let attributes = Attributes {
+            verb: auth::verb(&method, false, false).into(),
+            resource: None,
+            path: path.to_string(),
+        };
+        authorize(shared, user, &attributes)?;
+    }
     let (group, version, rest) = match segments.as_slice() {
         ["openapi", "v3"] => return Ok(json(openapi::root())),
         ["openapi", "v3", "api", version] => {
@@ -309,21 +309,52 @@ async fn route(
     let query: HashMap<String, String> = Query::try_from_uri(request.uri())
         .map(|Query(query)| query)
         .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let attributes = Attributes {
+        verb: auth::verb(&method, collection, watch).into(),
+        resource: Some(ResourceAttributes {
+            group: group.into(),
+            version: version.into(),
+            resource: target.resource.plural.into(),
+            subresource: target.subresource.clone().unwrap_or_default(),
+            namespace: target.namespace.clone().unwrap_or_default(),
+            name: target.name.clone().unwrap_or_default(),
+        }),
+        path: path.to_string(),
+    };
+    authorize(shared, user, &attributes)?;
     let body = read_body(request.into_body()).await?;
     let api = &shared.api;
     match (method, collection) {
-        (Method::GET, true) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
-            api.clone().watch(&target, &headers, &query).await
-        }
+        (Method::GET, true) if watch => api.clone().watch(&target, &headers, &query).await,
         (Method::GET, true) => api.list(&target, &headers, &query).await,
-        (Method::POST, true) if !target.resource.stored => {
-            api.review(&target, user, &headers, &body)
-        }
+        (Method::POST, true) if !target.resource.stored => api.review(
+            &target,
+            user,
+            shared.authorizer.as_ref(),
+            &shared.tokens,
+            &headers,
+            &body,
+        ),
         (Method::POST, true) => api.create(&target, &query, &headers, &body).await,
         (Method::GET, false) => api.get(&target, &headers, &query).await,
         (Method::PUT, false) => api.update(&target, &query, &headers, &body).await,
         (Method::PATCH, false) => api.patch(&target, &query, &headers, &body).await,
         (Method::DELETE, false) => api.delete(&target, &query, &body).await,
         _ => Err(ApiError::method_not_allowed("method not allowed")),
+    }
+}
+
+/// Asks the authorizer; a denial is a 403 in upstream's words.
+fn authorize(shared: &Shared, user: &User, attributes: &Attributes) -> Result<(), ApiError> {
+    match shared.authorizer.authorize(user, attributes) {
+        Decision::Allow => Ok(()),
+        Decision::Deny(reason) => {
+            let reason = auth::forbidden_reason(user, attributes, &reason);
+            Err(match &attributes.resource {
+                Some(r) => ApiError::forbidden(&r.resource, &r.group, &r.name, &reason),
+                None => ApiError::forbidden("", "", "", &reason),
+            })
+        }
     }
 }

@@ -108,6 +108,25 @@ impl ApiError {
         )
     }
 
+    /// 403: `pods "web" is forbidden: User "u" cannot get resource ...`
+    pub fn forbidden(resource: &str, group: &str, name: &str, reason: &str) -> Self {
+        let message = match (resource, name) {
+            ("", _) => format!("forbidden: {reason}"),
+            (_, "") => format!("{} is forbidden: {reason}", qualified(resource, group)),
+            _ => format!(
+                "{} {name:?} is forbidden: {reason}",
+                qualified(resource, group)
+            ),
+        };
+        let mut details = serde_json::Map::new();
+        for (field, value) in [("name", name), ("group", group), ("kind", resource)] {
+            if !value.is_empty() {
+                details.insert(field.into(), json!(value));
+            }
+        }
+        Self::new(StatusCode::FORBIDDEN, "Forbidden", message).with_details(Value::Object(details))
+    }
+
     pub fn too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,

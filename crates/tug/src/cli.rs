@@ -71,6 +71,16 @@ pub(crate) struct ServerArgs {
     #[arg(long, default_value = "10.43.0.0/16", value_name = "CIDR")]
     pub(crate) service_cidr: String,
 
+    /// The secret that node agents join with; kept in
+    /// <data-dir>/server/node-token (made on first start when not given).
+    #[arg(long, env = "TUG_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+
+    /// Bearer tokens the API accepts, as kube-apiserver's
+    /// --token-auth-file: lines of token,user,uid[,"group1,group2"].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_auth_file: Option<PathBuf>,
+
     /// Do not run a node agent on this machine (there is none yet).
     #[arg(long)]
     pub(crate) disable_agent: bool,

@@ -83,6 +83,8 @@ impl TryFrom<ServerArgs> for Config {
                 kubeconfig_path: args.write_kubeconfig,
                 kubeconfig_mode,
                 service_cidr: args.service_cidr.clone(),
+                token_auth_file: args.token_auth_file,
+                node_token: args.token,
             },
             data_dir: args.data_dir,
             store,

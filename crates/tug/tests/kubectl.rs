@@ -1260,3 +1260,147 @@ fn kubectl_create_deployment_sends_protobuf_that_is_understood() {
     let err = server.fails(&["create", "job", "j", "--image=busybox:1.36"]);
     assert!(err.contains("unknown format"), "{err}");
 }
+
+#[test]
+fn bearer_tokens_from_the_token_file_and_the_node_join_token_authenticate() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(
+        &tokens,
+        "# token,user,uid,groups\ns3cret,alice,1001,\"dev,ops\"\n",
+    )
+    .unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            "--token-auth-file",
+            tokens.to_str().unwrap(),
+            "--token",
+            "join-me",
+        ],
+    );
+    let curl = Curl::admin(&server);
+
+    // A kubeconfig with the cluster CA and a token, no client certificate.
+    let as_token = |token: &str, args: &[&str]| {
+        let mut all = vec![
+            format!("--server={}", curl.url),
+            format!(
+                "--certificate-authority={}",
+                curl.dir.join("ca.crt").display()
+            ),
+            format!("--token={token}"),
+            "--kubeconfig=/dev/null".to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        server.kubectl(&all)
+    };
+    let whoami = as_token("s3cret", &["auth", "whoami"]);
+    assert!(whoami.status.success(), "{whoami:?}");
+    let rows: Vec<Vec<String>> = String::from_utf8_lossy(&whoami.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect();
+    assert_eq!(rows[1], ["Username", "alice"]);
+    assert_eq!(rows[2], ["UID", "1001"]);
+    assert_eq!(rows[3], ["Groups", "[dev", "ops", "system:authenticated]"]);
+    let listed = as_token("s3cret", &["get", "ns", "default", "-o", "name"]);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout),
+        "namespace/default\n"
+    );
+    let rules = as_token("s3cret", &["auth", "can-i", "--list"]);
+    let rules = String::from_utf8_lossy(&rules.stdout).to_string();
+    let rows: Vec<Vec<&str>> = rules.lines().map(columns).collect();
+    assert_eq!(
+        rows[0],
+        [
+            "Resources",
+            "Non-Resource",
+            "URLs",
+            "Resource",
+            "Names",
+            "Verbs"
+        ]
+    );
+    assert!(rows.contains(&vec!["*.*", "[]", "[]", "[*]"]), "{rules}");
+    assert!(rows.contains(&vec!["[*]", "[]", "[*]"]), "{rules}");
+
+    let refused = as_token("wrong", &["get", "ns"]);
+    assert!(!refused.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr).trim(),
+        "error: You must be logged in to the server (Unauthorized)"
+    );
+
+    // The node-join token is kept where agents' operators find it, private.
+    let saved = dir.path().join("data/server/node-token");
+    assert_eq!(std::fs::read_to_string(&saved).unwrap(), "join-me\n");
+    let mode = std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let review = |token: &str| {
+        let body = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token},
+        });
+        curl.send(
+            "POST",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            "application/json",
+            body.to_string().as_bytes(),
+        )
+    };
+    let (code, answer) = review("join-me");
+    assert_eq!(code, 201, "{answer}");
+    assert_eq!(answer["status"]["authenticated"], true, "{answer}");
+    assert_eq!(
+        answer["status"]["user"]["username"],
+        "system:bootstrap:tug-node-join"
+    );
+    let (_, answer) = review("nope");
+    assert_eq!(answer["status"]["authenticated"], serde_json::Value::Null);
+
+    // SubjectAccessReview names its subject; without one it is invalid.
+    let sar = |spec: serde_json::Value| {
+        let body = serde_json::json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": spec,
+        });
+        curl.send(
+            "POST",
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            "application/json",
+            body.to_string().as_bytes(),
+        )
+    };
+    let (code, answer) = sar(serde_json::json!({
+        "user": "alice",
+        "groups": ["system:authenticated"],
+        "resourceAttributes": {"verb": "get", "resource": "pods", "namespace": "default"},
+    }));
+    assert_eq!(
+        (code, &answer["status"]["allowed"]),
+        (201, &serde_json::json!(true))
+    );
+    let message = status(
+        sar(serde_json::json!({"resourceAttributes": {"verb": "get", "resource": "pods"}})),
+        422,
+        "Invalid",
+    );
+    assert!(
+        message.contains(
+            "spec.user: Invalid value: \"\": at least one of user or group must be specified"
+        ),
+        "{message}"
+    );
+
+    // The saved token survives a restart without --token.
+    server.stop();
+    let server = Server::start(dir.path());
+    drop(server);
+    assert_eq!(std::fs::read_to_string(&saved).unwrap(), "join-me\n");
+}
