@@ -5,14 +5,16 @@
 //! `cargo run --release -p tug-bench --bin store-bench -- [--seconds 5] [--json FILE]`
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+mod support;
+
+use anyhow::bail;
 use bytes::Bytes;
 use clap::Parser;
+use support::start_etcd;
 use tokio_util::sync::CancellationToken;
 use tug_store::{Config, PutOptions, Store, WatchMessage, WatchOptions, etcd, sqlite};
 
@@ -36,58 +38,6 @@ struct Args {
     /// Where the SQLite file and etcd's data go (a temp dir by default).
     #[arg(long)]
     dir: Option<PathBuf>,
-}
-
-struct Etcd {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn start_etcd(dir: &std::path::Path) -> anyhow::Result<Etcd> {
-    let (client, peer) = (free_port()?, free_port()?);
-    let url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = Command::new("etcd")
-        .arg("--name=bench")
-        .arg(format!("--data-dir={}", dir.display()))
-        .arg(format!("--listen-client-urls={url}"))
-        .arg(format!("--advertise-client-urls={url}"))
-        .arg(format!("--listen-peer-urls={peer_url}"))
-        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-        .arg(format!("--initial-cluster=bench={peer_url}"))
-        .arg("--log-level=error")
-        .arg("--quota-backend-bytes=8589934592")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting etcd (Debian's etcd-server)")?;
-    let etcd = Etcd { child, url };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut client) = etcd_client::Client::connect([&etcd.url], None).await
-            && client.get("/", None).await.is_ok()
-        {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("etcd did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(etcd)
 }
 
 /// Writes one value under a fresh key: what each backend is asked to do.
@@ -154,16 +104,11 @@ async fn write_load(
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
     Ok(WriteResult {
         writes: latencies.len() as u64,
         per_second: latencies.len() as f64 / elapsed,
-        p50_ms: at(0.50),
-        p99_ms: at(0.99),
+        p50_ms: support::percentile_ms(&latencies, 0.50),
+        p99_ms: support::percentile_ms(&latencies, 0.99),
     })
 }
 
@@ -244,17 +189,9 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
     let value = Bytes::from(vec![b'v'; args.value_bytes]);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
     println!(
-        "machine: {} cores, {cpu}; {} s per case, {} B values",
-        std::thread::available_parallelism()?.get(),
+        "machine: {}; {} s per case, {} B values",
+        support::machine(),
         args.seconds,
         args.value_bytes
     );

@@ -13,6 +13,7 @@
 
 pub mod allocate;
 pub mod auth;
+pub mod cache;
 pub mod discovery;
 pub mod openapi;
 pub mod patch;
@@ -278,6 +279,7 @@ pub async fn run(
             store: store.clone(),
             service_cidr,
             watches: Arc::new(tokio::sync::Semaphore::new(WATCHES_MAX)),
+            caches: cache::Caches::new(store.clone()),
         }),
         in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_MAX)),
         tokens,

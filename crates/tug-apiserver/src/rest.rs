@@ -24,6 +24,7 @@ use tug_store::{
 
 use crate::allocate::{self, ServiceCidr};
 use crate::auth::{Attributes, Authorizer, Decision, ResourceAttributes, Tokens, User};
+use crate::cache::{Batch, Cached, Caches, Change};
 use crate::patch::{JsonPatchError, json_patch, merge_patch, strategic_merge};
 use crate::protobuf::{self, ProtobufError};
 use crate::status::{ApiError, from_store};
@@ -43,6 +44,7 @@ pub struct ApiState {
     pub service_cidr: ServiceCidr,
     /// Watches served at once at most; beyond, 429.
     pub watches: Arc<tokio::sync::Semaphore>,
+    pub caches: Caches,
 }
 
 /// One request, resolved against the registry.
@@ -808,20 +810,51 @@ impl ApiState {
             None => 0,
         };
         let prefix = collection_prefix(resource, target.namespace.as_deref());
+        let requested = query.get("resourceVersion").map_or("", String::as_str);
+        let exact = check_version_match(query, requested)?;
+        let continuing = query.get("continue").is_some_and(|t| !t.is_empty());
+        // As upstream's cacher: exact revisions and continuations are read
+        // from the store, the rest from the watch cache.
+        let legacy_exact = limit > 0 && !requested.is_empty() && requested != "0";
+        if !continuing && !exact && !legacy_exact {
+            let cache = self.caches.get(resource).await.map_err(from_store)?;
+            let wanted = match requested {
+                "" => self.store.current_revision().await.map_err(from_store)?,
+                "0" => 0,
+                rv => parse_version(rv)?,
+            };
+            if cache.wait_for(wanted).await {
+                let snapshot = cache.list(&prefix, &labels, &fields, limit);
+                let mut metadata = json!({"resourceVersion": snapshot.revision.to_string()});
+                if let Some(key) = &snapshot.next {
+                    metadata["continue"] = json!(encode_continue(key, snapshot.revision));
+                }
+                return Ok(list_response(
+                    resource,
+                    headers,
+                    query,
+                    metadata,
+                    &snapshot.items,
+                ));
+            }
+            if !requested.is_empty() {
+                return Err(ApiError::timeout(
+                    format!(
+                        "Too large resource version: {wanted}, current: {}",
+                        cache.revision()
+                    ),
+                    1,
+                ));
+            }
+            // The cache is behind the store: read the store itself.
+        }
         let (mut start_key, mut revision) = (None, None);
         if let Some(token) = query.get("continue").filter(|t| !t.is_empty()) {
             let (key, rv) = decode_continue(token)?;
             start_key = Some(key);
             revision = Some(rv);
-        } else if let Some(rv) = query
-            .get("resourceVersion")
-            .filter(|rv| !rv.is_empty() && *rv != "0")
-            && query.get("resourceVersionMatch").map(String::as_str) == Some("Exact")
-        {
-            revision =
-                Some(rv.parse().map_err(|_| {
-                    ApiError::bad_request(format!("invalid resource version {rv:?}"))
-                })?);
+        } else if exact || legacy_exact {
+            revision = Some(parse_version(requested)?);
         }
         let mut items = Vec::new();
         let mut next = None;
@@ -940,6 +973,38 @@ impl ApiState {
             Some(_) => false,
             None => requested.is_empty() || requested == "0",
         };
+        let streaming = query.get("sendInitialEvents").map(String::as_str) == Some("true");
+        check_watch_options(query, bookmarks)?;
+
+        // From the watch cache, unless the revision asked for is older
+        // than the history it keeps.
+        let cache = self.caches.get(resource).await.map_err(from_store)?;
+        let wanted = match requested {
+            "" if streaming => self.store.current_revision().await.map_err(from_store)?,
+            "" | "0" => 0,
+            rv => parse_version(rv)?,
+        };
+        if !cache.wait_for(wanted).await {
+            return Err(ApiError::timeout(
+                format!(
+                    "Too large resource version: {wanted}, current: {}",
+                    cache.revision()
+                ),
+                1,
+            ));
+        }
+        let from = (!send_initial).then_some(wanted);
+        if let Some(subscription) = cache.subscribe(&prefix, from) {
+            let options = StreamOptions {
+                labels,
+                fields,
+                as_table,
+                bookmarks,
+                streaming,
+                timeout,
+            };
+            return Ok(stream_cached(resource, subscription, options, permit));
+        }
 
         // The starting state, when asked for, then every change after it.
         let mut initial = Vec::new();
@@ -1080,6 +1145,103 @@ impl ApiState {
     }
 }
 
+/// A list served from the watch cache: the items' bytes as encoded once,
+/// or a Table of them.
+fn list_response(
+    resource: &Resource,
+    headers: &HeaderMap,
+    query: &Query,
+    metadata: Value,
+    items: &[Arc<Cached>],
+) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if table::wanted(accept) {
+        let include = Include::parse(query.get("includeObject").map(String::as_str));
+        let values: Vec<Value> = items.iter().map(|item| item.value()).collect();
+        return json_response(
+            StatusCode::OK,
+            &table::table(resource, &values, metadata, include, now_seconds()),
+        );
+    }
+    let head = json!({
+        "kind": format!("{}List", resource.kind),
+        "apiVersion": resource.api_version(),
+        "metadata": metadata,
+    })
+    .to_string();
+    let size: usize = items.iter().map(|item| item.json.len() + 1).sum();
+    let mut body = Vec::with_capacity(head.len() + size + 16);
+    body.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    body.extend_from_slice(b",\"items\":[");
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        for part in item.item() {
+            body.extend_from_slice(part);
+        }
+    }
+    body.extend_from_slice(b"]}");
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn parse_version(rv: &str) -> Result<Revision, ApiError> {
+    rv.parse::<Revision>()
+        .ok()
+        .filter(|rv| *rv >= 0)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid resource version {rv:?}")))
+}
+
+/// Checks `resourceVersionMatch` as upstream's list options validation
+/// does; answers whether it asks for an exact revision.
+fn check_version_match(query: &Query, requested: &str) -> Result<bool, ApiError> {
+    let invalid = |value: &str, message: &str| {
+        ApiError::invalid(
+            "ListOptions",
+            "meta.k8s.io",
+            "",
+            vec![(
+                "FieldValueForbidden".into(),
+                "resourceVersionMatch".into(),
+                format!("{value}{message}"),
+            )],
+        )
+    };
+    match query.get("resourceVersionMatch").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some(_) if requested.is_empty() => Err(invalid(
+            "",
+            "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
+        )),
+        Some("Exact") if requested == "0" => Err(invalid(
+            "",
+            "Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+        )),
+        Some("Exact") => Ok(true),
+        Some("NotOlderThan") => Ok(false),
+        Some(other) => Err(ApiError::invalid(
+            "ListOptions",
+            "meta.k8s.io",
+            "",
+            vec![(
+                "FieldValueNotSupported".into(),
+                "resourceVersionMatch".into(),
+                format!(
+                    "Unsupported value: {other:?}: supported values: \"Exact\", \"NotOlderThan\", \"\""
+                ),
+            )],
+        )),
+    }
+}
+
 fn string_list(value: &Value) -> Vec<String> {
     value
         .as_array()
@@ -1118,6 +1280,180 @@ fn review_attributes(spec: &Value) -> Attributes {
             }
         }
     }
+}
+
+/// What a watch asked for, beyond where it starts.
+struct StreamOptions {
+    labels: LabelSelector,
+    fields: FieldSelector,
+    as_table: bool,
+    bookmarks: bool,
+    /// `sendInitialEvents=true`: the initial events end with a bookmark
+    /// that says so.
+    streaming: bool,
+    timeout: Duration,
+}
+
+/// How a change looks to a watcher with these selectors, if it sees it.
+fn event_type(
+    change: &Change,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+) -> Option<&'static str> {
+    let now = !change.deleted && change.object.matches(labels, fields);
+    let before = match &change.prev {
+        Some(prev) => prev.matches(labels, fields),
+        None => change.deleted && change.object.matches(labels, fields),
+    };
+    match (before, now) {
+        (false, true) => Some("ADDED"),
+        (true, true) => Some("MODIFIED"),
+        (true, false) => Some("DELETED"),
+        (false, false) => None,
+    }
+}
+
+/// Serves a watch from the watch cache.
+fn stream_cached(
+    resource: &'static Resource,
+    subscription: crate::cache::Subscription,
+    options: StreamOptions,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let line = move |kind: &str, object: &Cached| -> Bytes {
+        if options.as_table {
+            let table = table::table(
+                resource,
+                &[object.value()],
+                json!({}),
+                Include::Metadata,
+                now_seconds(),
+            );
+            let mut line =
+                serde_json::to_vec(&json!({"type": kind, "object": table})).unwrap_or_default();
+            line.push(b'\n');
+            return Bytes::from(line);
+        }
+        let mut line = Vec::with_capacity(object.json.len() + 32);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(kind.as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        line.extend_from_slice(&object.json);
+        line.extend_from_slice(b"}\n");
+        Bytes::from(line)
+    };
+    let bookmark = move |revision: Revision, initial_end: bool| -> Bytes {
+        let mut metadata = json!({"resourceVersion": revision.to_string()});
+        if initial_end {
+            metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let object = json!({
+            "kind": resource.kind,
+            "apiVersion": resource.api_version(),
+            "metadata": metadata,
+        });
+        let mut line =
+            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": object})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let crate::cache::Subscription {
+            revision,
+            initial,
+            backlog,
+            mut batches,
+        } = subscription;
+        let deadline = tokio::time::sleep(options.timeout);
+        tokio::pin!(deadline);
+        let (labels, fields) = (&options.labels, &options.fields);
+        for object in &initial {
+            if object.matches(labels, fields) && tx.send(line("ADDED", object)).await.is_err() {
+                return;
+            }
+        }
+        if options.streaming && tx.send(bookmark(revision, true)).await.is_err() {
+            return;
+        }
+        let mut sent = revision;
+        let mut last_bookmark = tokio::time::Instant::now();
+        let mut pending: Vec<Arc<Change>> = backlog;
+        loop {
+            for change in pending.drain(..) {
+                if change.revision <= sent {
+                    continue;
+                }
+                sent = change.revision;
+                if let Some(kind) = event_type(&change, labels, fields)
+                    && tx.send(line(kind, &change.object)).await.is_err()
+                {
+                    return;
+                }
+            }
+            let batch = tokio::select! {
+                _ = &mut deadline => return,
+                _ = tx.closed() => return,
+                batch = batches.recv() => batch,
+            };
+            match batch {
+                Ok(batch) => match batch.as_ref() {
+                    Batch::Changes(changes) => pending.extend(changes.iter().cloned()),
+                    Batch::Progress(revision) => {
+                        sent = sent.max(*revision);
+                        if options.bookmarks && last_bookmark.elapsed() >= BOOKMARK_INTERVAL {
+                            last_bookmark = tokio::time::Instant::now();
+                            if tx.send(bookmark(sent, false)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                },
+                // Fell too far behind, or the cache stopped: the client
+                // watches again from the last revision it saw.
+                Err(_) => return,
+            }
+        }
+    });
+    stream_response(rx)
+}
+
+/// The watch options upstream's validation refuses.
+fn check_watch_options(query: &Query, bookmarks: bool) -> Result<(), ApiError> {
+    let forbidden = |field: &str, message: &str| {
+        ApiError::invalid(
+            "ListOptions",
+            "meta.k8s.io",
+            "",
+            vec![(
+                "FieldValueForbidden".into(),
+                field.into(),
+                format!("Forbidden: {message}"),
+            )],
+        )
+    };
+    let version_match = query.get("resourceVersionMatch").map_or("", String::as_str);
+    if query.contains_key("sendInitialEvents") {
+        if version_match != "NotOlderThan" {
+            return Err(forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if !bookmarks {
+            return Err(forbidden(
+                "allowWatchBookmarks",
+                "sendInitialEvents requires setting allowWatchBookmarks to true",
+            ));
+        }
+    } else if !version_match.is_empty() {
+        return Err(forbidden(
+            "resourceVersionMatch",
+            "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+        ));
+    }
+    Ok(())
 }
 
 fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response {
@@ -1239,7 +1575,7 @@ fn has_finalizers(object: &Value) -> bool {
 
 /// The fields each resource can be selected by, beyond metadata.name and
 /// metadata.namespace, as upstream's field label conversions allow.
-fn selectable_fields(resource: &Resource) -> &'static [&'static str] {
+pub(crate) fn selectable_fields(resource: &Resource) -> &'static [&'static str] {
     match (resource.group, resource.plural) {
         ("", "pods") => &[
             "spec.nodeName",
@@ -1307,15 +1643,20 @@ fn field_value(object: &Value, field: &str) -> Option<String> {
     }
 }
 
+/// A field's value as a field selector compares it.
+pub(crate) fn selected_field(object: &Value, field: &str) -> Option<String> {
+    match field_value(object, field) {
+        // Unset booleans read as false, as upstream's conversions do.
+        None if field == "spec.unschedulable" || field == "spec.hostNetwork" => {
+            Some("false".into())
+        }
+        value => value,
+    }
+}
+
 fn matches(object: &Value, labels: &LabelSelector, fields: &FieldSelector) -> bool {
     labels.matches(object["metadata"]["labels"].as_object())
-        && fields.matches(|field| match field_value(object, field) {
-            // Unset booleans read as false, as upstream's conversions do.
-            None if field == "spec.unschedulable" || field == "spec.hostNetwork" => {
-                Some("false".into())
-            }
-            value => value,
-        })
+        && fields.matches(|field| selected_field(object, field))
 }
 
 /// The object a PUT or PATCH stores: what the system owns comes from `old`;

@@ -150,6 +150,12 @@ impl ApiError {
         Self::new(StatusCode::GONE, "Expired", message.into())
     }
 
+    /// 504: the server could not answer in time; retry after `seconds`.
+    pub fn timeout(message: impl Into<String>, seconds: u32) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", message.into())
+            .with_details(json!({"retryAfterSeconds": seconds}))
+    }
+
     pub fn too_many_requests() -> Self {
         Self::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -35,6 +35,11 @@ use crate::{
 /// Every unary call to etcd gives up after this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest etcd reply read, as kube-apiserver's (gRPC's default of
+/// 4 MiB is less than a page of large objects).
+const REPLY_BYTES_MAX: usize = i32::MAX as usize;
+/// Keys per etcd reply when a range asks for everything.
+const UNLIMITED_RANGE_PAGE: usize = 1000;
 
 #[derive(Clone, Debug, Default)]
 pub struct Config {
@@ -222,6 +227,41 @@ fn read(path: &PathBuf) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))
 }
 
+impl EtcdStore {
+    /// A KV client that takes replies as large as etcd sends them.
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(REPLY_BYTES_MAX)
+    }
+
+    /// One range request as etcd answers it.
+    async fn range_page(&self, request: &RangeRequest) -> Result<RangeResponse> {
+        let prefix = request.prefix.as_bytes();
+        let start = match &request.start_key {
+            Some(start) if start.as_bytes() > prefix => start.as_bytes().to_vec(),
+            _ if prefix.is_empty() => vec![0],
+            _ => prefix.to_vec(),
+        };
+        // A range end of "\0" means every key from the start on.
+        let end = prefix_end(prefix).unwrap_or_else(|| vec![0]);
+        let options = GetOptions::new()
+            .with_range(end)
+            .with_limit(request.limit as i64)
+            .with_revision(request.revision.unwrap_or(0));
+        let response = timed(self.kv().get(start, Some(options)))
+            .await
+            .map_err(|e| with_revision(e, request.revision.unwrap_or(0)))?;
+        Ok(RangeResponse {
+            kvs: response.kvs().iter().map(to_kv).collect::<Result<_>>()?,
+            revision: request
+                .revision
+                .unwrap_or_else(|| header_revision(response.header())),
+            more: response.more(),
+        })
+    }
+}
+
 #[async_trait]
 impl Store for EtcdStore {
     async fn create(&self, key: &str, value: Bytes, options: PutOptions) -> Result<KeyValue> {
@@ -235,7 +275,7 @@ impl Store for EtcdStore {
                 Some(self.put_options(options).await?),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let response = timed(self.client.kv_client().txn(txn)).await?;
+        let response = timed(self.kv().txn(txn)).await?;
         if !response.succeeded() {
             return match read_back(&response)? {
                 Some(current) => Err(Error::AlreadyExists {
@@ -279,7 +319,7 @@ impl Store for EtcdStore {
                 Some(self.put_options(options).await?),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let response = timed(self.client.kv_client().txn(txn)).await?;
+        let response = timed(self.kv().txn(txn)).await?;
         if !response.succeeded() {
             return Err(match read_back(&response)? {
                 Some(current) => Error::Conflict {
@@ -321,7 +361,7 @@ impl Store for EtcdStore {
                 Some(etcd_client::DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let response = timed(self.client.kv_client().txn(txn)).await?;
+        let response = timed(self.kv().txn(txn)).await?;
         if !response.succeeded() {
             return Err(match read_back(&response)? {
                 Some(current) => Error::Conflict {
@@ -353,7 +393,7 @@ impl Store for EtcdStore {
     async fn get(&self, key: &str, revision: Option<Revision>) -> Result<GetResponse> {
         check_key(key)?;
         let options = GetOptions::new().with_revision(revision.unwrap_or(0));
-        let response = timed(self.client.kv_client().get(key, Some(options)))
+        let response = timed(self.kv().get(key, Some(options)))
             .await
             .map_err(|e| with_revision(e, revision.unwrap_or(0)))?;
         Ok(GetResponse {
@@ -362,29 +402,22 @@ impl Store for EtcdStore {
         })
     }
 
-    async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
-        let prefix = request.prefix.as_bytes();
-        let start = match &request.start_key {
-            Some(start) if start.as_bytes() > prefix => start.as_bytes().to_vec(),
-            _ if prefix.is_empty() => vec![0],
-            _ => prefix.to_vec(),
-        };
-        // A range end of "\0" means every key from the start on.
-        let end = prefix_end(prefix).unwrap_or_else(|| vec![0]);
-        let options = GetOptions::new()
-            .with_range(end)
-            .with_limit(request.limit as i64)
-            .with_revision(request.revision.unwrap_or(0));
-        let response = timed(self.client.kv_client().get(start, Some(options)))
-            .await
-            .map_err(|e| with_revision(e, request.revision.unwrap_or(0)))?;
-        Ok(RangeResponse {
-            kvs: response.kvs().iter().map(to_kv).collect::<Result<_>>()?,
-            revision: request
-                .revision
-                .unwrap_or_else(|| header_revision(response.header())),
-            more: response.more(),
-        })
+    async fn range(&self, mut request: RangeRequest) -> Result<RangeResponse> {
+        if request.limit != 0 {
+            return self.range_page(&request).await;
+        }
+        // Everything, read in pages at one revision: one reply may not
+        // exceed gRPC's message limit.
+        request.limit = UNLIMITED_RANGE_PAGE;
+        let mut all = self.range_page(&request).await?;
+        request.revision = Some(all.revision);
+        while all.more {
+            request.start_key = all.next_key();
+            let page = self.range_page(&request).await?;
+            all.kvs.extend(page.kvs);
+            all.more = page.more;
+        }
+        Ok(all)
     }
 
     async fn count(&self, prefix: &str) -> Result<i64> {
@@ -395,7 +428,7 @@ impl Store for EtcdStore {
         };
         let end = prefix_end(prefix.as_bytes()).unwrap_or_else(|| vec![0]);
         let options = GetOptions::new().with_range(end).with_count_only();
-        let response = timed(self.client.kv_client().get(start, Some(options))).await?;
+        let response = timed(self.kv().get(start, Some(options))).await?;
         Ok(response.count())
     }
 
@@ -416,7 +449,7 @@ impl Store for EtcdStore {
         // etcd reports a watch from a compacted revision only after it has
         // created it; a read at that revision tells straight away.
         let probe = GetOptions::new().with_revision(after + 1).with_count_only();
-        match timed(self.client.kv_client().get("/", Some(probe))).await {
+        match timed(self.kv().get("/", Some(probe))).await {
             Err(Error::Compacted { .. }) => {
                 return Err(Error::Compacted {
                     requested: after + 1,
@@ -425,7 +458,13 @@ impl Store for EtcdStore {
             Ok(_) | Err(Error::FutureRevision { .. }) => {}
             Err(err) => return Err(err),
         }
-        let stream = timed(self.client.watch_client().watch(key, Some(etcd_options))).await?;
+        let stream = timed(
+            self.client
+                .watch_client()
+                .max_decoding_message_size(REPLY_BYTES_MAX)
+                .watch(key, Some(etcd_options)),
+        )
+        .await?;
         let (requests, mut responses) = stream.split();
         // Wait for etcd's first answer: created, or cancelled if history
         // was compacted meanwhile.
@@ -452,7 +491,7 @@ impl Store for EtcdStore {
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
-        match timed(self.client.kv_client().compact(revision, None)).await {
+        match timed(self.kv().compact(revision, None)).await {
             Ok(_) | Err(Error::Compacted { .. }) => Ok(()),
             Err(err) => Err(with_revision(err, revision)),
         }
@@ -460,7 +499,7 @@ impl Store for EtcdStore {
 
     async fn current_revision(&self) -> Result<Revision> {
         let options = GetOptions::new().with_count_only();
-        let response = timed(self.client.kv_client().get("/", Some(options))).await?;
+        let response = timed(self.kv().get("/", Some(options))).await?;
         Ok(header_revision(response.header()))
     }
 

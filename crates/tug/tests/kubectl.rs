@@ -1152,6 +1152,95 @@ mod kube_client {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streaming_lists_end_their_initial_events_with_a_bookmark() {
+        use kube::runtime::watcher;
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path());
+        let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+        for name in ["one", "two"] {
+            api.create(&PostParams::default(), &configmap(name, "1"))
+                .await
+                .unwrap();
+        }
+        // sendInitialEvents=true, resourceVersionMatch=NotOlderThan: the
+        // watcher knows the list is complete only from the bookmark.
+        let config = watcher::Config::default().streaming_lists();
+        let mut events = watcher(api.clone(), config).boxed();
+        let mut initial = Vec::new();
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.try_next())
+                .await
+                .expect("the watcher yields within 10 s")
+                .unwrap()
+                .unwrap();
+            match event {
+                watcher::Event::InitApply(cm) => initial.push(cm.metadata.name.unwrap()),
+                watcher::Event::InitDone => break,
+                _ => {}
+            }
+        }
+        initial.sort();
+        assert_eq!(initial, ["one", "two"]);
+        api.delete("one", &DeleteParams::default()).await.unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(10), events.try_next())
+            .await
+            .expect("the deletion arrives within 10 s")
+            .unwrap()
+            .unwrap();
+        match event {
+            watcher::Event::Delete(cm) => assert_eq!(cm.metadata.name.as_deref(), Some("one")),
+            other => panic!("expected the deletion, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watch_with_a_selector_sees_objects_enter_and_leave_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path());
+        let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+        let list = api.list(&ListParams::default()).await.unwrap();
+        let from = list.metadata.resource_version.unwrap();
+        let params = WatchParams::default().labels("team=blue");
+        let mut stream = api.watch(&params, &from).await.unwrap().boxed();
+        api.create(&PostParams::default(), &configmap("plain", "1"))
+            .await
+            .unwrap();
+        let label = |team: &str| serde_json::json!({"metadata": {"labels": {"team": team}}});
+        for team in ["blue", "red"] {
+            api.patch(
+                "plain",
+                &PatchParams::default(),
+                &Patch::Merge(&label(team)),
+            )
+            .await
+            .unwrap();
+        }
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let event = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+                .unwrap();
+            seen.push(match event {
+                WatchEvent::Added(cm) => ("ADDED", cm.metadata.labels.unwrap()["team"].clone()),
+                WatchEvent::Deleted(cm) => ("DELETED", cm.metadata.labels.unwrap()["team"].clone()),
+                WatchEvent::Bookmark(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            });
+        }
+        // Created without the label: unseen. Labelled: ADDED. Relabelled
+        // away: DELETED, carrying the new state.
+        assert_eq!(
+            seen,
+            [
+                ("ADDED", "blue".to_string()),
+                ("DELETED", "red".to_string())
+            ]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn kube_runtime_watcher_sees_the_initial_state_and_changes() {
         use kube::runtime::watcher;
         let dir = tempfile::tempdir().unwrap();
@@ -1403,4 +1492,82 @@ fn bearer_tokens_from_the_token_file_and_the_node_join_token_authenticate() {
     let server = Server::start(dir.path());
     drop(server);
     assert_eq!(std::fs::read_to_string(&saved).unwrap(), "join-me\n");
+}
+
+#[test]
+fn lists_honour_resource_version_semantics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let curl = Curl::admin(&server);
+    for name in ["a", "b", "c"] {
+        server.ok(&["create", "configmap", name]);
+    }
+    let get = |query: &str| {
+        curl.send(
+            "GET",
+            &format!("/api/v1/namespaces/default/configmaps?{query}"),
+            "application/json",
+            b"",
+        )
+    };
+    // Unset: consistent, everything written so far.
+    let (code, list) = get("");
+    assert_eq!(code, 200);
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    assert_eq!(list["kind"], "ConfigMapList");
+    assert_eq!(list["items"][0].get("kind"), None);
+    let at: i64 = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // Pages: two, then the rest from the continue token.
+    let (_, page) = get("limit=2");
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let token = page["metadata"]["continue"].as_str().unwrap().to_string();
+    let (_, rest) = get(&format!("limit=2&continue={token}"));
+    assert_eq!(rest["items"][0]["metadata"]["name"], "c");
+    assert_eq!(rest["metadata"].get("continue"), None);
+
+    // Not older than a revision the server has: served; one it does not
+    // have yet: 504 after the wait, as upstream.
+    let (code, _) = get(&format!(
+        "resourceVersion={at}&resourceVersionMatch=NotOlderThan"
+    ));
+    assert_eq!(code, 200);
+    let message = status(
+        get(&format!(
+            "resourceVersion={}&resourceVersionMatch=NotOlderThan",
+            at + 1000
+        )),
+        504,
+        "Timeout",
+    );
+    assert!(
+        message.starts_with(&format!("Too large resource version: {}", at + 1000)),
+        "{message}"
+    );
+    let message = status(get("resourceVersionMatch=NotOlderThan"), 422, "Invalid");
+    assert!(
+        message.contains("resourceVersionMatch is forbidden unless resourceVersion is provided"),
+        "{message}"
+    );
+    let message = status(
+        curl.send(
+            "GET",
+            "/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true",
+            "application/json",
+            b"",
+        ),
+        422,
+        "Invalid",
+    );
+    assert!(message.contains("resourceVersionMatch"), "{message}");
 }
