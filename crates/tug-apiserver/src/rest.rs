@@ -1006,29 +1006,9 @@ impl ApiState {
             return Ok(stream_cached(resource, subscription, options, permit));
         }
 
-        // The starting state, when asked for, then every change after it.
-        let mut initial = Vec::new();
-        let after: Revision = if send_initial {
-            let listed = self
-                .store
-                .range(RangeRequest {
-                    prefix: prefix.clone(),
-                    ..RangeRequest::default()
-                })
-                .await
-                .map_err(from_store)?;
-            for kv in &listed.kvs {
-                let object = decode(resource, kv)?;
-                if matches(&object, &labels, &fields) {
-                    initial.push(object);
-                }
-            }
-            listed.revision
-        } else {
-            requested.parse().map_err(|_| {
-                ApiError::bad_request(format!("invalid resource version {requested:?}"))
-            })?
-        };
+        // Older than the cache's history: every change after it, from the
+        // store's own history.
+        let after = wanted;
         let options = WatchOptions {
             progress_interval: bookmarks.then_some(BOOKMARK_INTERVAL),
         };
@@ -1075,11 +1055,6 @@ impl ApiState {
             let _permit = permit;
             let deadline = tokio::time::sleep(timeout);
             tokio::pin!(deadline);
-            for object in initial {
-                if tx.send(line("ADDED", object)).await.is_err() {
-                    return;
-                }
-            }
             loop {
                 let message = tokio::select! {
                     _ = &mut deadline => return,
