@@ -178,6 +178,22 @@ struct Load {
     p99_ms: f64,
 }
 
+impl Load {
+    fn figure(&self) -> String {
+        format!(
+            "{:.0}/s p50 {:.2} ms p99 {:.2} ms",
+            self.per_second, self.p50_ms, self.p99_ms
+        )
+    }
+
+    fn json(&self) -> String {
+        format!(
+            r#""per_second":{:.0},"p50_ms":{:.3},"p99_ms":{:.3}"#,
+            self.per_second, self.p50_ms, self.p99_ms
+        )
+    }
+}
+
 /// `clients` concurrent clients, each sending requests back to back for
 /// `seconds` (or until `total` requests in all), or, with `rate`, all of
 /// them together at that many requests per second.
@@ -438,14 +454,8 @@ async fn main() -> anyhow::Result<()> {
             report(
                 backend,
                 &format!("create pod, {clients} clients"),
-                format!(
-                    "{:.0}/s p50 {:.2} ms p99 {:.2} ms",
-                    r.per_second, r.p50_ms, r.p99_ms
-                ),
-                format!(
-                    r#""per_second":{:.0},"p50_ms":{:.3},"p99_ms":{:.3}"#,
-                    r.per_second, r.p50_ms, r.p99_ms
-                ),
+                r.figure(),
+                r.json(),
             );
         }
         let rate = 2000.0;
@@ -461,14 +471,8 @@ async fn main() -> anyhow::Result<()> {
         report(
             backend,
             "create pod at 2,000/s offered",
-            format!(
-                "{:.0}/s p50 {:.2} ms p99 {:.2} ms",
-                r.per_second, r.p50_ms, r.p99_ms
-            ),
-            format!(
-                r#""per_second":{:.0},"p50_ms":{:.3},"p99_ms":{:.3}"#,
-                r.per_second, r.p50_ms, r.p99_ms
-            ),
+            r.figure(),
+            r.json(),
         );
 
         // Top up to the stored pod count, then read.
@@ -492,18 +496,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .await;
         if let Ok(r) = r {
-            report(
-                backend,
-                "get pod, 16 clients",
-                format!(
-                    "{:.0}/s p50 {:.2} ms p99 {:.2} ms",
-                    r.per_second, r.p50_ms, r.p99_ms
-                ),
-                format!(
-                    r#""per_second":{:.0},"p50_ms":{:.3},"p99_ms":{:.3}"#,
-                    r.per_second, r.p50_ms, r.p99_ms
-                ),
-            );
+            report(backend, "get pod, 16 clients", r.figure(), r.json());
         }
         let (ms, count) = time_list(&client, None, 5).await?;
         report(

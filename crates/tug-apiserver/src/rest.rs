@@ -906,16 +906,8 @@ impl ApiState {
         if let Some(key) = &next {
             metadata["continue"] = json!(encode_continue(key, revision));
         }
-        let accept = headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if table::wanted(accept) {
-            let include = Include::parse(query.get("includeObject").map(String::as_str));
-            return Ok(json_response(
-                StatusCode::OK,
-                &table::table(resource, &items, metadata, include, now_seconds()),
-            ));
+        if table_wanted(headers) {
+            return Ok(table_response(resource, query, metadata, &items));
         }
         for item in &mut items {
             if let Some(item) = item.as_object_mut() {
@@ -1120,6 +1112,29 @@ impl ApiState {
     }
 }
 
+fn table_wanted(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    table::wanted(accept)
+}
+
+/// A list as a Table, with the object (or its metadata) in each row as
+/// `includeObject` asks.
+fn table_response(
+    resource: &Resource,
+    query: &Query,
+    metadata: Value,
+    items: &[Value],
+) -> Response {
+    let include = Include::parse(query.get("includeObject").map(String::as_str));
+    json_response(
+        StatusCode::OK,
+        &table::table(resource, items, metadata, include, now_seconds()),
+    )
+}
+
 /// A list served from the watch cache: the items' bytes as encoded once,
 /// or a Table of them.
 fn list_response(
@@ -1129,17 +1144,9 @@ fn list_response(
     metadata: Value,
     items: &[Arc<Cached>],
 ) -> Response {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if table::wanted(accept) {
-        let include = Include::parse(query.get("includeObject").map(String::as_str));
+    if table_wanted(headers) {
         let values: Vec<Value> = items.iter().map(|item| item.value()).collect();
-        return json_response(
-            StatusCode::OK,
-            &table::table(resource, &values, metadata, include, now_seconds()),
-        );
+        return table_response(resource, query, metadata, &values);
     }
     let head = json!({
         "kind": format!("{}List", resource.kind),
