@@ -1,13 +1,149 @@
-//! OpenAPI v3, as much as kubectl needs today: the root listing every
-//! group-version, and per group-version the operations of each resource,
-//! each PATCH carrying `x-kubernetes-group-version-kind` and the
-//! `fieldValidation` parameter. With those, kubectl leaves validation to the
-//! server (`fieldValidation=Strict`) instead of refusing to apply, create or
-//! edit. Schemas for `kubectl explain` are not here yet; `/openapi/v2` is
-//! not served (kubectl copes with its 404).
+//! OpenAPI v3: the root listing every group-version, and per group-version
+//! the operations of each resource and the schemas of its kinds.
+//!
+//! Operations carry `x-kubernetes-group-version-kind`, and writes the
+//! `fieldValidation` parameter: with those, kubectl leaves validation to the
+//! server instead of refusing to apply, create or edit. Schemas come from
+//! k8s-openapi's schemars impls (upstream's names, descriptions and
+//! structure), each kind's marked with its group-version-kind, which is how
+//! `kubectl explain` finds it. A document holds every schema its kinds
+//! reference, since references resolve only within it. Documents are built
+//! once, on first request. `/openapi/v2` is not served (kubectl copes with
+//! its 404).
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use bytes::Bytes;
+
+use k8s_openapi::api::{
+    apps, authentication, authorization, batch, coordination, core, discovery, networking, policy,
+    rbac, scheduling, storage,
+};
+use k8s_openapi::schemars::generate::SchemaSettings;
+use k8s_openapi::schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 use tug_api::registry::{self, Resource};
+
+/// The schema of each kind tug serves, found by its group, version and
+/// kind as k8s-openapi states them; the definitions it needs land in
+/// `generator`. `None` for a kind without one.
+macro_rules! kinds {
+    ($($ty:ty),* $(,)?) => {
+        fn kind_schema(resource: &Resource, generator: &mut SchemaGenerator) -> Option<String> {
+            $(
+                if <$ty as k8s_openapi::Resource>::GROUP == resource.group
+                    && <$ty as k8s_openapi::Resource>::VERSION == resource.version
+                    && <$ty as k8s_openapi::Resource>::KIND == resource.kind
+                {
+                    generator.subschema_for::<$ty>();
+                    return Some(<$ty as JsonSchema>::schema_name().into_owned());
+                }
+            )*
+            None
+        }
+    };
+}
+
+kinds!(
+    core::v1::ConfigMap,
+    core::v1::Endpoints,
+    core::v1::Event,
+    core::v1::LimitRange,
+    core::v1::Namespace,
+    core::v1::Node,
+    core::v1::PersistentVolumeClaim,
+    core::v1::PersistentVolume,
+    core::v1::Pod,
+    core::v1::PodTemplate,
+    core::v1::ReplicationController,
+    core::v1::ResourceQuota,
+    core::v1::Secret,
+    core::v1::ServiceAccount,
+    core::v1::Service,
+    apps::v1::ControllerRevision,
+    apps::v1::DaemonSet,
+    apps::v1::Deployment,
+    apps::v1::ReplicaSet,
+    apps::v1::StatefulSet,
+    authentication::v1::SelfSubjectReview,
+    authentication::v1::TokenReview,
+    authorization::v1::LocalSubjectAccessReview,
+    authorization::v1::SelfSubjectAccessReview,
+    authorization::v1::SelfSubjectRulesReview,
+    authorization::v1::SubjectAccessReview,
+    batch::v1::CronJob,
+    batch::v1::Job,
+    coordination::v1::Lease,
+    discovery::v1::EndpointSlice,
+    networking::v1::IngressClass,
+    networking::v1::Ingress,
+    networking::v1::NetworkPolicy,
+    policy::v1::PodDisruptionBudget,
+    rbac::v1::ClusterRoleBinding,
+    rbac::v1::ClusterRole,
+    rbac::v1::RoleBinding,
+    rbac::v1::Role,
+    scheduling::v1::PriorityClass,
+    storage::v1::CSIDriver,
+    storage::v1::CSINode,
+    storage::v1::StorageClass,
+    storage::v1::VolumeAttachment,
+);
+
+/// The schemas of a group-version's kinds and all they reference, keyed by
+/// upstream's names (`io.k8s.api.core.v1.Pod`), refs as
+/// `#/components/schemas/...`.
+fn schemas(resources: &[&'static Resource]) -> Map<String, Value> {
+    let mut generator = SchemaSettings::openapi3().into_generator();
+    let mut kinds = Vec::new();
+    for resource in resources {
+        if let Some(name) = kind_schema(resource, &mut generator) {
+            kinds.push((name, *resource));
+        }
+    }
+    let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
+    for (name, resource) in kinds {
+        let Some(schema) = schemas.get_mut(&name).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        schema.insert(
+            "x-kubernetes-group-version-kind".into(),
+            json!([{"group": resource.group, "kind": resource.kind, "version": resource.version}]),
+        );
+        // The server sets what a client leaves out of metadata; upstream
+        // does not mark it required.
+        if let Some(required) = schema.get_mut("required").and_then(Value::as_array_mut) {
+            required.retain(|field| field != "metadata");
+            if required.is_empty() {
+                schema.remove("required");
+            }
+        }
+    }
+    let mut schemas = Value::Object(schemas);
+    open_objects(&mut schemas);
+    match schemas {
+        Value::Object(schemas) => schemas,
+        _ => Map::new(),
+    }
+}
+
+/// `additionalProperties: true` (free-form JSON) as upstream writes it,
+/// `x-kubernetes-preserve-unknown-fields`: kubectl 1.29's explain cannot
+/// read the boolean form.
+fn open_objects(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if map.get("additionalProperties") == Some(&Value::Bool(true)) {
+                map.remove("additionalProperties");
+                map.insert("x-kubernetes-preserve-unknown-fields".into(), json!(true));
+            }
+            map.values_mut().for_each(open_objects);
+        }
+        Value::Array(items) => items.iter_mut().for_each(open_objects),
+        _ => {}
+    }
+}
 
 /// The URL path segment of a group-version: `api/v1`, `apis/apps/v1`.
 fn gv_path(group: &str, version: &str) -> String {
@@ -88,11 +224,31 @@ fn operation(
     })
 }
 
-/// `GET /openapi/v3/api/v1`, `GET /openapi/v3/apis/{group}/{version}`
-pub fn group_version(group: &str, version: &str) -> Option<Value> {
+/// `GET /openapi/v3/api/v1`, `GET /openapi/v3/apis/{group}/{version}`:
+/// the document as JSON bytes, built once.
+pub fn group_version(group: &str, version: &str) -> Option<Bytes> {
+    type Documents = Mutex<HashMap<(String, String), Option<Bytes>>>;
+    static DOCUMENTS: OnceLock<Documents> = OnceLock::new();
+    let documents = DOCUMENTS.get_or_init(Documents::default);
+    let key = (group.to_string(), version.to_string());
+    if let Some(document) = documents.lock().expect("documents lock").get(&key) {
+        return document.clone();
+    }
+    // Built outside the lock: two first requests may both build it.
+    let document = build(group, version)
+        .map(|document| Bytes::from(serde_json::to_vec(&document).unwrap_or_default()));
+    documents
+        .lock()
+        .expect("documents lock")
+        .insert(key, document.clone());
+    document
+}
+
+fn build(group: &str, version: &str) -> Option<Value> {
     let mut paths = Map::new();
     let field_validation = json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}});
-    for resource in registry::in_group_version(group, version) {
+    let resources: Vec<&'static Resource> = registry::in_group_version(group, version).collect();
+    for &resource in &resources {
         let base = format!("/{}", gv_path(group, version));
         let collection = if resource.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}", resource.plural)
@@ -146,7 +302,7 @@ pub fn group_version(group: &str, version: &str) -> Option<Value> {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": "v1.33.0"},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": schemas(&resources)},
     }))
 }
 
@@ -163,7 +319,7 @@ mod tests {
                 .unwrap()
                 .starts_with("/openapi/v3/apis/apps/v1?hash=")
         );
-        let doc = group_version("apps", "v1").unwrap();
+        let doc = build("apps", "v1").unwrap();
         let patch =
             &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
         assert_eq!(
@@ -178,11 +334,57 @@ mod tests {
                 .iter()
                 .any(|p| p["name"] == "fieldValidation")
         );
-        let core = group_version("", "v1").unwrap();
+        let core = build("", "v1").unwrap();
         assert_eq!(
             core["paths"]["/api/v1/namespaces/{name}"]["patch"]["operationId"],
             "patchCoreV1Namespace"
         );
         assert!(group_version("nope", "v1").is_none());
+    }
+
+    #[test]
+    fn every_kind_served_has_a_schema_that_names_its_kind() {
+        for (group, version) in registry::groups() {
+            let doc = build(group, version).unwrap();
+            let schemas = doc["components"]["schemas"].as_object().unwrap();
+            for resource in registry::in_group_version(group, version) {
+                let found = schemas.values().any(|schema| {
+                    schema["x-kubernetes-group-version-kind"]
+                        .as_array()
+                        .is_some_and(|gvks| {
+                            gvks.contains(&json!({
+                                "group": resource.group,
+                                "kind": resource.kind,
+                                "version": resource.version,
+                            }))
+                        })
+                });
+                assert!(found, "no schema for {}", resource.kind);
+            }
+            // Every reference resolves inside the document.
+            let text = doc.to_string();
+            for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+                let name = &reference[..reference.find('"').unwrap()];
+                assert!(
+                    schemas.contains_key(name),
+                    "{group}/{version}: {name} missing"
+                );
+            }
+            assert!(!text.contains("\"additionalProperties\":true"));
+        }
+        let core = build("", "v1").unwrap();
+        let pod = &core["components"]["schemas"]["io.k8s.api.core.v1.Pod"];
+        assert!(
+            pod["description"]
+                .as_str()
+                .unwrap()
+                .starts_with("Pod is a collection of containers")
+        );
+        assert_eq!(pod.get("required"), None);
+        let spec = &pod["properties"]["spec"];
+        assert_eq!(
+            spec["allOf"][0]["$ref"],
+            "#/components/schemas/io.k8s.api.core.v1.PodSpec"
+        );
     }
 }

@@ -176,6 +176,16 @@ fn json(body: serde_json::Value) -> Response {
     crate::rest::json_response(StatusCode::OK, &body)
 }
 
+/// A JSON document already encoded, shared between requests.
+fn json_bytes(body: bytes::Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 fn not_found() -> ApiError {
     ApiError {
         code: StatusCode::NOT_FOUND,
@@ -244,12 +254,12 @@ async fn route(
         ["openapi", "v3"] => return Ok(json(openapi::root())),
         ["openapi", "v3", "api", version] => {
             return openapi::group_version("", version)
-                .map(json)
+                .map(json_bytes)
                 .ok_or_else(not_found);
         }
         ["openapi", "v3", "apis", group, version] => {
             return openapi::group_version(group, version)
-                .map(json)
+                .map(json_bytes)
                 .ok_or_else(not_found);
         }
         ["api"] => return Ok(discovery::core_versions(&headers)),

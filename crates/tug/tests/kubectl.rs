@@ -1571,3 +1571,59 @@ fn lists_honour_resource_version_semantics() {
     );
     assert!(message.contains("resourceVersionMatch"), "{message}");
 }
+
+#[test]
+fn kubectl_explain_reads_the_schemas_of_every_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let pods = server.ok(&["explain", "pods"]);
+    let lines: Vec<&str> = pods.lines().collect();
+    assert_eq!(lines[0], "KIND:       Pod");
+    assert_eq!(lines[1], "VERSION:    v1");
+    assert!(
+        pods.contains(
+            "DESCRIPTION:\n    Pod is a collection of containers that can run on a host."
+        ),
+        "{pods}"
+    );
+    assert!(pods.contains("FIELDS:\n"), "{pods}");
+    assert!(pods.contains("  spec\t<PodSpec>\n"), "{pods}");
+    assert!(pods.contains("  metadata\t<ObjectMeta>\n"), "{pods}");
+
+    let containers = server.ok(&["explain", "pods.spec.containers"]);
+    assert!(
+        containers.contains("FIELD: containers <[]Container>"),
+        "{containers}"
+    );
+    assert!(containers.contains("  image\t<string>\n"), "{containers}");
+    assert!(
+        containers.contains("  name\t<string> -required-\n"),
+        "{containers}"
+    );
+
+    let deployments = server.ok(&["explain", "deployments", "--api-version=apps/v1"]);
+    assert!(
+        deployments.starts_with("GROUP:      apps\nKIND:       Deployment\nVERSION:    v1\n"),
+        "{deployments}"
+    );
+    let recursive = server.ok(&["explain", "deployments", "--recursive"]);
+    assert!(
+        recursive.contains("      containers\t<[]Container> -required-\n"),
+        "{recursive}"
+    );
+
+    let err = server.fails(&["explain", "pods.spec.nope"]);
+    assert!(err.contains("field \"nope\" does not exist"), "{err}");
+
+    // An older kubectl reads the same documents.
+    let old = server.kubectl_with(
+        "/usr/lib/google-cloud-sdk/bin/kubectl.1.29",
+        &["explain", "configmaps"],
+    );
+    let old = String::from_utf8_lossy(&old.stdout);
+    assert!(
+        old.starts_with("KIND:       ConfigMap\nVERSION:    v1\n"),
+        "{old}"
+    );
+    assert!(old.contains("  data\t<map[string]string>\n"), "{old}");
+}
