@@ -6,11 +6,78 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// A real etcd on free loopback ports, for running this suite on the etcd
+/// backend (`TUG_TEST_DATASTORE=etcd`, as `scripts/test` does).
+struct Etcd {
+    child: Child,
+    url: String,
+}
+
+impl Etcd {
+    fn start(dir: &Path) -> Self {
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (client, peer) = (port(), port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .arg("--name=test")
+            .arg(format!("--data-dir={}", dir.join("etcd").display()))
+            .arg(format!("--listen-client-urls={url}"))
+            .arg(format!("--advertise-client-urls={url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=test={peer_url}"))
+            .arg("--log-level=error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting etcd (Debian's etcd-server)");
+        let etcd = Self { child, url };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let health = Command::new("curl")
+                .args(["-sf", &format!("{}/health", etcd.url)])
+                .output()
+                .unwrap();
+            if health.status.success() {
+                return etcd;
+            }
+            assert!(Instant::now() < deadline, "etcd did not start within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A `tug server` on a free loopback port with its own data dir.
 struct Server {
     child: Child,
     dir: PathBuf,
     kubeconfig: PathBuf,
+    etcd: Option<Etcd>,
+}
+
+/// A stopped server's store, to start it again on.
+struct Stopped {
+    etcd: Option<Etcd>,
+}
+
+impl Stopped {
+    fn start(self, dir: &Path) -> Server {
+        Server::launch(dir, &[], self.etcd)
+    }
 }
 
 impl Server {
@@ -19,15 +86,23 @@ impl Server {
     }
 
     fn start_with(dir: &Path, extra: &[&str]) -> Self {
+        let etcd = (std::env::var("TUG_TEST_DATASTORE").as_deref() == Ok("etcd"))
+            .then(|| Etcd::start(dir));
+        Self::launch(dir, extra, etcd)
+    }
+
+    fn launch(dir: &Path, extra: &[&str], etcd: Option<Etcd>) -> Self {
         let kubeconfig = dir.join("kubeconfig.yaml");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tug"))
-            .args([
-                "server",
-                "--https-listen-port",
-                "0",
-                "--bind-address",
-                "127.0.0.1",
-            ])
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tug"));
+        if let Some(etcd) = &etcd {
+            command
+                .arg("server")
+                .arg(format!("--datastore-endpoint={}", etcd.url));
+        } else {
+            command.arg("server");
+        }
+        let mut child = command
+            .args(["--https-listen-port", "0", "--bind-address", "127.0.0.1"])
             .args(extra)
             .arg("--data-dir")
             .arg(dir.join("data"))
@@ -52,6 +127,7 @@ impl Server {
             child,
             dir: dir.to_path_buf(),
             kubeconfig,
+            etcd,
         }
     }
 
@@ -88,7 +164,7 @@ impl Server {
         String::from_utf8(output.stderr).unwrap()
     }
 
-    fn stop(mut self) {
+    fn stop(mut self) -> Stopped {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -99,6 +175,9 @@ impl Server {
                 "tug server did not stop on SIGTERM"
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+        Stopped {
+            etcd: self.etcd.take(),
         }
     }
 }
@@ -414,9 +493,9 @@ fn objects_and_their_versions_survive_a_restart() {
         "-o",
         "jsonpath={.metadata.uid} {.metadata.resourceVersion}",
     ]);
-    server.stop();
+    let stopped = server.stop();
 
-    let server = Server::start(dir.path());
+    let server = stopped.start(dir.path());
     let after = server.ok(&[
         "get",
         "cm",
@@ -1152,6 +1231,57 @@ mod kube_client {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watch_resumes_across_a_restart_without_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path());
+        let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+        let list = api.list(&ListParams::default()).await.unwrap();
+        let from = list.metadata.resource_version.unwrap();
+        let mut stream = api
+            .watch(&WatchParams::default(), &from)
+            .await
+            .unwrap()
+            .boxed();
+        api.create(&PostParams::default(), &configmap("before", "1"))
+            .await
+            .unwrap();
+        let last_seen = match stream.try_next().await.unwrap() {
+            Some(WatchEvent::Added(cm)) => cm.metadata.resource_version.unwrap(),
+            other => panic!("expected the creation, got {other:?}"),
+        };
+        drop(stream);
+
+        let stopped = server.stop();
+        let server = stopped.start(dir.path());
+        let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+        // Written after the restart, before anyone watches again.
+        api.create(&PostParams::default(), &configmap("while-away", "1"))
+            .await
+            .unwrap();
+        let mut resumed = api
+            .watch(&WatchParams::default(), &last_seen)
+            .await
+            .unwrap()
+            .boxed();
+        api.create(&PostParams::default(), &configmap("after", "1"))
+            .await
+            .unwrap();
+        let mut names = Vec::new();
+        while names.len() < 2 {
+            match tokio::time::timeout(Duration::from_secs(10), resumed.try_next())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+            {
+                Some(WatchEvent::Added(cm)) => names.push(cm.metadata.name.unwrap()),
+                Some(WatchEvent::Bookmark(_)) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(names, ["while-away", "after"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn streaming_lists_end_their_initial_events_with_a_bookmark() {
         use kube::runtime::watcher;
         let dir = tempfile::tempdir().unwrap();
@@ -1488,8 +1618,8 @@ fn bearer_tokens_from_the_token_file_and_the_node_join_token_authenticate() {
     );
 
     // The saved token survives a restart without --token.
-    server.stop();
-    let server = Server::start(dir.path());
+    let stopped = server.stop();
+    let server = stopped.start(dir.path());
     drop(server);
     assert_eq!(std::fs::read_to_string(&saved).unwrap(), "join-me\n");
 }
