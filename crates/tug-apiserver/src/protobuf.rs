@@ -39,8 +39,12 @@ enum Kind {
     Int64,
     /// A pointer integer: written only when set, so zero is kept.
     OptInt,
-    /// `intstr.IntOrString`: {type, intVal, strVal}.
+    /// A `*intstr.IntOrString`: {type, intVal, strVal}, written when set.
     IntOrString,
+    /// A plain `intstr.IntOrString`: always written; the zero int is omitted.
+    PlainIntOrString,
+    /// An embedded struct whose fields JSON writes in the parent's.
+    Inline(&'static [Field]),
     /// `map<string, Quantity>`.
     QuantityMap,
     /// Read and dropped: what the server computes (status) or owns.
@@ -210,7 +214,11 @@ const POD_SPEC: &[Field] = &[
     field(13, "hostIPC", Kind::Flag),
     field(27, "shareProcessNamespace", Kind::Bool),
     field(14, "securityContext", Kind::Unsupported),
-    field(15, "imagePullSecrets", Kind::Unsupported),
+    field(
+        15,
+        "imagePullSecrets",
+        Kind::RepeatedMessage(LOCAL_OBJECT_REFERENCE),
+    ),
     field(16, "hostname", Kind::String),
     field(17, "subdomain", Kind::String),
     field(18, "affinity", Kind::Unsupported),
@@ -264,6 +272,288 @@ const DEPLOYMENT_SPEC: &[Field] = &[
 const DEPLOYMENT: &[Field] = &[
     field(1, "metadata", Kind::Message(OBJECT_META)),
     field(2, "spec", Kind::Message(DEPLOYMENT_SPEC)),
+    field(3, "status", Kind::Ignore),
+];
+
+const LOCAL_OBJECT_REFERENCE: &[Field] = &[field(1, "name", Kind::String)];
+
+const OBJECT_REFERENCE: &[Field] = &[
+    field(1, "kind", Kind::String),
+    field(2, "namespace", Kind::String),
+    field(3, "name", Kind::String),
+    field(4, "uid", Kind::String),
+    field(5, "apiVersion", Kind::String),
+    field(6, "resourceVersion", Kind::String),
+    field(7, "fieldPath", Kind::String),
+];
+
+const JOB_SPEC: &[Field] = &[
+    field(1, "parallelism", Kind::OptInt),
+    field(2, "completions", Kind::OptInt),
+    field(3, "activeDeadlineSeconds", Kind::OptInt),
+    field(4, "selector", Kind::Message(LABEL_SELECTOR)),
+    field(5, "manualSelector", Kind::Bool),
+    field(6, "template", Kind::Message(POD_TEMPLATE_SPEC)),
+    field(7, "backoffLimit", Kind::OptInt),
+    field(8, "ttlSecondsAfterFinished", Kind::OptInt),
+    field(9, "completionMode", Kind::String),
+    field(10, "suspend", Kind::Bool),
+    field(11, "podFailurePolicy", Kind::Unsupported),
+    field(12, "backoffLimitPerIndex", Kind::OptInt),
+    field(13, "maxFailedIndexes", Kind::OptInt),
+    field(14, "podReplacementPolicy", Kind::String),
+    field(15, "managedBy", Kind::String),
+    field(16, "successPolicy", Kind::Unsupported),
+];
+
+const JOB: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(2, "spec", Kind::Message(JOB_SPEC)),
+    field(3, "status", Kind::Ignore),
+];
+
+const JOB_TEMPLATE_SPEC: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(2, "spec", Kind::Message(JOB_SPEC)),
+];
+
+const CRON_JOB_SPEC: &[Field] = &[
+    field(1, "schedule", Kind::String),
+    field(2, "startingDeadlineSeconds", Kind::OptInt),
+    field(3, "concurrencyPolicy", Kind::String),
+    field(4, "suspend", Kind::Bool),
+    field(5, "jobTemplate", Kind::Message(JOB_TEMPLATE_SPEC)),
+    field(6, "successfulJobsHistoryLimit", Kind::OptInt),
+    field(7, "failedJobsHistoryLimit", Kind::OptInt),
+    field(8, "timeZone", Kind::String),
+];
+
+const CRON_JOB: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(2, "spec", Kind::Message(CRON_JOB_SPEC)),
+    field(3, "status", Kind::Ignore),
+];
+
+const SERVICE_PORT: &[Field] = &[
+    field(1, "name", Kind::String),
+    field(2, "protocol", Kind::String),
+    field(3, "port", Kind::Int64),
+    field(4, "targetPort", Kind::PlainIntOrString),
+    field(5, "nodePort", Kind::Int64),
+    field(6, "appProtocol", Kind::String),
+];
+
+const SERVICE_SPEC: &[Field] = &[
+    field(1, "ports", Kind::RepeatedMessage(SERVICE_PORT)),
+    field(2, "selector", Kind::StringMap),
+    field(3, "clusterIP", Kind::String),
+    field(4, "type", Kind::String),
+    field(5, "externalIPs", Kind::RepeatedString),
+    field(7, "sessionAffinity", Kind::String),
+    field(8, "loadBalancerIP", Kind::String),
+    field(9, "loadBalancerSourceRanges", Kind::RepeatedString),
+    field(10, "externalName", Kind::String),
+    field(11, "externalTrafficPolicy", Kind::String),
+    field(12, "healthCheckNodePort", Kind::Int64),
+    field(13, "publishNotReadyAddresses", Kind::Flag),
+    field(
+        14,
+        "sessionAffinityConfig",
+        Kind::Message(&[field(
+            1,
+            "clientIP",
+            Kind::Message(&[field(1, "timeoutSeconds", Kind::OptInt)]),
+        )]),
+    ),
+    field(17, "ipFamilyPolicy", Kind::String),
+    field(18, "clusterIPs", Kind::RepeatedString),
+    field(19, "ipFamilies", Kind::RepeatedString),
+    field(20, "allocateLoadBalancerNodePorts", Kind::Bool),
+    field(21, "loadBalancerClass", Kind::String),
+    field(22, "internalTrafficPolicy", Kind::String),
+    field(23, "trafficDistribution", Kind::String),
+];
+
+const SERVICE: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(2, "spec", Kind::Message(SERVICE_SPEC)),
+    field(3, "status", Kind::Ignore),
+];
+
+const SERVICE_ACCOUNT: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(2, "secrets", Kind::RepeatedMessage(OBJECT_REFERENCE)),
+    field(
+        3,
+        "imagePullSecrets",
+        Kind::RepeatedMessage(LOCAL_OBJECT_REFERENCE),
+    ),
+    field(4, "automountServiceAccountToken", Kind::Bool),
+];
+
+const RESOURCE_QUOTA: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(
+        2,
+        "spec",
+        Kind::Message(&[
+            field(1, "hard", Kind::QuantityMap),
+            field(2, "scopes", Kind::RepeatedString),
+            field(
+                3,
+                "scopeSelector",
+                Kind::Message(&[field(
+                    1,
+                    "matchExpressions",
+                    Kind::RepeatedMessage(&[
+                        field(1, "scopeName", Kind::String),
+                        field(2, "operator", Kind::String),
+                        field(3, "values", Kind::RepeatedString),
+                    ]),
+                )]),
+            ),
+        ]),
+    ),
+    field(3, "status", Kind::Ignore),
+];
+
+const POLICY_RULE: &[Field] = &[
+    field(1, "verbs", Kind::RepeatedString),
+    field(2, "apiGroups", Kind::RepeatedString),
+    field(3, "resources", Kind::RepeatedString),
+    field(4, "resourceNames", Kind::RepeatedString),
+    field(5, "nonResourceURLs", Kind::RepeatedString),
+];
+
+/// Role and ClusterRole.
+const ROLE: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(2, "rules", Kind::RepeatedMessage(POLICY_RULE)),
+    field(
+        3,
+        "aggregationRule",
+        Kind::Message(&[field(
+            1,
+            "clusterRoleSelectors",
+            Kind::RepeatedMessage(LABEL_SELECTOR),
+        )]),
+    ),
+];
+
+/// RoleBinding and ClusterRoleBinding.
+const ROLE_BINDING: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(
+        2,
+        "subjects",
+        Kind::RepeatedMessage(&[
+            field(1, "kind", Kind::String),
+            field(2, "apiGroup", Kind::String),
+            field(3, "name", Kind::String),
+            field(4, "namespace", Kind::String),
+        ]),
+    ),
+    field(
+        3,
+        "roleRef",
+        Kind::Message(&[
+            field(1, "apiGroup", Kind::String),
+            field(2, "kind", Kind::String),
+            field(3, "name", Kind::String),
+        ]),
+    ),
+];
+
+const PRIORITY_CLASS: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(2, "value", Kind::OptInt),
+    field(3, "globalDefault", Kind::Flag),
+    field(4, "description", Kind::String),
+    field(5, "preemptionPolicy", Kind::String),
+];
+
+const POD_DISRUPTION_BUDGET: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(
+        2,
+        "spec",
+        Kind::Message(&[
+            field(1, "minAvailable", Kind::IntOrString),
+            field(2, "selector", Kind::Message(LABEL_SELECTOR)),
+            field(3, "maxUnavailable", Kind::IntOrString),
+            field(4, "unhealthyPodEvictionPolicy", Kind::String),
+        ]),
+    ),
+    field(3, "status", Kind::Ignore),
+];
+
+const INGRESS_BACKEND: &[Field] = &[
+    field(
+        3,
+        "resource",
+        Kind::Message(&[
+            field(1, "apiGroup", Kind::String),
+            field(2, "kind", Kind::String),
+            field(3, "name", Kind::String),
+        ]),
+    ),
+    field(
+        4,
+        "service",
+        Kind::Message(&[
+            field(1, "name", Kind::String),
+            field(
+                2,
+                "port",
+                Kind::Message(&[
+                    field(1, "name", Kind::String),
+                    field(2, "number", Kind::Int64),
+                ]),
+            ),
+        ]),
+    ),
+];
+
+const INGRESS_RULE: &[Field] = &[
+    field(1, "host", Kind::String),
+    field(
+        2,
+        "ingressRuleValue",
+        Kind::Inline(&[field(
+            1,
+            "http",
+            Kind::Message(&[field(
+                1,
+                "paths",
+                Kind::RepeatedMessage(&[
+                    field(1, "path", Kind::String),
+                    field(2, "backend", Kind::Message(INGRESS_BACKEND)),
+                    field(3, "pathType", Kind::String),
+                ]),
+            )]),
+        )]),
+    ),
+];
+
+const INGRESS: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(
+        2,
+        "spec",
+        Kind::Message(&[
+            field(1, "defaultBackend", Kind::Message(INGRESS_BACKEND)),
+            field(
+                2,
+                "tls",
+                Kind::RepeatedMessage(&[
+                    field(1, "hosts", Kind::RepeatedString),
+                    field(2, "secretName", Kind::String),
+                ]),
+            ),
+            field(3, "rules", Kind::RepeatedMessage(INGRESS_RULE)),
+            field(4, "ingressClassName", Kind::String),
+        ]),
+    ),
     field(3, "status", Kind::Ignore),
 ];
 
@@ -360,6 +650,18 @@ fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
         ("v1", "Secret") => Some(SECRET),
         ("v1", "Namespace") => Some(NAMESPACE),
         ("apps/v1", "Deployment") => Some(DEPLOYMENT),
+        ("batch/v1", "Job") => Some(JOB),
+        ("batch/v1", "CronJob") => Some(CRON_JOB),
+        ("v1", "Service") => Some(SERVICE),
+        ("v1", "ServiceAccount") => Some(SERVICE_ACCOUNT),
+        ("v1", "ResourceQuota") => Some(RESOURCE_QUOTA),
+        ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => Some(ROLE),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => {
+            Some(ROLE_BINDING)
+        }
+        ("scheduling.k8s.io/v1", "PriorityClass") => Some(PRIORITY_CLASS),
+        ("policy/v1", "PodDisruptionBudget") => Some(POD_DISRUPTION_BUDGET),
+        ("networking.k8s.io/v1", "Ingress") => Some(INGRESS),
         _ => None,
     }
 }
@@ -510,14 +812,21 @@ fn message(bytes: &[u8], fields: &'static [Field]) -> Result<Value, ProtobufErro
             (Kind::OptInt, Wire::Varint(v)) => {
                 object.insert(field.name.into(), json!(v as i64));
             }
-            (Kind::IntOrString, Wire::Bytes(b)) => {
+            (Kind::IntOrString | Kind::PlainIntOrString, Wire::Bytes(b)) => {
                 let parts = message(b, INT_OR_STRING)?;
                 let value = if parts["type"] == 1 {
                     parts.get("strVal").cloned().unwrap_or(json!(""))
                 } else {
                     parts.get("intVal").cloned().unwrap_or(json!(0))
                 };
-                object.insert(field.name.into(), value);
+                if matches!(field.kind, Kind::IntOrString) || value != json!(0) {
+                    object.insert(field.name.into(), value);
+                }
+            }
+            (Kind::Inline(inner), Wire::Bytes(b)) => {
+                if let Value::Object(fields) = message(b, inner)? {
+                    object.extend(fields);
+                }
             }
             (Kind::QuantityMap, Wire::Bytes(b)) => {
                 let (key, value) = map_entry(b, false, true)?;

@@ -1757,3 +1757,119 @@ fn kubectl_explain_reads_the_schemas_of_every_kind() {
     );
     assert!(old.contains("  data\t<map[string]string>\n"), "{old}");
 }
+
+#[test]
+fn kubectl_create_generators_send_protobuf_that_is_understood() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&server.ok(&all)).unwrap()
+    };
+    server.ok(&["create", "service", "nodeport", "web", "--tcp=80:8080"]);
+    let service = json(&["service", "web"]);
+    assert_eq!(service["spec"]["type"], "NodePort");
+    assert_eq!(service["spec"]["ports"][0]["port"], 80);
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], 8080);
+    assert!(service["spec"]["ports"][0]["nodePort"].as_i64().unwrap() >= 30000);
+    assert_eq!(service["spec"]["selector"]["app"], "web");
+
+    server.ok(&[
+        "create",
+        "job",
+        "hello",
+        "--image=busybox",
+        "--",
+        "echo",
+        "hi",
+    ]);
+    let job = json(&["job", "hello"]);
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["command"],
+        serde_json::json!(["echo", "hi"])
+    );
+    assert_eq!(pod["restartPolicy"], "Never");
+
+    server.ok(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=busybox",
+        "--schedule=*/5 * * * *",
+        "--",
+        "date",
+    ]);
+    let cronjob = json(&["cronjob", "tick"]);
+    assert_eq!(cronjob["spec"]["schedule"], "*/5 * * * *");
+    assert_eq!(
+        cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicy"],
+        "OnFailure"
+    );
+
+    server.ok(&["create", "serviceaccount", "robot"]);
+    server.ok(&[
+        "create",
+        "role",
+        "reader",
+        "--verb=get,list",
+        "--resource=pods",
+    ]);
+    let role = json(&["role", "reader"]);
+    assert_eq!(
+        role["rules"][0]["verbs"],
+        serde_json::json!(["get", "list"])
+    );
+    server.ok(&[
+        "create",
+        "rolebinding",
+        "read",
+        "--role=reader",
+        "--serviceaccount=default:robot",
+    ]);
+    let binding = json(&["rolebinding", "read"]);
+    assert_eq!(binding["roleRef"]["name"], "reader");
+    assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
+    assert_eq!(binding["subjects"][0]["namespace"], "default");
+    server.ok(&[
+        "create",
+        "clusterrolebinding",
+        "admins",
+        "--clusterrole=admin",
+        "--group=ops",
+    ]);
+    assert_eq!(
+        json(&["clusterrolebinding", "admins"])["subjects"][0]["kind"],
+        "Group"
+    );
+
+    server.ok(&["create", "quota", "small", "--hard=pods=10,cpu=2"]);
+    assert_eq!(
+        json(&["quota", "small"])["spec"]["hard"],
+        serde_json::json!({"pods": "10", "cpu": "2"})
+    );
+    // Zero is a value, not an absence.
+    server.ok(&["create", "priorityclass", "lowest", "--value=0"]);
+    assert_eq!(json(&["priorityclass", "lowest"])["value"], 0);
+    server.ok(&[
+        "create",
+        "pdb",
+        "keep",
+        "--selector=app=web",
+        "--max-unavailable=0",
+    ]);
+    assert_eq!(json(&["pdb", "keep"])["spec"]["maxUnavailable"], 0);
+    server.ok(&[
+        "create",
+        "ingress",
+        "site",
+        "--rule=example.com/shop=web:80",
+    ]);
+    let ingress = json(&["ingress", "site"]);
+    let path = &ingress["spec"]["rules"][0]["http"]["paths"][0];
+    assert_eq!(ingress["spec"]["rules"][0]["host"], "example.com");
+    assert_eq!(path["path"], "/shop");
+    assert_eq!(path["backend"]["service"]["port"]["number"], 80);
+}
