@@ -1101,8 +1101,8 @@ mod tests {
             Err(ProtobufError::Malformed(_))
         ));
         assert_eq!(
-            decode(&envelope("batch/v1", "Job", b"")),
-            Err(ProtobufError::UnsupportedKind("batch/v1/Job".into()))
+            decode(&envelope("apps/v1", "DaemonSet", b"")),
+            Err(ProtobufError::UnsupportedKind("apps/v1/DaemonSet".into()))
         );
         // A truncated object inside a valid envelope.
         let mut raw = Vec::new();
