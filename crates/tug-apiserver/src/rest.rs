@@ -727,56 +727,132 @@ impl ApiState {
         query: &Query,
         body: &[u8],
     ) -> Result<Response, ApiError> {
-        let resource = target.resource;
-        let name = target.name.as_deref().unwrap_or_default();
-        let options: Value = if body.is_empty() {
-            json!({})
-        } else {
-            serde_json::from_slice(body).map_err(|e| {
-                ApiError::bad_request(format!("the DeleteOptions are not valid JSON: {e}"))
-            })?
-        };
+        let options = delete_options(body)?;
         let current = self.load(target).await?;
+        let object = self
+            .delete_object(target.resource, current, &options, query)
+            .await?;
+        Ok(json_response(StatusCode::OK, &object))
+    }
+
+    /// DELETE of a collection: every object matching the selectors is
+    /// deleted as a DELETE of it would; answers the list of them.
+    pub async fn delete_collection(
+        &self,
+        target: &Target,
+        query: &Query,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        let resource = target.resource;
+        let options = delete_options(body)?;
+        let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        check_fields(resource, &fields)?;
+        let listed = self
+            .store
+            .range(RangeRequest {
+                prefix: collection_prefix(resource, target.namespace.as_deref()),
+                ..RangeRequest::default()
+            })
+            .await
+            .map_err(from_store)?;
+        let mut items = Vec::new();
+        for kv in listed.kvs {
+            let object = decode(resource, &kv)?;
+            if !matches(&object, &labels, &fields) {
+                continue;
+            }
+            match self.delete_object(resource, kv, &options, query).await {
+                Ok(mut deleted) => {
+                    if let Some(deleted) = deleted.as_object_mut() {
+                        deleted.remove("kind");
+                        deleted.remove("apiVersion");
+                    }
+                    items.push(deleted);
+                }
+                // Gone or changed meanwhile: someone else's change wins.
+                Err(err)
+                    if err.code == StatusCode::NOT_FOUND || err.code == StatusCode::CONFLICT => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "kind": format!("{}List", resource.kind),
+                "apiVersion": resource.api_version(),
+                "metadata": {"resourceVersion": listed.revision.to_string()},
+                "items": items,
+            }),
+        ))
+    }
+
+    /// Deletes one object as upstream does: preconditions, dry run, a
+    /// grace period for pods on a node (marked, then removed by their
+    /// node's agent), finalizers (marked, removed with the last one), else
+    /// gone at once. Answers the object as it is left (or was).
+    async fn delete_object(
+        &self,
+        resource: &'static Resource,
+        current: KeyValue,
+        options: &Value,
+        query: &Query,
+    ) -> Result<Value, ApiError> {
         let object = decode(resource, &current)?;
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         if let Some(uid) = options["preconditions"]["uid"].as_str()
             && object["metadata"]["uid"].as_str() != Some(uid)
         {
-            return Err(ApiError::conflict(resource.plural, resource.group, name));
+            return Err(ApiError::conflict(resource.plural, resource.group, &name));
         }
         if let Some(version) = options["preconditions"]["resourceVersion"].as_str()
             && version != current.mod_revision.to_string()
         {
-            return Err(ApiError::conflict(resource.plural, resource.group, name));
+            return Err(ApiError::conflict(resource.plural, resource.group, &name));
         }
         let dry = dry_run(query)
             || options["dryRun"]
                 .as_array()
                 .is_some_and(|d| d.iter().any(|v| v == "All"));
         if dry {
-            return Ok(json_response(StatusCode::OK, &object));
+            return Ok(object);
         }
-        // Two-phase deletion: an object with finalizers is only marked; it
-        // goes when the last finalizer is removed (see write_update).
-        if has_finalizers(&object) {
-            if !object["metadata"]["deletionTimestamp"].is_null() {
-                return Ok(json_response(StatusCode::OK, &object));
+        let grace = grace_period(resource, &object, options);
+        let marked_grace = object["metadata"]["deletionGracePeriodSeconds"].as_i64();
+        let marked = !object["metadata"]["deletionTimestamp"].is_null();
+        // Two-phase deletion: marked now, gone once the node's agent has
+        // stopped the pod (it deletes with grace 0) or the last finalizer
+        // is removed (see write_update).
+        if grace > 0 || has_finalizers(&object) {
+            if marked && marked_grace.is_some_and(|g| g <= grace) {
+                return Ok(object);
             }
-            let mut marked = object;
-            marked["metadata"]["deletionTimestamp"] = json!(timestamp(now_seconds()));
-            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-            return match self
-                .store
-                .update(
-                    &current.key,
-                    encode(&marked),
-                    current.mod_revision,
-                    PutOptions::default(),
-                )
-                .await
-            {
-                Ok(kv) => Ok(json_response(StatusCode::OK, &decode(resource, &kv)?)),
-                Err(err) => Err(write_error(resource, name, err)),
-            };
+            if grace > 0 || !marked {
+                let mut updated = object;
+                updated["metadata"]["deletionTimestamp"] = json!(timestamp(now_seconds() + grace));
+                updated["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                return match self
+                    .store
+                    .update(
+                        &current.key,
+                        encode(&updated),
+                        current.mod_revision,
+                        PutOptions::default(),
+                    )
+                    .await
+                {
+                    Ok(kv) => decode(resource, &kv),
+                    Err(err) => Err(write_error(resource, &name, err)),
+                };
+            }
+            if has_finalizers(&object) {
+                return Ok(object);
+            }
         }
         match self
             .store
@@ -785,9 +861,9 @@ impl ApiState {
         {
             Ok(_) => {
                 self.deleted(resource, &object).await;
-                Ok(json_response(StatusCode::OK, &object))
+                Ok(object)
             }
-            Err(err) => Err(write_error(resource, name, err)),
+            Err(err) => Err(write_error(resource, &name, err)),
         }
     }
 
@@ -1438,6 +1514,37 @@ fn check_watch_options(query: &Query, bookmarks: bool) -> Result<(), ApiError> {
     Ok(())
 }
 
+fn delete_options(body: &[u8]) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the DeleteOptions are not valid JSON: {e}")))
+}
+
+/// Seconds a deleted object has to finish, as upstream's pod strategy
+/// says: a pod on a node gets its own terminationGracePeriodSeconds (30 by
+/// default) unless the request gives one; a pod on no node, or one that
+/// has finished, goes at once. Other objects have none.
+fn grace_period(resource: &Resource, object: &Value, options: &Value) -> i64 {
+    if !resource.group.is_empty() || resource.plural != "pods" {
+        return 0;
+    }
+    let spec = &object["spec"];
+    let phase = object["status"]["phase"].as_str().unwrap_or("");
+    if spec["nodeName"].as_str().unwrap_or("").is_empty()
+        || phase == "Succeeded"
+        || phase == "Failed"
+    {
+        return 0;
+    }
+    options["gracePeriodSeconds"]
+        .as_i64()
+        .or_else(|| spec["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30)
+        .max(0)
+}
+
 fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
@@ -1705,7 +1812,7 @@ pub fn method_allowed(resource: &Resource, method: &Method, collection: bool) ->
         return collection && *method == Method::POST;
     }
     if collection {
-        matches!(*method, Method::GET | Method::POST)
+        matches!(*method, Method::GET | Method::POST | Method::DELETE)
     } else {
         matches!(
             *method,

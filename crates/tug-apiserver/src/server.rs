@@ -351,6 +351,7 @@ async fn route(
         (Method::PUT, false) => api.update(&target, &query, &headers, &body).await,
         (Method::PATCH, false) => api.patch(&target, &query, &headers, &body).await,
         (Method::DELETE, false) => api.delete(&target, &query, &body).await,
+        (Method::DELETE, true) => api.delete_collection(&target, &query, &body).await,
         _ => Err(ApiError::method_not_allowed("method not allowed")),
     }
 }

@@ -1475,8 +1475,18 @@ fn kubectl_create_deployment_sends_protobuf_that_is_understood() {
         columns(table.lines().nth(1).unwrap())[..4],
         ["web", "0/3", "0", "0"]
     );
-    // Kinds not decoded yet are refused with 415, never half-read.
-    let err = server.fails(&["create", "job", "j", "--image=busybox:1.36"]);
+    // Fields not decoded yet are refused with 415, never half-read: a
+    // job made from a cron job whose pods have probes.
+    server.ok(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=busybox:1.36",
+        "--schedule=* * * * *",
+    ]);
+    let probe = r#"{"spec":{"jobTemplate":{"spec":{"template":{"spec":{"containers":[{"name":"tick","livenessProbe":{"exec":{"command":["true"]}}}]}}}}}}"#;
+    server.ok(&["patch", "cronjob", "tick", "-p", probe]);
+    let err = server.fails(&["create", "job", "j", "--from=cronjob/tick"]);
     assert!(err.contains("unknown format"), "{err}");
 }
 
@@ -1872,4 +1882,81 @@ fn kubectl_create_generators_send_protobuf_that_is_understood() {
     assert_eq!(ingress["spec"]["rules"][0]["host"], "example.com");
     assert_eq!(path["path"], "/shop");
     assert_eq!(path["backend"]["service"]["port"]["number"], 80);
+}
+
+#[test]
+fn pods_on_a_node_are_deleted_gracefully_and_collections_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let curl = Curl::admin(&server);
+    let pod = |name: &str, node: &str| {
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": "web"}},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 45,
+                     "containers": [{"name": "c", "image": "busybox"}]},
+        })
+        .to_string()
+    };
+    for (name, node) in [("placed", "node-a"), ("pending", "")] {
+        let (code, _) = curl.send(
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            "application/json",
+            pod(name, node).as_bytes(),
+        );
+        assert_eq!(code, 201);
+    }
+    // On a node: marked with its grace period, left for the node to stop.
+    server.ok(&["delete", "pod", "placed", "--wait=false"]);
+    let placed: serde_json::Value =
+        serde_json::from_str(&server.ok(&["get", "pod", "placed", "-o", "json"])).unwrap();
+    assert_eq!(placed["metadata"]["deletionGracePeriodSeconds"], 45);
+    assert!(placed["metadata"]["deletionTimestamp"].is_string());
+    let table = server.ok(&["get", "pod", "placed"]);
+    assert_eq!(columns(table.lines().nth(1).unwrap())[2], "Terminating");
+    // A shorter grace period shortens it; zero (what the node sends once
+    // the pod has stopped, or --force) removes it.
+    let (code, shortened) = curl.send(
+        "DELETE",
+        "/api/v1/namespaces/default/pods/placed",
+        "application/json",
+        br#"{"gracePeriodSeconds": 5}"#,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(shortened["metadata"]["deletionGracePeriodSeconds"], 5);
+    server.ok(&["delete", "pod", "placed", "--grace-period=0", "--force"]);
+    let gone = server.fails(&["get", "pod", "placed"]);
+    assert!(gone.contains("pods \"placed\" not found"), "{gone}");
+    // On no node: gone at once.
+    server.ok(&["delete", "pod", "pending"]);
+    assert!(
+        server
+            .fails(&["get", "pod", "pending"])
+            .contains("not found")
+    );
+
+    // DELETE of a collection deletes what matches its selector.
+    for (name, team) in [("a", "blue"), ("b", "blue"), ("c", "red")] {
+        server.ok(&["create", "configmap", name]);
+        server.ok(&["label", "configmap", name, &format!("team={team}")]);
+    }
+    let (code, deleted) = curl.send(
+        "DELETE",
+        "/api/v1/namespaces/default/configmaps?labelSelector=team%3Dblue",
+        "application/json",
+        b"",
+    );
+    assert_eq!(code, 200, "{deleted}");
+    assert_eq!(deleted["kind"], "ConfigMapList");
+    let names: Vec<&str> = deleted["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    let left = server.ok(&["get", "configmaps", "-o", "name", "-l", "team"]);
+    assert_eq!(left, "configmap/c\n");
 }
