@@ -1960,3 +1960,116 @@ fn pods_on_a_node_are_deleted_gracefully_and_collections_at_once() {
     let left = server.ok(&["get", "configmaps", "-o", "name", "-l", "team"]);
     assert_eq!(left, "configmap/c\n");
 }
+
+#[test]
+fn kubectl_patch_edit_replace_diff_wait_and_prune_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let manifest = dir.path().join("cm.yaml");
+    std::fs::write(&manifest, CONFIGMAP).unwrap();
+    let file = manifest.to_str().unwrap();
+    server.ok(&["apply", "-f", file]);
+    let data = || server.ok(&["get", "cm", "app", "-o", "jsonpath={.data}"]);
+
+    // All three patch types.
+    server.ok(&[
+        "patch",
+        "cm",
+        "app",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/data/c","value":"3"}]"#,
+    ]);
+    server.ok(&[
+        "patch",
+        "cm",
+        "app",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"d":"4"}}"#,
+    ]);
+    server.ok(&["patch", "cm", "app", "-p", r#"{"data":{"b":null}}"#]);
+    assert_eq!(data(), r#"{"a":"1","c":"3","d":"4"}"#);
+
+    // edit, with an editor that changes one value.
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/^  a: \"1\"/  a: \"9\"/' \"$1\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let edited = Command::new("kubectl")
+        .arg(format!(
+            "--cache-dir={}",
+            dir.path().join("cache").display()
+        ))
+        .args(["edit", "cm", "app"])
+        .env("KUBECONFIG", &server.kubeconfig)
+        .env("HOME", dir.path())
+        .env("EDITOR", &editor)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&edited.stdout),
+        "configmap/app edited\n"
+    );
+    assert_eq!(data(), r#"{"a":"9","c":"3","d":"4"}"#);
+
+    // diff shows what apply would change, and exits 1 for a difference.
+    let diff = server.kubectl(&["diff", "-f", file]);
+    assert_eq!(diff.status.code(), Some(1));
+    let diff = String::from_utf8_lossy(&diff.stdout);
+    assert!(diff.contains("-  a: \"9\"\n+  a: \"1\"\n"), "{diff}");
+
+    // replace puts the whole object.
+    let yaml = server
+        .ok(&["get", "cm", "app", "-o", "yaml"])
+        .replace("team: blue", "team: red");
+    let replaced = dir.path().join("replaced.yaml");
+    std::fs::write(&replaced, yaml).unwrap();
+    assert_eq!(
+        server.ok(&["replace", "-f", replaced.to_str().unwrap()]),
+        "configmap/app replaced\n"
+    );
+    assert_eq!(
+        server.ok(&["get", "cm", "-l", "team=red", "-o", "name"]),
+        "configmap/app\n"
+    );
+
+    // wait for a field, and for deletion.
+    server.ok(&["create", "namespace", "waiting"]);
+    assert_eq!(
+        server.ok(&[
+            "wait",
+            "--for=jsonpath={.status.phase}=Active",
+            "namespace/waiting",
+            "--timeout=10s"
+        ]),
+        "namespace/waiting condition met\n"
+    );
+    server.ok(&["delete", "cm", "app", "--wait=false"]);
+    server.ok(&["wait", "--for=delete", "cm/app", "--timeout=10s"]);
+
+    // apply --prune removes what left the manifests.
+    let set = dir.path().join("set");
+    std::fs::create_dir(&set).unwrap();
+    for name in ["one", "two"] {
+        std::fs::write(
+            set.join(format!("{name}.yaml")),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels: {{set: p}}\n"
+            ),
+        )
+        .unwrap();
+    }
+    let set_dir = set.to_str().unwrap();
+    server.ok(&["apply", "-f", set_dir, "-l", "set=p", "--prune"]);
+    std::fs::remove_file(set.join("two.yaml")).unwrap();
+    let pruned = server.ok(&["apply", "-f", set_dir, "-l", "set=p", "--prune"]);
+    assert!(pruned.contains("configmap/two pruned"), "{pruned}");
+    assert_eq!(
+        server.ok(&["get", "cm", "-l", "set=p", "-o", "name"]),
+        "configmap/one\n"
+    );
+}
