@@ -128,6 +128,108 @@ fn schemas(resources: &[&'static Resource]) -> Map<String, Value> {
     }
 }
 
+/// Every kind's schema and all they reference, built once: what writes
+/// are checked against for unknown fields.
+pub struct KindSchemas {
+    definitions: Map<String, Value>,
+    by_kind: HashMap<(&'static str, &'static str, &'static str), String>,
+}
+
+impl KindSchemas {
+    pub fn get() -> &'static KindSchemas {
+        static SCHEMAS: OnceLock<KindSchemas> = OnceLock::new();
+        SCHEMAS.get_or_init(|| {
+            let mut generator = SchemaSettings::openapi3().into_generator();
+            let mut by_kind = HashMap::new();
+            for resource in registry::RESOURCES {
+                if let Some(name) = kind_schema(resource, &mut generator) {
+                    by_kind.insert((resource.group, resource.version, resource.kind), name);
+                }
+            }
+            let mut definitions =
+                Value::Object(generator.take_definitions(true).into_iter().collect());
+            open_objects(&mut definitions);
+            let Value::Object(definitions) = definitions else {
+                unreachable!("definitions are an object")
+            };
+            KindSchemas {
+                definitions,
+                by_kind,
+            }
+        })
+    }
+
+    /// Removes from `object` the fields its kind's schema does not
+    /// declare, answering their paths as upstream writes them
+    /// (`spec.containers[0].imagee`). Kinds without a schema keep all.
+    pub fn prune_unknown(&self, resource: &Resource, object: &mut Value) -> Vec<String> {
+        let mut unknown = Vec::new();
+        if let Some(name) = self
+            .by_kind
+            .get(&(resource.group, resource.version, resource.kind))
+            && let Some(schema) = self.definitions.get(name)
+        {
+            self.prune(schema, object, "", &mut unknown);
+        }
+        unknown
+    }
+
+    /// The schema a reference (bare, or wrapped in `allOf`) points at.
+    fn resolve<'a>(&'a self, schema: &'a Value) -> &'a Value {
+        let reference = schema["$ref"]
+            .as_str()
+            .or_else(|| schema["allOf"][0]["$ref"].as_str());
+        match reference.and_then(|r| r.strip_prefix("#/components/schemas/")) {
+            Some(name) => self.definitions.get(name).unwrap_or(schema),
+            None => schema,
+        }
+    }
+
+    fn prune(&self, schema: &Value, value: &mut Value, path: &str, unknown: &mut Vec<String>) {
+        let schema = self.resolve(schema);
+        let child_path = |key: &str| {
+            if path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{path}.{key}")
+            }
+        };
+        match value {
+            Value::Object(map) => {
+                if let Some(properties) = schema["properties"].as_object() {
+                    let open = schema["x-kubernetes-preserve-unknown-fields"] == true;
+                    let keys: Vec<String> = map.keys().cloned().collect();
+                    for key in keys {
+                        match properties.get(&key) {
+                            Some(property) => {
+                                if let Some(child) = map.get_mut(&key) {
+                                    self.prune(property, child, &child_path(&key), unknown);
+                                }
+                            }
+                            None if !open => {
+                                map.remove(&key);
+                                unknown.push(child_path(&key));
+                            }
+                            None => {}
+                        }
+                    }
+                } else if schema["additionalProperties"].is_object() {
+                    let values = &schema["additionalProperties"];
+                    for (key, child) in map.iter_mut() {
+                        self.prune(values, child, &child_path(key), unknown);
+                    }
+                }
+            }
+            Value::Array(items) if schema["items"].is_object() => {
+                for (index, item) in items.iter_mut().enumerate() {
+                    self.prune(&schema["items"], item, &format!("{path}[{index}]"), unknown);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// `additionalProperties: true` (free-form JSON) as upstream writes it,
 /// `x-kubernetes-preserve-unknown-fields`: kubectl 1.29's explain cannot
 /// read the boolean form.
@@ -340,6 +442,42 @@ mod tests {
             "patchCoreV1Namespace"
         );
         assert!(group_version("nope", "v1").is_none());
+    }
+
+    #[test]
+    fn unknown_fields_are_pruned_and_named_by_their_path() {
+        let pods = registry::find("", "v1", "pods").unwrap();
+        let mut pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p", "labels": {"any": "label"}, "colour": "red"},
+            "spec": {
+                "containers": [
+                    {"name": "a", "image": "x", "imagee": "y", "resources": {"limits": {"cpu": "1"}}},
+                ],
+                "nodeSelector": {"disk": "ssd"},
+            },
+            "extra": 1,
+        });
+        let unknown = KindSchemas::get().prune_unknown(pods, &mut pod);
+        assert_eq!(
+            unknown,
+            ["extra", "metadata.colour", "spec.containers[0].imagee"]
+        );
+        assert_eq!(pod["spec"]["containers"][0].get("imagee"), None);
+        assert_eq!(pod["spec"]["containers"][0]["image"], "x");
+        assert_eq!(pod["metadata"]["labels"]["any"], "label");
+        assert_eq!(pod["spec"]["nodeSelector"]["disk"], "ssd");
+        // Free-form fields keep what they hold.
+        let revisions = registry::find("apps", "v1", "controllerrevisions").unwrap();
+        let mut revision =
+            json!({"metadata": {"name": "r"}, "revision": 1, "data": {"spec": {"anything": true}}});
+        assert!(
+            KindSchemas::get()
+                .prune_unknown(revisions, &mut revision)
+                .is_empty()
+        );
+        assert_eq!(revision["data"]["spec"]["anything"], true);
     }
 
     #[test]

@@ -212,6 +212,7 @@ impl ApiState {
         let resource = target.resource;
         let mut object = parse_body(headers, body)?;
         check_type(resource, &object)?;
+        let warnings = unknown_fields(resource, query, &mut object)?;
         if !object["metadata"].is_object() {
             object["metadata"] = json!({});
         }
@@ -283,7 +284,10 @@ impl ApiState {
         if dry_run(query) {
             object["kind"] = json!(resource.kind);
             object["apiVersion"] = json!(resource.api_version());
-            return Ok(json_response(StatusCode::CREATED, &object));
+            return Ok(with_warnings(
+                json_response(StatusCode::CREATED, &object),
+                &warnings,
+            ));
         }
         let key = key(resource, target.namespace.as_deref(), &name);
         let claimed = if is_service(resource) {
@@ -313,7 +317,10 @@ impl ApiState {
             allocate::release(self.store.as_ref(), &claimed).await;
         }
         match created {
-            Ok(kv) => Ok(json_response(StatusCode::CREATED, &decode(resource, &kv)?)),
+            Ok(kv) => Ok(with_warnings(
+                json_response(StatusCode::CREATED, &decode(resource, &kv)?),
+                &warnings,
+            )),
             Err(tug_store::Error::AlreadyExists { .. }) => Err(ApiError::already_exists(
                 resource.plural,
                 resource.group,
@@ -487,12 +494,13 @@ impl ApiState {
     ) -> Result<Response, ApiError> {
         let resource = target.resource;
         let name = target.name.clone().unwrap_or_default();
-        let object = parse_body(headers, body)?;
+        let mut object = parse_body(headers, body)?;
         if target.subresource.as_deref() == Some("scale") {
             let current = self.load(target).await?;
             return self.write_scale(target, query, &current, object).await;
         }
         check_type(resource, &object)?;
+        let warnings = unknown_fields(resource, query, &mut object)?;
         if object["metadata"]["name"]
             .as_str()
             .is_some_and(|n| n != name)
@@ -508,7 +516,8 @@ impl ApiState {
         }
         let old = decode(resource, &current)?;
         let updated = merge_update(resource, &old, object, target.subresource.as_deref());
-        self.write_update(target, query, &current, updated).await
+        let written = self.write_update(target, query, &current, updated).await?;
+        Ok(with_warnings(written, &warnings))
     }
 
     /// PATCH with a JSON merge patch (RFC 7386) or a JSON patch (RFC 6902).
@@ -577,6 +586,7 @@ impl ApiState {
         if scale {
             return self.write_scale(target, query, &current, patched).await;
         }
+        let warnings = unknown_fields(resource, query, &mut patched)?;
         let version = patched["metadata"]["resourceVersion"]
             .as_str()
             .unwrap_or("");
@@ -584,7 +594,8 @@ impl ApiState {
             return Err(ApiError::conflict(resource.plural, resource.group, name));
         }
         let updated = merge_update(resource, &old, patched, target.subresource.as_deref());
-        self.write_update(target, query, &current, updated).await
+        let written = self.write_update(target, query, &current, updated).await?;
+        Ok(with_warnings(written, &warnings))
     }
 
     /// Writes `spec.replicas` from a Scale, answering the new Scale.
@@ -1512,6 +1523,48 @@ fn check_watch_options(query: &Query, bookmarks: bool) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// Drops the fields the kind does not declare, as upstream's decoding
+/// does, and says so as `fieldValidation` asks: a warning each (Warn, the
+/// default), nothing (Ignore), or a 400 naming them all (Strict).
+fn unknown_fields(
+    resource: &Resource,
+    query: &Query,
+    object: &mut Value,
+) -> Result<Vec<String>, ApiError> {
+    let mode = query.get("fieldValidation").map_or("Warn", String::as_str);
+    if !matches!(mode, "Ignore" | "Warn" | "Strict") {
+        return Err(ApiError::bad_request(format!(
+            "fieldValidation must be one of \"Ignore\", \"Warn\" or \"Strict\", not {mode:?}"
+        )));
+    }
+    let unknown = crate::openapi::KindSchemas::get().prune_unknown(resource, object);
+    let unknown: Vec<String> = unknown
+        .iter()
+        .map(|path| format!("unknown field {path:?}"))
+        .collect();
+    match mode {
+        "Strict" if !unknown.is_empty() => Err(ApiError::bad_request(format!(
+            "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
+            unknown.join(", "),
+            kind = resource.kind,
+            version = resource.version,
+        ))),
+        "Warn" => Ok(unknown),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Adds each warning as a `Warning: 299 - "..."` header, as upstream.
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for warning in warnings {
+        let value = format!("299 - {}", json!(warning));
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 fn delete_options(body: &[u8]) -> Result<Value, ApiError> {

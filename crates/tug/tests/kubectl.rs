@@ -2073,3 +2073,44 @@ fn kubectl_patch_edit_replace_diff_wait_and_prune_work() {
         "configmap/one\n"
     );
 }
+
+#[test]
+fn unknown_fields_are_refused_or_dropped_with_a_warning_as_field_validation_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let manifest = dir.path().join("deployment.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - name: web\n        image: busybox\n        imagee: typo\n",
+    )
+    .unwrap();
+    let file = manifest.to_str().unwrap();
+    // kubectl's default is Strict: refused, naming the field.
+    let err = server.fails(&["apply", "-f", file]);
+    assert!(
+        err.contains("Error from server (BadRequest): error when creating \"")
+            && err.contains("Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: unknown field \"spec.template.spec.containers[0].imagee\""),
+        "{err}"
+    );
+    // Warn: created without the field, and a warning says so.
+    let warned = server.kubectl(&["apply", "-f", file, "--validate=warn"]);
+    assert!(warned.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&warned.stderr),
+        "Warning: unknown field \"spec.template.spec.containers[0].imagee\"\n"
+    );
+    let container = server.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0]}",
+    ]);
+    assert!(!container.contains("imagee"), "{container}");
+    // Patches too.
+    let patched = server.kubectl(&["patch", "deploy", "web", "-p", r#"{"spec":{"bogus":1}}"#]);
+    assert_eq!(
+        String::from_utf8_lossy(&patched.stderr),
+        "Warning: unknown field \"spec.bogus\"\n"
+    );
+}
