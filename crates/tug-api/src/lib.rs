@@ -6,6 +6,7 @@
 //! reads to learn a resource's group, version, kind, scope, verbs, short
 //! names and categories.
 
+pub mod convert;
 pub mod defaults;
 pub mod format;
 pub mod registry;

@@ -92,7 +92,10 @@ impl Cached {
 
     fn decode(resource: &'static Resource, kv: &KeyValue, revision: Revision) -> Option<Self> {
         match serde_json::from_slice(&kv.value) {
-            Ok(object) => Some(Self::new(resource, kv.key.clone(), revision, object)),
+            Ok(mut object) => {
+                tug_api::convert::from_stored(resource, &mut object);
+                Some(Self::new(resource, kv.key.clone(), revision, object))
+            }
             Err(err) => {
                 tracing::error!(key = %kv.key, error = %err, "a stored object is not JSON; left out");
                 None
@@ -364,8 +367,10 @@ impl Caches {
 
     /// The cache of `resource`, listing it first if it is new.
     pub async fn get(&self, resource: &'static Resource) -> Result<Arc<Cache>, tug_store::Error> {
-        let prefix = resource.storage_prefix();
-        if let Some(cache) = self.caches.lock().expect("caches lock").get(&prefix) {
+        // Keyed by resource: two versions may share one storage prefix.
+        let id = format!("{}/{}", resource.group, resource.plural);
+        let prefix = tug_api::convert::storage_prefix(resource);
+        if let Some(cache) = self.caches.lock().expect("caches lock").get(&id) {
             return Ok(cache.clone());
         }
         let listed = self
@@ -395,10 +400,10 @@ impl Caches {
         });
         let mut caches = self.caches.lock().expect("caches lock");
         // Two first requests may race; the first cache in wins.
-        if let Some(existing) = caches.get(&prefix) {
+        if let Some(existing) = caches.get(&id) {
             return Ok(existing.clone());
         }
-        caches.insert(prefix.clone(), cache.clone());
+        caches.insert(id, cache.clone());
         drop(caches);
         tokio::spawn(keep_current(
             self.store.clone(),

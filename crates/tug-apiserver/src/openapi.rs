@@ -17,8 +17,8 @@ use std::sync::{Mutex, OnceLock};
 use bytes::Bytes;
 
 use k8s_openapi::api::{
-    apps, authentication, authorization, batch, coordination, core, discovery, networking, policy,
-    rbac, scheduling, storage,
+    apps, authentication, authorization, batch, coordination, core, discovery, events, networking,
+    policy, rbac, scheduling, storage,
 };
 use k8s_openapi::schemars::generate::SchemaSettings;
 use k8s_openapi::schemars::{JsonSchema, SchemaGenerator};
@@ -76,6 +76,7 @@ kinds!(
     batch::v1::Job,
     coordination::v1::Lease,
     discovery::v1::EndpointSlice,
+    events::v1::Event,
     networking::v1::IngressClass,
     networking::v1::Ingress,
     networking::v1::NetworkPolicy,

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Value, json};
+use tug_api::convert::{self, storage_prefix};
 use tug_api::format::timestamp;
 use tug_api::registry::Resource;
 use tug_api::selector::{FieldSelector, LabelSelector};
@@ -65,15 +66,15 @@ fn now_seconds() -> i64 {
 
 fn key(resource: &Resource, namespace: Option<&str>, name: &str) -> String {
     match namespace {
-        Some(namespace) => format!("{}{namespace}/{name}", resource.storage_prefix()),
-        None => format!("{}{name}", resource.storage_prefix()),
+        Some(namespace) => format!("{}{namespace}/{name}", storage_prefix(resource)),
+        None => format!("{}{name}", storage_prefix(resource)),
     }
 }
 
 fn collection_prefix(resource: &Resource, namespace: Option<&str>) -> String {
     match namespace {
-        Some(namespace) => format!("{}{namespace}/", resource.storage_prefix()),
-        None => resource.storage_prefix(),
+        Some(namespace) => format!("{}{namespace}/", storage_prefix(resource)),
+        None => storage_prefix(resource),
     }
 }
 
@@ -81,14 +82,18 @@ fn collection_prefix(resource: &Resource, namespace: Option<&str>) -> String {
 fn decode(resource: &Resource, kv: &KeyValue) -> Result<Value, ApiError> {
     let mut object: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
+    convert::from_stored(resource, &mut object);
     object["kind"] = json!(resource.kind);
     object["apiVersion"] = json!(resource.api_version());
     object["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
     Ok(object)
 }
 
-fn encode(object: &Value) -> Bytes {
+/// The stored form of an object: its storage version, without its
+/// resourceVersion (the store's revision says it).
+fn encode(resource: &Resource, object: &Value) -> Bytes {
     let mut stored = object.clone();
+    convert::to_stored(resource, &mut stored);
     if let Some(metadata) = stored["metadata"].as_object_mut() {
         metadata.remove("resourceVersion");
     }
@@ -311,7 +316,7 @@ impl ApiState {
         };
         let created = self
             .store
-            .create(&key, encode(&object), put_options(resource))
+            .create(&key, encode(resource, &object), put_options(resource))
             .await;
         if created.is_err() {
             allocate::release(self.store.as_ref(), &claimed).await;
@@ -643,7 +648,7 @@ impl ApiState {
             .store
             .update(
                 &current.key,
-                encode(&updated),
+                encode(resource, &updated),
                 current.mod_revision,
                 put_options(resource),
             )
@@ -711,7 +716,7 @@ impl ApiState {
             .store
             .update(
                 &current.key,
-                encode(&updated),
+                encode(resource, &updated),
                 current.mod_revision,
                 put_options(resource),
             )
@@ -851,7 +856,7 @@ impl ApiState {
                     .store
                     .update(
                         &current.key,
-                        encode(&updated),
+                        encode(resource, &updated),
                         current.mod_revision,
                         PutOptions::default(),
                     )

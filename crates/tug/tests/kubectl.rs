@@ -2114,3 +2114,49 @@ fn unknown_fields_are_refused_or_dropped_with_a_warning_as_field_validation_asks
         "Warning: unknown field \"spec.bogus\"\n"
     );
 }
+
+#[test]
+fn events_recorded_through_events_k8s_io_are_core_events_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let curl = Curl::admin(&server);
+    let event = serde_json::json!({
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"name": "web.1"},
+        "eventTime": "2026-11-23T10:00:00.000000Z",
+        "reportingController": "tug.dev/agent",
+        "reportingInstance": "node-a",
+        "action": "Starting",
+        "reason": "Started",
+        "type": "Normal",
+        "regarding": {"kind": "Pod", "namespace": "default", "name": "web", "apiVersion": "v1"},
+        "note": "Started container web",
+    });
+    let (code, created) = curl.send(
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        "application/json",
+        event.to_string().as_bytes(),
+    );
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["note"], "Started container web");
+    assert_eq!(created["regarding"]["name"], "web");
+
+    // The core view of the same event.
+    let core: serde_json::Value =
+        serde_json::from_str(&server.ok(&["get", "events", "web.1", "-o", "json"])).unwrap();
+    assert_eq!(core["apiVersion"], "v1");
+    assert_eq!(core["message"], "Started container web");
+    assert_eq!(core["involvedObject"]["name"], "web");
+    assert_eq!(core["reportingComponent"], "tug.dev/agent");
+    assert_eq!(core.get("note"), None);
+    // And the events.k8s.io view lists it.
+    let listed = server.ok(&[
+        "get",
+        "events.events.k8s.io",
+        "-o",
+        "jsonpath={.items[*].note}",
+    ]);
+    assert_eq!(listed, "Started container web");
+}
