@@ -1,9 +1,10 @@
 //! Versions of a kind that share storage with another: the stored form is
 //! one (as upstream's internal version), each served version converts to
 //! and from it. Today: events.k8s.io/v1 Events, stored as core v1 Events
-//! so that `kubectl get events` and `describe` see what new clients record.
+//! so that `kubectl get events` and `describe` see what new clients record;
+//! autoscaling/v1 HorizontalPodAutoscalers, stored as autoscaling/v2.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::registry::Resource;
 
@@ -38,6 +39,10 @@ fn rename(object: &mut Value, pairs: impl Iterator<Item = (&'static str, &'stati
     map.extend(moved);
 }
 
+fn is_hpa_v1(resource: &Resource) -> bool {
+    resource.group == "autoscaling" && resource.version == "v1"
+}
+
 /// The served form of a stored object.
 pub fn from_stored(resource: &Resource, object: &mut Value) {
     rename(
@@ -46,11 +51,66 @@ pub fn from_stored(resource: &Resource, object: &mut Value) {
             .iter()
             .map(|&(served, stored)| (stored, served)),
     );
+    if is_hpa_v1(resource) {
+        hpa_v2_to_v1(object);
+    }
 }
 
 /// The stored form of an object as a client sent it.
 pub fn to_stored(resource: &Resource, object: &mut Value) {
     rename(object, renames(resource).iter().copied());
+    if is_hpa_v1(resource) {
+        hpa_v1_to_v2(object);
+    }
+}
+
+/// Whether a v2 metric is the CPU utilization that v1 expresses.
+fn is_cpu_utilization(metric: &Value) -> bool {
+    metric["type"] == "Resource" && metric["resource"]["name"] == "cpu"
+}
+
+/// The first CPU metric's value at `path` (`target` or `current`).
+fn cpu_value(metrics: Option<Value>, part: &str) -> Option<Value> {
+    let metrics = metrics?;
+    let metric = metrics.as_array()?.iter().find(|m| is_cpu_utilization(m))?;
+    Some(metric["resource"][part]["averageUtilization"].clone()).filter(|v| !v.is_null())
+}
+
+/// autoscaling/v2 -> v1: the CPU utilization target and its current
+/// value; v1 has no room for other metrics, behavior or conditions.
+fn hpa_v2_to_v1(object: &mut Value) {
+    if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+        if let Some(target) = cpu_value(spec.remove("metrics"), "target") {
+            spec.insert("targetCPUUtilizationPercentage".into(), target);
+        }
+        spec.remove("behavior");
+    }
+    if let Some(status) = object.get_mut("status").and_then(Value::as_object_mut) {
+        if let Some(current) = cpu_value(status.remove("currentMetrics"), "current") {
+            status.insert("currentCPUUtilizationPercentage".into(), current);
+        }
+        status.remove("conditions");
+    }
+}
+
+/// autoscaling/v1 -> v2.
+fn hpa_v1_to_v2(object: &mut Value) {
+    if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut)
+        && let Some(target) = spec.remove("targetCPUUtilizationPercentage")
+    {
+        spec.insert(
+            "metrics".into(),
+            json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": target}}}]),
+        );
+    }
+    if let Some(status) = object.get_mut("status").and_then(Value::as_object_mut)
+        && let Some(current) = status.remove("currentCPUUtilizationPercentage")
+    {
+        status.insert(
+            "currentMetrics".into(),
+            json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": current}}}]),
+        );
+    }
 }
 
 /// Where a resource's objects are kept: its own prefix, or the one of the
@@ -68,6 +128,33 @@ mod tests {
 
     use super::*;
     use crate::registry;
+
+    #[test]
+    fn hpa_v1_is_stored_as_v2() {
+        let v1 = registry::find("autoscaling", "v1", "horizontalpodautoscalers").unwrap();
+        let served = json!({
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 1, "maxReplicas": 5, "targetCPUUtilizationPercentage": 70},
+            "status": {"currentReplicas": 2, "desiredReplicas": 2, "currentCPUUtilizationPercentage": 40},
+        });
+        let mut stored = served.clone();
+        to_stored(v1, &mut stored);
+        assert_eq!(
+            stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            70
+        );
+        assert_eq!(
+            stored["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"],
+            40
+        );
+        assert_eq!(stored["spec"].get("targetCPUUtilizationPercentage"), None);
+        from_stored(v1, &mut stored);
+        assert_eq!(stored, served);
+        // v2 is the stored form itself.
+        let v2 = registry::find("autoscaling", "v2", "horizontalpodautoscalers").unwrap();
+        let mut same = stored.clone();
+        to_stored(v2, &mut same);
+        assert_eq!(same, stored);
+    }
 
     #[test]
     fn events_v1_round_trip_through_the_core_form() {

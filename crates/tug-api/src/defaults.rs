@@ -118,6 +118,21 @@ pub fn apply(group: &str, plural: &str, object: &mut Value) {
             }
         }
         ("", "secrets") => set(object, "type", json!("Opaque")),
+        ("autoscaling", "horizontalpodautoscalers") => {
+            set(&mut object["spec"], "minReplicas", json!(1));
+            // v2 scales on 80% CPU when given no metric; v1 says nothing.
+            let v2 = object["apiVersion"] == "autoscaling/v2";
+            if v2
+                && object["spec"]["metrics"]
+                    .as_array()
+                    .is_none_or(Vec::is_empty)
+            {
+                object["spec"]["metrics"] = json!([{
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}},
+                }]);
+            }
+        }
         ("", "pods") => {
             pod_spec(&mut object["spec"]);
             // What the ServiceAccount admission plugin sets.

@@ -356,6 +356,28 @@ pub const RESOURCES: &[Resource] = &[
         "subjectaccessreview"
     ),
     resource!(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        true,
+        &["hpa"],
+        ALL,
+        STATUS
+    ),
+    resource!(
+        "autoscaling",
+        "v1",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        true,
+        &["hpa"],
+        ALL,
+        STATUS
+    ),
+    resource!(
         "batch",
         "v1",
         "CronJob",
@@ -556,6 +578,19 @@ pub fn groups() -> Vec<(&'static str, &'static str)> {
     groups
 }
 
+/// The API groups in discovery's order, each with its versions, the
+/// preferred first.
+pub fn group_versions() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut by_group: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (group, version) in groups() {
+        match by_group.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, versions)) => versions.push(version),
+            None => by_group.push((group, vec![version])),
+        }
+    }
+    by_group
+}
+
 /// The resource served at `group`/`version` under the plural `plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
     RESOURCES
@@ -584,7 +619,7 @@ mod tests {
             assert_eq!(a.singular, a.kind.to_lowercase(), "{}", a.kind);
             for b in &RESOURCES[i + 1..] {
                 assert!(
-                    !(a.group == b.group && a.plural == b.plural),
+                    !(a.group == b.group && a.version == b.version && a.plural == b.plural),
                     "{} listed twice",
                     a.plural
                 );
@@ -611,5 +646,10 @@ mod tests {
         assert!(find("apps", "v1", "pods").is_none());
         assert_eq!(groups()[0], ("", "v1"));
         assert_eq!(groups()[1], ("apps", "v1"));
+        let autoscaling = group_versions()
+            .into_iter()
+            .find(|(g, _)| *g == "autoscaling")
+            .unwrap();
+        assert_eq!(autoscaling.1, ["v2", "v1"]);
     }
 }

@@ -367,8 +367,11 @@ impl Caches {
 
     /// The cache of `resource`, listing it first if it is new.
     pub async fn get(&self, resource: &'static Resource) -> Result<Arc<Cache>, tug_store::Error> {
-        // Keyed by resource: two versions may share one storage prefix.
-        let id = format!("{}/{}", resource.group, resource.plural);
+        // Keyed by group, version and resource: versions may share storage.
+        let id = format!(
+            "{}/{}/{}",
+            resource.group, resource.version, resource.plural
+        );
         let prefix = tug_api::convert::storage_prefix(resource);
         if let Some(cache) = self.caches.lock().expect("caches lock").get(&id) {
             return Ok(cache.clone());

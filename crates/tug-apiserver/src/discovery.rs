@@ -99,21 +99,24 @@ fn aggregated(core: bool, flavor: Flavor) -> Response {
             "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
         ),
     };
-    let items: Vec<Value> = registry::groups()
+    let items: Vec<Value> = registry::group_versions()
         .into_iter()
         .filter(|(group, _)| group.is_empty() == core)
-        .map(|(group, version)| {
-            let resources: Vec<Value> = registry::in_group_version(group, version)
-                .map(aggregated_resource)
+        .map(|(group, versions)| {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|version| {
+                    let resources: Vec<Value> = registry::in_group_version(group, version)
+                        .map(aggregated_resource)
+                        .collect();
+                    json!({"version": version, "resources": resources, "freshness": "Current"})
+                })
                 .collect();
             let mut metadata = json!({"creationTimestamp": null});
             if !group.is_empty() {
                 metadata["name"] = json!(group);
             }
-            json!({
-                "metadata": metadata,
-                "versions": [{"version": version, "resources": resources, "freshness": "Current"}],
-            })
+            json!({"metadata": metadata, "versions": versions})
         })
         .collect();
     json_response(
@@ -137,19 +140,23 @@ pub fn core_versions(headers: &HeaderMap) -> Response {
     }
 }
 
-fn group_entry(group: &str, version: &str) -> Value {
-    let group_version = json!({"groupVersion": format!("{group}/{version}"), "version": version});
-    json!({"name": group, "versions": [group_version], "preferredVersion": group_version})
+/// A group with its versions, the preferred first.
+fn group_entry(group: &str, versions: &[&str]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|version| json!({"groupVersion": format!("{group}/{version}"), "version": version}))
+        .collect();
+    json!({"name": group, "preferredVersion": versions[0], "versions": versions})
 }
 
 /// `GET /apis`
 pub fn group_list(headers: &HeaderMap) -> Response {
     match flavor(headers) {
         Flavor::Plain => {
-            let groups: Vec<Value> = registry::groups()
+            let groups: Vec<Value> = registry::group_versions()
                 .into_iter()
                 .filter(|(group, _)| !group.is_empty())
-                .map(|(group, version)| group_entry(group, version))
+                .map(|(group, versions)| group_entry(group, &versions))
                 .collect();
             json_response(
                 json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
@@ -162,8 +169,10 @@ pub fn group_list(headers: &HeaderMap) -> Response {
 
 /// `GET /apis/{group}`
 pub fn group(group: &str) -> Option<Response> {
-    let (group, version) = registry::groups().into_iter().find(|(g, _)| *g == group)?;
-    let mut entry = group_entry(group, version);
+    let (group, versions) = registry::group_versions()
+        .into_iter()
+        .find(|(g, _)| *g == group)?;
+    let mut entry = group_entry(group, &versions);
     entry["kind"] = json!("APIGroup");
     entry["apiVersion"] = json!("v1");
     Some(json_response(entry, "application/json"))

@@ -17,8 +17,8 @@ use std::sync::{Mutex, OnceLock};
 use bytes::Bytes;
 
 use k8s_openapi::api::{
-    apps, authentication, authorization, batch, coordination, core, discovery, events, networking,
-    policy, rbac, scheduling, storage,
+    apps, authentication, authorization, autoscaling, batch, coordination, core, discovery, events,
+    networking, policy, rbac, scheduling, storage,
 };
 use k8s_openapi::schemars::generate::SchemaSettings;
 use k8s_openapi::schemars::{JsonSchema, SchemaGenerator};
@@ -72,6 +72,8 @@ kinds!(
     authorization::v1::SelfSubjectAccessReview,
     authorization::v1::SelfSubjectRulesReview,
     authorization::v1::SubjectAccessReview,
+    autoscaling::v2::HorizontalPodAutoscaler,
+    autoscaling::v1::HorizontalPodAutoscaler,
     batch::v1::CronJob,
     batch::v1::Job,
     coordination::v1::Lease,

@@ -47,6 +47,8 @@ enum Kind {
     Inline(&'static [Field]),
     /// `map<string, Quantity>`.
     QuantityMap,
+    /// A `*resource.Quantity`, as its string.
+    Quantity,
     /// Read and dropped: what the server computes (status) or owns.
     Ignore,
     /// A field tug does not decode yet: refused (415) unless empty, so
@@ -557,6 +559,78 @@ const INGRESS: &[Field] = &[
     field(3, "status", Kind::Ignore),
 ];
 
+const CROSS_VERSION_OBJECT_REFERENCE: &[Field] = &[
+    field(1, "kind", Kind::String),
+    field(2, "name", Kind::String),
+    field(3, "apiVersion", Kind::String),
+];
+
+const HPA_V2: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(
+        2,
+        "spec",
+        Kind::Message(&[
+            field(
+                1,
+                "scaleTargetRef",
+                Kind::Message(CROSS_VERSION_OBJECT_REFERENCE),
+            ),
+            field(2, "minReplicas", Kind::OptInt),
+            field(3, "maxReplicas", Kind::OptInt),
+            field(
+                4,
+                "metrics",
+                Kind::RepeatedMessage(&[
+                    field(1, "type", Kind::String),
+                    field(2, "object", Kind::Unsupported),
+                    field(3, "pods", Kind::Unsupported),
+                    field(
+                        4,
+                        "resource",
+                        Kind::Message(&[
+                            field(1, "name", Kind::String),
+                            field(
+                                2,
+                                "target",
+                                Kind::Message(&[
+                                    field(1, "type", Kind::String),
+                                    field(2, "value", Kind::Quantity),
+                                    field(3, "averageValue", Kind::Quantity),
+                                    field(4, "averageUtilization", Kind::OptInt),
+                                ]),
+                            ),
+                        ]),
+                    ),
+                    field(5, "external", Kind::Unsupported),
+                    field(7, "containerResource", Kind::Unsupported),
+                ]),
+            ),
+            field(5, "behavior", Kind::Unsupported),
+        ]),
+    ),
+    field(3, "status", Kind::Ignore),
+];
+
+const HPA_V1: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(
+        2,
+        "spec",
+        Kind::Message(&[
+            field(
+                1,
+                "scaleTargetRef",
+                Kind::Message(CROSS_VERSION_OBJECT_REFERENCE),
+            ),
+            field(2, "minReplicas", Kind::OptInt),
+            field(3, "maxReplicas", Kind::OptInt),
+            field(4, "targetCPUUtilizationPercentage", Kind::OptInt),
+        ]),
+    ),
+    field(3, "status", Kind::Ignore),
+];
+
 const RESOURCE_ATTRIBUTES: &[Field] = &[
     field(1, "namespace", Kind::String),
     field(2, "verb", Kind::String),
@@ -650,6 +724,8 @@ fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
         ("v1", "Secret") => Some(SECRET),
         ("v1", "Namespace") => Some(NAMESPACE),
         ("apps/v1", "Deployment") => Some(DEPLOYMENT),
+        ("autoscaling/v2", "HorizontalPodAutoscaler") => Some(HPA_V2),
+        ("autoscaling/v1", "HorizontalPodAutoscaler") => Some(HPA_V1),
         ("batch/v1", "Job") => Some(JOB),
         ("batch/v1", "CronJob") => Some(CRON_JOB),
         ("v1", "Service") => Some(SERVICE),
@@ -822,6 +898,13 @@ fn message(bytes: &[u8], fields: &'static [Field]) -> Result<Value, ProtobufErro
                 if matches!(field.kind, Kind::IntOrString) || value != json!(0) {
                     object.insert(field.name.into(), value);
                 }
+            }
+            (Kind::Quantity, Wire::Bytes(b)) => {
+                let quantity = message(b, QUANTITY)?;
+                object.insert(
+                    field.name.into(),
+                    quantity.get("string").cloned().unwrap_or(json!("0")),
+                );
             }
             (Kind::Inline(inner), Wire::Bytes(b)) => {
                 if let Value::Object(fields) = message(b, inner)? {

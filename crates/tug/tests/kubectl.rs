@@ -2160,3 +2160,77 @@ fn events_recorded_through_events_k8s_io_are_core_events_too() {
     ]);
     assert_eq!(listed, "Started container web");
 }
+
+#[test]
+fn kubectl_autoscale_creates_an_hpa_served_as_v2_and_v1() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let versions = server.ok(&["api-versions"]);
+    assert!(
+        versions.lines().any(|l| l == "autoscaling/v1"),
+        "{versions}"
+    );
+    assert!(
+        versions.lines().any(|l| l == "autoscaling/v2"),
+        "{versions}"
+    );
+    server.ok(&["create", "deployment", "web", "--image=busybox"]);
+    assert_eq!(
+        server.ok(&[
+            "autoscale",
+            "deployment",
+            "web",
+            "--max=5",
+            "--cpu-percent=60"
+        ]),
+        "horizontalpodautoscaler.autoscaling/web autoscaled\n"
+    );
+    let curl = Curl::admin(&server);
+    let path = |version: &str| {
+        format!("/apis/autoscaling/{version}/namespaces/default/horizontalpodautoscalers")
+    };
+    let (_, v2) = curl.send(
+        "GET",
+        &format!("{}/web", path("v2")),
+        "application/json",
+        b"",
+    );
+    assert_eq!(v2["spec"]["minReplicas"], 1);
+    assert_eq!(v2["spec"]["maxReplicas"], 5);
+    assert_eq!(
+        v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        60
+    );
+    let (_, v1) = curl.send(
+        "GET",
+        &format!("{}/web", path("v1")),
+        "application/json",
+        b"",
+    );
+    assert_eq!(v1["apiVersion"], "autoscaling/v1");
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 60);
+    assert_eq!(v1["spec"].get("metrics"), None);
+    // Lists (from the watch cache) convert too; a v1 write is seen in v2.
+    let (_, listed) = curl.send("GET", &path("v1"), "application/json", b"");
+    assert_eq!(
+        listed["items"][0]["spec"]["targetCPUUtilizationPercentage"],
+        60
+    );
+    let (code, _) = curl.send(
+        "PATCH",
+        &format!("{}/web", path("v1")),
+        "application/merge-patch+json",
+        br#"{"spec":{"targetCPUUtilizationPercentage":75}}"#,
+    );
+    assert_eq!(code, 200);
+    let (_, v2) = curl.send(
+        "GET",
+        &format!("{}/web", path("v2")),
+        "application/json",
+        b"",
+    );
+    assert_eq!(
+        v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        75
+    );
+}
