@@ -40,6 +40,7 @@ impl Resource {
     ) -> (&'static str, &'static str, &'static str) {
         match subresource {
             "scale" => ("autoscaling", "v1", "Scale"),
+            "token" => ("authentication.k8s.io", "v1", "TokenRequest"),
             _ => (self.group, self.version, self.kind),
         }
     }
@@ -250,7 +251,7 @@ pub const RESOURCES: &[Resource] = &[
         true,
         &["sa"],
         NONE,
-        NONE
+        &["token"]
     ),
     resource!(
         "",

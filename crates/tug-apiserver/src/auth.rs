@@ -144,6 +144,49 @@ fn split_csv(line: &str) -> Option<Vec<String>> {
     (!quoted).then(|| fields.into_iter().map(|f| f.trim().to_string()).collect())
 }
 
+/// Every bearer token the server accepts: the static ones and service
+/// account tokens.
+pub struct Authenticator {
+    pub tokens: Tokens,
+    pub issuer: crate::serviceaccount::Issuer,
+}
+
+impl Authenticator {
+    /// The user a bearer token authenticates, if any. A service account
+    /// token must name a service account that still exists, with its uid.
+    pub async fn token(&self, store: &dyn tug_store::Store, token: &str) -> Option<User> {
+        if let Some(user) = self.tokens.authenticate(token) {
+            return Some(user);
+        }
+        if !crate::serviceaccount::is_jwt(token) {
+            return None;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let claims =
+            self.issuer
+                .verify(token, &[crate::serviceaccount::ISSUER.to_string()], now)?;
+        let key = format!(
+            "/registry/serviceaccounts/{}/{}",
+            claims.namespace, claims.name
+        );
+        let stored = store.get(&key, None).await.ok()?.kv?;
+        let account: serde_json::Value = serde_json::from_slice(&stored.value).ok()?;
+        if account["metadata"]["uid"].as_str() != Some(claims.uid.as_str()) {
+            return None;
+        }
+        Some(User::with_groups(
+            &format!("system:serviceaccount:{}:{}", claims.namespace, claims.name),
+            &claims.uid,
+            vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{}", claims.namespace),
+            ],
+        ))
+    }
+}
+
 /// The bearer token of a request, if it carries one.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;

@@ -55,6 +55,15 @@ fn scope(resource: &Resource) -> &'static str {
     }
 }
 
+/// What a subresource answers: `token` is created, the others read and
+/// written.
+fn subresource_verbs(subresource: &str) -> &'static [&'static str] {
+    match subresource {
+        "token" => &["create"],
+        _ => &["get", "patch", "update"],
+    }
+}
+
 fn aggregated_resource(resource: &Resource) -> Value {
     let kind = json!({"group": resource.group, "version": resource.version, "kind": resource.kind});
     let subresources: Vec<Value> = resource
@@ -65,7 +74,7 @@ fn aggregated_resource(resource: &Resource) -> Value {
             json!({
                 "subresource": sub,
                 "responseKind": {"group": group, "version": version, "kind": kind},
-                "verbs": ["get", "patch", "update"],
+                "verbs": subresource_verbs(sub),
             })
         })
         .collect();
@@ -203,7 +212,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Response> {
                 "singularName": "",
                 "namespaced": resource.namespaced,
                 "kind": kind,
-                "verbs": ["get", "patch", "update"],
+                "verbs": subresource_verbs(sub),
             });
             if group != resource.group {
                 entry["group"] = json!(group);

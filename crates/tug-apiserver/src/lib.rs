@@ -21,6 +21,7 @@ pub mod pki;
 pub mod protobuf;
 pub mod rest;
 pub mod server;
+pub mod serviceaccount;
 pub mod status;
 pub mod table;
 
@@ -282,7 +283,10 @@ pub async fn run(
             caches: cache::Caches::new(store.clone()),
         }),
         in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_MAX)),
-        tokens,
+        authn: auth::Authenticator {
+            tokens,
+            issuer: serviceaccount::Issuer::load_or_create(&pki::tls_dir(&config.data_dir))?,
+        },
         authorizer: Arc::new(auth::AllowAuthenticated),
     });
     ensure_kubernetes_service(&shared.api, address.port()).await?;

@@ -706,6 +706,29 @@ const TOKEN_REVIEW: &[Field] = &[
     field(3, "status", Kind::Ignore),
 ];
 
+const TOKEN_REQUEST: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(
+        2,
+        "spec",
+        Kind::Message(&[
+            field(1, "audiences", Kind::RepeatedString),
+            field(
+                3,
+                "boundObjectRef",
+                Kind::Message(&[
+                    field(1, "kind", Kind::String),
+                    field(2, "apiVersion", Kind::String),
+                    field(3, "name", Kind::String),
+                    field(4, "uid", Kind::String),
+                ]),
+            ),
+            field(4, "expirationSeconds", Kind::OptInt),
+        ]),
+    ),
+    field(3, "status", Kind::Ignore),
+];
+
 const SELF_SUBJECT_REVIEW: &[Field] = &[
     field(1, "metadata", Kind::Message(OBJECT_META)),
     field(2, "status", Kind::Ignore),
@@ -715,6 +738,7 @@ fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
     match (api_version, kind) {
         ("authentication.k8s.io/v1", "SelfSubjectReview") => Some(SELF_SUBJECT_REVIEW),
         ("authentication.k8s.io/v1", "TokenReview") => Some(TOKEN_REVIEW),
+        ("authentication.k8s.io/v1", "TokenRequest") => Some(TOKEN_REQUEST),
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => Some(SELF_SUBJECT_ACCESS_REVIEW),
         ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => Some(SELF_SUBJECT_RULES_REVIEW),
         ("authorization.k8s.io/v1", "SubjectAccessReview" | "LocalSubjectAccessReview") => {

@@ -24,7 +24,7 @@ use tug_store::{
 };
 
 use crate::allocate::{self, ServiceCidr};
-use crate::auth::{Attributes, Authorizer, Decision, ResourceAttributes, Tokens, User};
+use crate::auth::{Attributes, Authenticator, Authorizer, Decision, ResourceAttributes, User};
 use crate::cache::{Batch, Cached, Caches, Change};
 use crate::patch::{JsonPatchError, json_patch, merge_patch, strategic_merge};
 use crate::protobuf::{self, ProtobufError};
@@ -344,12 +344,12 @@ impl ApiState {
 
     /// A review: answered from who is asking (or whom it names) by the
     /// authenticator and authorizer, never stored.
-    pub fn review(
+    pub async fn review(
         &self,
         target: &Target,
         user: &User,
         authorizer: &dyn Authorizer,
-        tokens: &Tokens,
+        authn: &Authenticator,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Response, ApiError> {
@@ -383,8 +383,8 @@ impl ApiState {
                 review["status"] = json!({"userInfo": user_info(user)});
             }
             "TokenReview" => {
-                let token = review["spec"]["token"].as_str().unwrap_or("");
-                review["status"] = match tokens.authenticate(token) {
+                let token = review["spec"]["token"].as_str().unwrap_or("").to_string();
+                review["status"] = match authn.token(self.store.as_ref(), &token).await {
                     Some(found) => json!({"authenticated": true, "user": user_info(&found)}),
                     None => json!({"user": {}}),
                 };
@@ -451,6 +451,80 @@ impl ApiState {
             }
         }
         Ok(json_response(StatusCode::CREATED, &review))
+    }
+
+    /// `POST serviceaccounts/{name}/token`: a TokenRequest answered with a
+    /// signed token for the service account, never stored.
+    pub async fn token_request(
+        &self,
+        target: &Target,
+        issuer: &crate::serviceaccount::Issuer,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        use crate::serviceaccount::{
+            Claims, EXPIRATION_DEFAULT_SECONDS, EXPIRATION_MIN_SECONDS, ISSUER,
+        };
+        let mut request = parse_body(headers, body)?;
+        if request["kind"] != "TokenRequest" {
+            return Err(ApiError::bad_request(format!(
+                "expected a TokenRequest, got {}",
+                request["kind"]
+            )));
+        }
+        let account = decode(target.resource, &self.load(target).await?)?;
+        let name = target.name.clone().unwrap_or_default();
+        let seconds = request["spec"]["expirationSeconds"]
+            .as_i64()
+            .unwrap_or(EXPIRATION_DEFAULT_SECONDS);
+        if seconds < EXPIRATION_MIN_SECONDS {
+            return Err(ApiError::invalid(
+                "TokenRequest",
+                "authentication.k8s.io",
+                &name,
+                vec![(
+                    "FieldValueInvalid".into(),
+                    "spec.expirationSeconds".into(),
+                    format!(
+                        "Invalid value: {seconds}: may not specify a duration less than 10 minutes"
+                    ),
+                )],
+            ));
+        }
+        let mut audiences = string_list(&request["spec"]["audiences"]);
+        if audiences.is_empty() {
+            audiences.push(ISSUER.to_string());
+        }
+        let claims = Claims {
+            namespace: target.namespace.clone().unwrap_or_default(),
+            name: name.clone(),
+            uid: account["metadata"]["uid"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        };
+        let now = now_seconds();
+        let bound = request["spec"]["boundObjectRef"].clone();
+        let token = issuer
+            .issue(
+                &claims,
+                &audiences,
+                now,
+                seconds,
+                (!bound.is_null()).then_some(bound),
+            )
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        request["apiVersion"] = json!("authentication.k8s.io/v1");
+        request["metadata"] = json!({
+            "name": name,
+            "namespace": claims.namespace,
+            "creationTimestamp": timestamp(now),
+        });
+        request["spec"]["audiences"] = json!(audiences);
+        request["spec"]["expirationSeconds"] = json!(seconds);
+        request["status"] =
+            json!({"token": token, "expirationTimestamp": timestamp(now + seconds)});
+        Ok(json_response(StatusCode::CREATED, &request))
     }
 
     async fn load(&self, target: &Target) -> Result<KeyValue, ApiError> {

@@ -19,7 +19,8 @@ use tower::ServiceExt;
 use tug_api::registry;
 
 use crate::auth::{
-    Attributes, Authorizer, Decision, ResourceAttributes, Tokens, User, user_from_certificate,
+    Attributes, Authenticator, Authorizer, Decision, ResourceAttributes, User,
+    user_from_certificate,
 };
 use crate::rest::{ApiState, BODY_BYTES_MAX, Target, method_allowed};
 use crate::status::ApiError;
@@ -37,7 +38,7 @@ pub struct Shared {
     pub api: Arc<ApiState>,
     /// Requests other than watches served at once at most; beyond, 429.
     pub in_flight: Arc<tokio::sync::Semaphore>,
-    pub tokens: Tokens,
+    pub authn: Authenticator,
     pub authorizer: Arc<dyn Authorizer>,
 }
 
@@ -209,12 +210,17 @@ async fn dispatch(
     // As upstream's union: the certificate first, then a bearer token.
     let user = match identity.0 {
         Some(user) => user,
-        None => match auth::bearer_token(request.headers())
-            .and_then(|t| shared.tokens.authenticate(t))
-        {
-            Some(user) => user,
-            None => return ApiError::unauthorized().into_response(),
-        },
+        None => {
+            let token = auth::bearer_token(request.headers()).map(str::to_string);
+            let user = match token {
+                Some(token) => shared.authn.token(shared.api.store.as_ref(), &token).await,
+                None => None,
+            };
+            match user {
+                Some(user) => user,
+                None => return ApiError::unauthorized().into_response(),
+            }
+        }
     };
     let Ok(_permit) = shared.in_flight.clone().try_acquire_owned() else {
         return ApiError::too_many_requests().into_response();
@@ -304,7 +310,9 @@ async fn route(
         return Err(not_found());
     }
     let collection = target.name.is_none();
-    if !method_allowed(target.resource, &method, collection) {
+    let token = target.subresource.as_deref() == Some("token");
+    let token_request = token && method == Method::POST;
+    if token != token_request || (!token && !method_allowed(target.resource, &method, collection)) {
         return Err(ApiError::method_not_allowed(
             "the server does not allow this method on the requested resource",
         ));
@@ -338,14 +346,21 @@ async fn route(
     match (method, collection) {
         (Method::GET, true) if watch => api.clone().watch(&target, &headers, &query).await,
         (Method::GET, true) => api.list(&target, &headers, &query).await,
-        (Method::POST, true) if !target.resource.stored => api.review(
-            &target,
-            user,
-            shared.authorizer.as_ref(),
-            &shared.tokens,
-            &headers,
-            &body,
-        ),
+        (Method::POST, false) if token_request => {
+            api.token_request(&target, &shared.authn.issuer, &headers, &body)
+                .await
+        }
+        (Method::POST, true) if !target.resource.stored => {
+            api.review(
+                &target,
+                user,
+                shared.authorizer.as_ref(),
+                &shared.authn,
+                &headers,
+                &body,
+            )
+            .await
+        }
         (Method::POST, true) => api.create(&target, &query, &headers, &body).await,
         (Method::GET, false) => api.get(&target, &headers, &query).await,
         (Method::PUT, false) => api.update(&target, &query, &headers, &body).await,

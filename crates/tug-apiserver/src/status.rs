@@ -83,7 +83,10 @@ impl ApiError {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid",
-            format!("{kind} \"{name}\" is invalid: {message}"),
+            format!(
+                "{} \"{name}\" is invalid: {message}",
+                qualified(kind, group)
+            ),
         )
         .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
     }

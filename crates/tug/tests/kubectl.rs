@@ -2234,3 +2234,72 @@ fn kubectl_autoscale_creates_an_hpa_served_as_v2_and_v1() {
         75
     );
 }
+
+#[test]
+fn service_account_tokens_authenticate_until_their_account_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let curl = Curl::admin(&server);
+    server.ok(&["create", "serviceaccount", "robot"]);
+    let token = server.ok(&["create", "token", "robot"]).trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    let as_robot = |args: &[&str]| {
+        let mut all = vec![
+            format!("--server={}", curl.url),
+            format!(
+                "--certificate-authority={}",
+                curl.dir.join("ca.crt").display()
+            ),
+            format!("--token={token}"),
+            "--kubeconfig=/dev/null".to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        server.kubectl(&all)
+    };
+    let whoami = as_robot(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&whoami.stdout),
+        r#"system:serviceaccount:default:robot ["system:serviceaccounts","system:serviceaccounts:default","system:authenticated"]"#
+    );
+    let review = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": {"token": token},
+    });
+    let (_, answer) = curl.send(
+        "POST",
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        "application/json",
+        review.to_string().as_bytes(),
+    );
+    assert_eq!(answer["status"]["authenticated"], true);
+    assert_eq!(
+        answer["status"]["user"]["username"],
+        "system:serviceaccount:default:robot"
+    );
+
+    let short = server.fails(&["create", "token", "robot", "--duration=1m"]);
+    assert!(
+        short.contains("spec.expirationSeconds: Invalid value: 60: may not specify a duration less than 10 minutes"),
+        "{short}"
+    );
+    assert!(
+        server
+            .fails(&["create", "token", "nobody"])
+            .contains("serviceaccounts \"nobody\" not found")
+    );
+
+    // The account goes, and its tokens with it.
+    server.ok(&["delete", "serviceaccount", "robot"]);
+    let refused = as_robot(&["get", "ns"]);
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr).trim(),
+        "error: You must be logged in to the server (Unauthorized)"
+    );
+}
