@@ -566,12 +566,92 @@ pub const RESOURCES: &[Resource] = &[
         NONE,
         STATUS
     ),
+    resource!(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        false,
+        &["crd", "crds"],
+        &["api-extensions"],
+        STATUS
+    ),
 ];
 
-/// The groups served, in discovery order, each with its one version.
+/// Resources defined at run time (custom resources), served after the
+/// built-in ones.
+static CUSTOM: std::sync::RwLock<Vec<&'static Resource>> = std::sync::RwLock::new(Vec::new());
+
+/// Every resource served now: the built-in table, then custom resources.
+pub fn all() -> Vec<&'static Resource> {
+    let custom = CUSTOM.read().expect("custom resources lock");
+    RESOURCES.iter().chain(custom.iter().copied()).collect()
+}
+
+/// Whether a resource was defined at run time.
+pub fn is_custom(resource: &Resource) -> bool {
+    !RESOURCES.iter().any(|r| std::ptr::eq(r, resource))
+}
+
+/// Replaces the custom resources served.
+pub fn set_custom(resources: Vec<&'static Resource>) {
+    *CUSTOM.write().expect("custom resources lock") = resources;
+}
+
+/// A custom resource as its definition states it, in owned strings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Definition {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub plural: String,
+    pub singular: String,
+    pub namespaced: bool,
+    pub short_names: Vec<String>,
+    pub categories: Vec<String>,
+    pub subresources: Vec<String>,
+}
+
+/// A `'static` resource for a definition. Each distinct definition is
+/// made once and kept: redefining the same resource costs nothing more.
+pub fn intern(definition: &Definition) -> &'static Resource {
+    static MADE: std::sync::Mutex<Vec<(Definition, &'static Resource)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut made = MADE.lock().expect("interned resources lock");
+    if let Some((_, resource)) = made.iter().find(|(d, _)| d == definition) {
+        return resource;
+    }
+    let text = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
+    let list = |items: &[String]| -> &'static [&'static str] {
+        Box::leak(
+            items
+                .iter()
+                .map(|s| text(s))
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        )
+    };
+    let resource: &'static Resource = Box::leak(Box::new(Resource {
+        group: text(&definition.group),
+        version: text(&definition.version),
+        kind: text(&definition.kind),
+        plural: text(&definition.plural),
+        singular: text(&definition.singular),
+        namespaced: definition.namespaced,
+        short_names: list(&definition.short_names),
+        categories: list(&definition.categories),
+        subresources: list(&definition.subresources),
+        stored: true,
+    }));
+    made.push((definition.clone(), resource));
+    resource
+}
+
+/// The group-versions served, in discovery order.
 pub fn groups() -> Vec<(&'static str, &'static str)> {
     let mut groups: Vec<(&str, &str)> = Vec::new();
-    for resource in RESOURCES {
+    for resource in all() {
         if !groups.contains(&(resource.group, resource.version)) {
             groups.push((resource.group, resource.version));
         }
@@ -594,8 +674,8 @@ pub fn group_versions() -> Vec<(&'static str, Vec<&'static str>)> {
 
 /// The resource served at `group`/`version` under the plural `plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    RESOURCES
-        .iter()
+    all()
+        .into_iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
@@ -604,8 +684,8 @@ pub fn in_group_version<'a>(
     group: &'a str,
     version: &'a str,
 ) -> impl Iterator<Item = &'static Resource> + 'a {
-    RESOURCES
-        .iter()
+    all()
+        .into_iter()
         .filter(move |r| r.group == group && r.version == version)
 }
 

@@ -14,6 +14,7 @@
 pub mod allocate;
 pub mod auth;
 pub mod cache;
+pub mod crd;
 pub mod discovery;
 pub mod openapi;
 pub mod patch;
@@ -290,6 +291,7 @@ pub async fn run(
         authorizer: Arc::new(auth::AllowAuthenticated),
     });
     ensure_kubernetes_service(&shared.api, address.port()).await?;
+    tokio::spawn(crd::run(shared.api.clone(), shutdown.clone()));
     started(Started {
         address,
         kubeconfig_path: config.kubeconfig_path.clone(),

@@ -92,6 +92,7 @@ kinds!(
     storage::v1::CSINode,
     storage::v1::StorageClass,
     storage::v1::VolumeAttachment,
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 );
 
 /// The schemas of a group-version's kinds and all they reference, keyed by
@@ -100,12 +101,21 @@ kinds!(
 fn schemas(resources: &[&'static Resource]) -> Map<String, Value> {
     let mut generator = SchemaSettings::openapi3().into_generator();
     let mut kinds = Vec::new();
+    let mut custom = Vec::new();
+    let custom_schemas = custom_schemas().read().expect("custom schemas lock");
     for resource in resources {
         if let Some(name) = kind_schema(resource, &mut generator) {
+            kinds.push((name, *resource));
+        } else if let Some(schema) =
+            custom_schemas.get(&(resource.group, resource.version, resource.kind))
+        {
+            let name = custom_schema_name(resource);
+            custom.push((name.clone(), schema.clone()));
             kinds.push((name, *resource));
         }
     }
     let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
+    schemas.extend(custom);
     for (name, resource) in kinds {
         let Some(schema) = schemas.get_mut(&name).and_then(Value::as_object_mut) else {
             continue;
@@ -167,12 +177,27 @@ impl KindSchemas {
     /// (`spec.containers[0].imagee`). Kinds without a schema keep all.
     pub fn prune_unknown(&self, resource: &Resource, object: &mut Value) -> Vec<String> {
         let mut unknown = Vec::new();
-        if let Some(name) = self
-            .by_kind
-            .get(&(resource.group, resource.version, resource.kind))
+        let kind = (resource.group, resource.version, resource.kind);
+        if let Some(name) = self.by_kind.get(&kind)
             && let Some(schema) = self.definitions.get(name)
         {
             self.prune(schema, object, "", &mut unknown);
+        } else if let Some(schema) = custom_schemas()
+            .read()
+            .expect("custom schemas lock")
+            .get(&kind)
+            .filter(|schema| schema.is_object())
+        {
+            // apiVersion, kind and metadata are every object's.
+            let mut schema = schema.clone();
+            if let Some(properties) = schema["properties"].as_object_mut() {
+                for field in ["apiVersion", "kind", "metadata"] {
+                    properties
+                        .entry(field)
+                        .or_insert(json!({"x-kubernetes-preserve-unknown-fields": true}));
+                }
+            }
+            self.prune(&schema, object, "", &mut unknown);
         }
         unknown
     }
@@ -200,7 +225,8 @@ impl KindSchemas {
         match value {
             Value::Object(map) => {
                 if let Some(properties) = schema["properties"].as_object() {
-                    let open = schema["x-kubernetes-preserve-unknown-fields"] == true;
+                    let open = schema["x-kubernetes-preserve-unknown-fields"] == true
+                        || schema["additionalProperties"] == true;
                     let keys: Vec<String> = map.keys().cloned().collect();
                     for key in keys {
                         match properties.get(&key) {
@@ -332,21 +358,152 @@ fn operation(
 /// `GET /openapi/v3/api/v1`, `GET /openapi/v3/apis/{group}/{version}`:
 /// the document as JSON bytes, built once.
 pub fn group_version(group: &str, version: &str) -> Option<Bytes> {
-    type Documents = Mutex<HashMap<(String, String), Option<Bytes>>>;
-    static DOCUMENTS: OnceLock<Documents> = OnceLock::new();
-    let documents = DOCUMENTS.get_or_init(Documents::default);
     let key = (group.to_string(), version.to_string());
-    if let Some(document) = documents.lock().expect("documents lock").get(&key) {
+    if let Some(document) = documents().lock().expect("documents lock").get(&key) {
         return document.clone();
     }
     // Built outside the lock: two first requests may both build it.
     let document = build(group, version)
         .map(|document| Bytes::from(serde_json::to_vec(&document).unwrap_or_default()));
-    documents
+    documents()
         .lock()
         .expect("documents lock")
         .insert(key, document.clone());
     document
+}
+
+type Documents = Mutex<HashMap<(String, String), Option<Bytes>>>;
+
+/// The documents built so far, by group and version.
+fn documents() -> &'static Documents {
+    static DOCUMENTS: OnceLock<Documents> = OnceLock::new();
+    DOCUMENTS.get_or_init(Documents::default)
+}
+
+type CustomSchemas = HashMap<(&'static str, &'static str, &'static str), Value>;
+
+/// The schemas of custom resources, by group, version and kind.
+fn custom_schemas() -> &'static std::sync::RwLock<CustomSchemas> {
+    static CUSTOM: OnceLock<std::sync::RwLock<CustomSchemas>> = OnceLock::new();
+    CUSTOM.get_or_init(Default::default)
+}
+
+/// Replaces the custom resources' schemas (from their CRDs); documents
+/// are built again on their next request.
+pub fn set_custom_schemas(schemas: CustomSchemas) {
+    *custom_schemas().write().expect("custom schemas lock") = schemas;
+    documents().lock().expect("documents lock").clear();
+}
+
+/// What a custom resource's structural schema refuses in an object: wrong
+/// types, missing required fields, values outside an enum. Each is
+/// (reason, field, message) as upstream words them.
+pub fn custom_errors(resource: &Resource, object: &Value) -> Vec<(String, String, String)> {
+    let schemas = custom_schemas().read().expect("custom schemas lock");
+    let mut errors = Vec::new();
+    if let Some(schema) = schemas.get(&(resource.group, resource.version, resource.kind)) {
+        check_value(schema, object, "", &mut errors);
+    }
+    errors
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn check_value(
+    schema: &Value,
+    value: &Value,
+    path: &str,
+    errors: &mut Vec<(String, String, String)>,
+) {
+    let at = |field: &str| {
+        if path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        }
+    };
+    let given = json_type(value);
+    if let Some(wanted) = schema["type"].as_str()
+        && !path.is_empty()
+        && given != wanted
+        && !(wanted == "number" && given == "integer")
+        && schema["x-kubernetes-int-or-string"] != true
+        && !(given == "null" && schema["nullable"] == true)
+    {
+        errors.push((
+            "FieldValueTypeInvalid".into(),
+            path.into(),
+            format!(
+                "Invalid value: \"{given}\": {path} in body must be of type {wanted}: \"{given}\""
+            ),
+        ));
+        return;
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        let supported: Vec<String> = allowed.iter().map(Value::to_string).collect();
+        errors.push((
+            "FieldValueNotSupported".into(),
+            path.into(),
+            format!(
+                "Unsupported value: {value}: supported values: {}",
+                supported.join(", ")
+            ),
+        ));
+    }
+    match value {
+        Value::Object(map) => {
+            for required in schema["required"].as_array().into_iter().flatten() {
+                if let Some(field) = required.as_str()
+                    && !map.contains_key(field)
+                {
+                    errors.push((
+                        "FieldValueRequired".into(),
+                        at(field),
+                        "Required value".into(),
+                    ));
+                }
+            }
+            let properties = schema["properties"].as_object();
+            for (key, child) in map {
+                if path.is_empty() && matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                match properties.and_then(|p| p.get(key)) {
+                    Some(property) => check_value(property, child, &at(key), errors),
+                    None if schema["additionalProperties"].is_object() => {
+                        check_value(&schema["additionalProperties"], child, &at(key), errors);
+                    }
+                    None => {}
+                }
+            }
+        }
+        Value::Array(items) if schema["items"].is_object() => {
+            for (index, item) in items.iter().enumerate() {
+                check_value(&schema["items"], item, &format!("{path}[{index}]"), errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A custom kind's schema name, as upstream names it: the group reversed,
+/// then version and kind (`com.example.v1.Widget`).
+fn custom_schema_name(resource: &Resource) -> String {
+    let mut parts: Vec<&str> = resource.group.split('.').collect();
+    parts.reverse();
+    format!("{}.{}.{}", parts.join("."), resource.version, resource.kind)
 }
 
 fn build(group: &str, version: &str) -> Option<Value> {

@@ -218,6 +218,9 @@ impl ApiState {
         let mut object = parse_body(headers, body)?;
         check_type(resource, &object)?;
         let warnings = unknown_fields(resource, query, &mut object)?;
+        if resource.kind == "CustomResourceDefinition" {
+            crate::crd::validate(&mut object)?;
+        }
         if !object["metadata"].is_object() {
             object["metadata"] = json!({});
         }
@@ -620,6 +623,12 @@ impl ApiState {
                 | "application/json-patch+json"
                 | "application/strategic-merge-patch+json"
         ) {
+            return Err(ApiError::unsupported_media_type(content_type));
+        }
+        if media == "application/strategic-merge-patch+json"
+            && tug_api::registry::is_custom(resource)
+        {
+            // Custom resources have no patch strategies; upstream refuses.
             return Err(ApiError::unsupported_media_type(content_type));
         }
         let patch: Value = serde_json::from_slice(body)
@@ -1608,6 +1617,25 @@ fn check_watch_options(query: &Query, bookmarks: bool) -> Result<(), ApiError> {
 /// does, and says so as `fieldValidation` asks: a warning each (Warn, the
 /// default), nothing (Ignore), or a 400 naming them all (Strict).
 fn unknown_fields(
+    resource: &Resource,
+    query: &Query,
+    object: &mut Value,
+) -> Result<Vec<String>, ApiError> {
+    let warnings = prune_and_warn(resource, query, object)?;
+    let errors = crate::openapi::custom_errors(resource, object);
+    if !errors.is_empty() {
+        let name = object["metadata"]["name"].as_str().unwrap_or("");
+        return Err(ApiError::invalid(
+            resource.kind,
+            resource.group,
+            name,
+            errors,
+        ));
+    }
+    Ok(warnings)
+}
+
+fn prune_and_warn(
     resource: &Resource,
     query: &Query,
     object: &mut Value,

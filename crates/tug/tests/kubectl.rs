@@ -2303,3 +2303,176 @@ fn service_account_tokens_authenticate_until_their_account_goes() {
         "error: You must be logged in to the server (Unauthorized)"
     );
 }
+
+const CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wd]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            description: What the widget should be.
+            required: [size]
+            properties:
+              size: {type: integer, description: How big.}
+              colour: {type: string, enum: [blue, red]}
+          status:
+            type: object
+            properties:
+              ready: {type: boolean}
+";
+
+#[test]
+fn custom_resources_are_served_validated_and_go_with_their_definition() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let crd = write("crd.yaml", CRD);
+    server.ok(&["apply", "-f", &crd]);
+    assert_eq!(
+        server.ok(&[
+            "wait",
+            "--for",
+            "condition=established",
+            "crd/widgets.example.com",
+            "--timeout=10s"
+        ]),
+        "customresourcedefinition.apiextensions.k8s.io/widgets.example.com condition met\n"
+    );
+    let resources = server.ok(&["api-resources", "--api-group=example.com"]);
+    assert_eq!(
+        columns(resources.lines().nth(1).unwrap()),
+        ["widgets", "wd", "example.com/v1", "true", "Widget"]
+    );
+
+    let widget = write(
+        "widget.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {size: 3, colour: blue}\n",
+    );
+    assert_eq!(
+        server.ok(&["apply", "-f", &widget]),
+        "widget.example.com/w1 created\n"
+    );
+    assert_eq!(
+        server.ok(&["get", "wd", "-o", "name"]),
+        "widget.example.com/w1\n"
+    );
+    let explained = server.ok(&["explain", "widgets.spec"]);
+    assert!(
+        explained.contains("What the widget should be."),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("  size\t<integer> -required-\n"),
+        "{explained}"
+    );
+
+    // The schema decides: unknown fields are dropped, wrong values refused.
+    let warned = server.kubectl(&[
+        "patch",
+        "wd",
+        "w1",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"extra":1}}"#,
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&warned.stderr),
+        "Warning: unknown field \"spec.extra\"\n"
+    );
+    let err = server.fails(&[
+        "patch",
+        "wd",
+        "w1",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"size":"big","colour":"pink"}}"#,
+    ]);
+    // kubectl lists the causes of a 422 itself.
+    for cause in [
+        "* spec.size: Invalid value: \"string\": spec.size in body must be of type integer: \"string\"",
+        "* spec.colour: Unsupported value: \"pink\": supported values: \"blue\", \"red\"",
+    ] {
+        assert!(err.contains(cause), "{err}");
+    }
+    let bad = write(
+        "bad.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w2}\nspec: {colour: red}\n",
+    );
+    let err = server.fails(&["apply", "-f", &bad]);
+    assert!(err.contains("spec.size: Required value"), "{err}");
+    // Strategic merge patches are for built-in kinds only.
+    let err = server.fails(&[
+        "patch",
+        "wd",
+        "w1",
+        "--type=strategic",
+        "-p",
+        r#"{"spec":{"size":4}}"#,
+    ]);
+    assert!(
+        err.contains("UnsupportedMediaType") || err.contains("unknown format"),
+        "{err}"
+    );
+
+    // With a status subresource, status is written only through it.
+    let curl = Curl::admin(&server);
+    let path = "/apis/example.com/v1/namespaces/default/widgets/w1";
+    let (code, _) = curl.send(
+        "PATCH",
+        path,
+        "application/merge-patch+json",
+        br#"{"status":{"ready":true}}"#,
+    );
+    assert_eq!(code, 200);
+    let (_, got) = curl.send("GET", path, "application/json", b"");
+    assert_eq!(got["status"], serde_json::Value::Null);
+    let (code, _) = curl.send(
+        "PATCH",
+        &format!("{path}/status"),
+        "application/merge-patch+json",
+        br#"{"status":{"ready":true}}"#,
+    );
+    assert_eq!(code, 200);
+    let (_, got) = curl.send("GET", path, "application/json", b"");
+    assert_eq!(got["status"]["ready"], true);
+
+    // The definition goes, and its objects with it.
+    server.ok(&["delete", "crd", "widgets.example.com"]);
+    server.ok(&["apply", "-f", &crd]);
+    server.ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "crd/widgets.example.com",
+        "--timeout=10s",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = server.kubectl(&["get", "widgets", "-o", "name"]);
+        if listed.status.success() && listed.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "widgets outlived their CRD: {listed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
