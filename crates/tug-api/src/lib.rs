@@ -9,5 +9,6 @@
 pub mod convert;
 pub mod defaults;
 pub mod format;
+pub mod jsonpath;
 pub mod registry;
 pub mod selector;

@@ -21,8 +21,9 @@ use crate::cache::Batch;
 use crate::rest::ApiState;
 use crate::status::ApiError;
 
-/// The served versions a CRD defines, each with its schema.
-pub fn definitions(crd: &Value) -> Vec<(Definition, Value)> {
+/// The served versions a CRD defines, each with its schema and printer
+/// columns.
+pub fn definitions(crd: &Value) -> Vec<(Definition, Value, Vec<Value>)> {
     let spec = &crd["spec"];
     let names = &spec["names"];
     let text = |v: &Value| v.as_str().unwrap_or("").to_string();
@@ -65,6 +66,10 @@ pub fn definitions(crd: &Value) -> Vec<(Definition, Value)> {
                 subresources,
             },
             version["schema"]["openAPIV3Schema"].clone(),
+            version["additionalPrinterColumns"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
         ));
     }
     definitions
@@ -205,12 +210,15 @@ async fn reconcile(
 ) -> HashMap<String, Vec<&'static Resource>> {
     let mut served = HashMap::new();
     let mut schemas = HashMap::new();
+    let mut columns = HashMap::new();
     for crd in crds {
         let name = crd["metadata"]["name"].as_str().unwrap_or("").to_string();
         let mut resources = Vec::new();
-        for (definition, schema) in definitions(crd) {
+        for (definition, schema, printer) in definitions(crd) {
             let resource = registry::intern(&definition);
-            schemas.insert((resource.group, resource.version, resource.kind), schema);
+            let kind = (resource.group, resource.version, resource.kind);
+            schemas.insert(kind, schema);
+            columns.insert(kind, printer);
             resources.push(resource);
         }
         served.insert(name, resources);
@@ -219,6 +227,7 @@ async fn reconcile(
     all.sort_by_key(|r| (r.group, r.plural, r.version));
     registry::set_custom(all);
     crate::openapi::set_custom_schemas(schemas);
+    crate::table::set_custom_columns(columns);
 
     for crd in crds {
         if crd["status"]["conditions"].as_array().is_some_and(|c| {
@@ -310,7 +319,8 @@ mod tests {
         assert_eq!(crd["spec"]["names"]["listKind"], "WidgetList");
         let definitions = definitions(&crd);
         assert_eq!(definitions.len(), 1);
-        let (definition, schema) = &definitions[0];
+        let (definition, schema, columns) = &definitions[0];
+        assert!(columns.is_empty());
         assert_eq!(definition.plural, "widgets");
         assert_eq!(definition.singular, "widget");
         assert!(definition.namespaced);

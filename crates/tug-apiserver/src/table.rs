@@ -1,10 +1,12 @@
 //! Table output (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`):
 //! the columns `kubectl get` prints, computed by the server as upstream's.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{OnceLock, RwLock};
 
 use serde_json::{Value, json};
 use tug_api::format::{human_duration, parse_timestamp, timestamp};
+use tug_api::jsonpath;
 use tug_api::registry::Resource;
 
 /// Whether the Accept header asks for a Table.
@@ -1013,6 +1015,79 @@ fn binding_columns(role: &'static str, descriptions: [&'static str; 3]) -> Vec<C
     ]
 }
 
+/// An HPA's TARGETS: each metric as `name: current/target`, the current
+/// `<unknown>` until measured; more than two end in `+ N more...`.
+fn hpa_targets(object: &Value, _: i64) -> Value {
+    let spec = &object["spec"];
+    let status = &object["status"];
+    // autoscaling/v1 states only a CPU target.
+    if let Some(target) = spec["targetCPUUtilizationPercentage"].as_i64() {
+        let current = status["currentCPUUtilizationPercentage"]
+            .as_i64()
+            .map_or("<unknown>".to_string(), |c| format!("{c}%"));
+        return json!(format!("cpu: {current}/{target}%"));
+    }
+    let metrics = spec["metrics"].as_array().map_or(&[][..], Vec::as_slice);
+    if metrics.is_empty() {
+        return json!("<none>");
+    }
+    let currents = status["currentMetrics"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    let described: Vec<String> = metrics
+        .iter()
+        .map(|metric| {
+            let kind = metric["type"].as_str().unwrap_or("");
+            let field = match kind {
+                "Resource" => "resource",
+                "ContainerResource" => "containerResource",
+                "Pods" => "pods",
+                "Object" => "object",
+                "External" => "external",
+                _ => "",
+            };
+            let source = &metric[field];
+            let target = &source["target"];
+            let name = source["name"]
+                .as_str()
+                .or(source["metric"]["name"].as_str())
+                .unwrap_or("<unknown>");
+            let current = currents
+                .iter()
+                .find(|c| c["type"] == kind && c[field]["name"] == source["name"])
+                .map(|c| &c[field]["current"]);
+            let (current, target) = match target["averageUtilization"].as_i64() {
+                Some(t) => (
+                    current
+                        .and_then(|c| c["averageUtilization"].as_i64())
+                        .map_or("<unknown>".to_string(), |c| format!("{c}%")),
+                    format!("{t}%"),
+                ),
+                None => {
+                    let key = if target["averageValue"].is_string() {
+                        "averageValue"
+                    } else {
+                        "value"
+                    };
+                    (
+                        current
+                            .and_then(|c| c[key].as_str())
+                            .map_or("<unknown>".to_string(), str::to_string),
+                        target[key].as_str().unwrap_or("<unknown>").to_string(),
+                    )
+                }
+            };
+            format!("{name}: {current}/{target}")
+        })
+        .collect();
+    let shown = described.len().min(2);
+    let mut text = described[..shown].join(", ");
+    if described.len() > shown {
+        text.push_str(&format!(" + {} more...", described.len() - shown));
+    }
+    json!(text)
+}
+
 fn columns(resource: &Resource) -> Vec<Column> {
     match (resource.group, resource.plural) {
         ("", "namespaces") => vec![
@@ -1273,7 +1348,8 @@ fn columns(resource: &Resource) -> Vec<Column> {
                 },
             ),
         ],
-        ("", "events") => vec![
+        // events.k8s.io Events are shown in their core form (see table()).
+        ("", "events") | ("events.k8s.io", "events") => vec![
             column(
                 "Last Seen",
                 "string",
@@ -1596,6 +1672,62 @@ fn columns(resource: &Resource) -> Vec<Column> {
                 0,
                 "revision indicates the revision of the state represented by Data.",
                 |o, _| json!(int(&o["revision"])),
+            ),
+            AGE,
+        ],
+        ("autoscaling", "horizontalpodautoscalers") => vec![
+            NAME,
+            column(
+                "Reference",
+                "string",
+                0,
+                "ScaleTargetRef points to the target resource to scale, and is used to the pods for which metrics should be collected, as well as to actually change the replica count.",
+                |o, _| {
+                    let target = &o["spec"]["scaleTargetRef"];
+                    json!(format!(
+                        "{}/{}",
+                        target["kind"].as_str().unwrap_or(""),
+                        target["name"].as_str().unwrap_or("")
+                    ))
+                },
+            ),
+            column(
+                "Targets",
+                "string",
+                0,
+                "metrics contains the specifications for which to use to calculate the desired replica count (the maximum replica count across all metrics will be used).",
+                hpa_targets,
+            ),
+            column(
+                "MinPods",
+                "string",
+                0,
+                "minReplicas is the lower limit for the number of replicas to which the autoscaler can scale down.",
+                |o, _| match o["spec"]["minReplicas"].as_i64() {
+                    Some(n) => json!(n.to_string()),
+                    None => json!("<unset>"),
+                },
+            ),
+            column(
+                "MaxPods",
+                "string",
+                0,
+                "maxReplicas is the upper limit for the number of replicas to which the autoscaler can scale up.",
+                |o, _| json!(o["spec"]["maxReplicas"].as_i64().unwrap_or(0).to_string()),
+            ),
+            column(
+                "Replicas",
+                "string",
+                0,
+                "currentReplicas is current number of replicas of pods managed by this autoscaler, as last seen by the autoscaler.",
+                |o, _| {
+                    json!(
+                        o["status"]["currentReplicas"]
+                            .as_i64()
+                            .unwrap_or(0)
+                            .to_string()
+                    )
+                },
             ),
             AGE,
         ],
@@ -1979,6 +2111,37 @@ fn partial_metadata(object: &Value) -> Value {
 }
 
 /// A Table of `objects`, with the list metadata given.
+type CustomColumns = HashMap<(&'static str, &'static str, &'static str), Vec<Value>>;
+
+/// The additionalPrinterColumns of custom kinds, from their CRDs.
+fn custom_columns() -> &'static RwLock<CustomColumns> {
+    static COLUMNS: OnceLock<RwLock<CustomColumns>> = OnceLock::new();
+    COLUMNS.get_or_init(Default::default)
+}
+
+/// Replaces the custom kinds' printer columns.
+pub fn set_custom_columns(columns: CustomColumns) {
+    *custom_columns().write().expect("custom columns lock") = columns;
+}
+
+/// A printer column's cell: the first value its JSONPath finds, as its
+/// type says (none when absent or of another type).
+fn custom_cell(kind: &str, path: &jsonpath::Path, object: &Value) -> Value {
+    let Some(value) = path.find(object).into_iter().next() else {
+        return Value::Null;
+    };
+    match kind {
+        "integer" => value.as_f64().map_or(Value::Null, |n| json!(n as i64)),
+        "number" => value.as_f64().map_or(Value::Null, |n| json!(n)),
+        "boolean" => value.as_bool().map_or(Value::Null, |b| json!(b)),
+        "string" => match value {
+            Value::String(text) => json!(text),
+            other => json!(other.to_string()),
+        },
+        _ => value.clone(),
+    }
+}
+
 pub fn table(
     resource: &Resource,
     objects: &[Value],
@@ -1987,7 +2150,7 @@ pub fn table(
     now: i64,
 ) -> Value {
     let columns = columns(resource);
-    let definitions: Vec<Value> = columns
+    let mut definitions: Vec<Value> = columns
         .iter()
         .map(|c| {
             json!({
@@ -1999,10 +2162,55 @@ pub fn table(
             })
         })
         .collect();
+    // A custom kind with printer columns: Name, then those.
+    let custom: Vec<(String, jsonpath::Path)> = match custom_columns()
+        .read()
+        .expect("custom columns lock")
+        .get(&(resource.group, resource.version, resource.kind))
+    {
+        Some(printer) if !printer.is_empty() => {
+            definitions.truncate(1);
+            printer
+                .iter()
+                .filter_map(|column| {
+                    let path = jsonpath::Path::parse(column["jsonPath"].as_str()?).ok()?;
+                    definitions.push(json!({
+                        "name": column["name"],
+                        "type": column["type"],
+                        "format": column["format"].as_str().unwrap_or(""),
+                        "description": column["description"].as_str().unwrap_or(""),
+                        "priority": column["priority"].as_i64().unwrap_or(0),
+                    }));
+                    Some((
+                        column["type"].as_str().unwrap_or("string").to_string(),
+                        path,
+                    ))
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
     let rows: Vec<Value> = objects
         .iter()
         .map(|object| {
-            let cells: Vec<Value> = columns.iter().map(|c| (c.cell)(object, now)).collect();
+            let cells: Vec<Value> = if custom.is_empty() {
+                let mut stored;
+                let mut shown = object;
+                if resource.group == "events.k8s.io" {
+                    stored = object.clone();
+                    tug_api::convert::to_stored(resource, &mut stored);
+                    shown = &stored;
+                }
+                columns.iter().map(|c| (c.cell)(shown, now)).collect()
+            } else {
+                std::iter::once(name_cell(object, now))
+                    .chain(
+                        custom
+                            .iter()
+                            .map(|(kind, path)| custom_cell(kind, path, object)),
+                    )
+                    .collect()
+            };
             let mut row = json!({"cells": cells});
             match include {
                 Include::None => {}
@@ -2025,6 +2233,26 @@ pub fn table(
 mod tests {
     use super::*;
     use tug_api::registry::find;
+
+    #[test]
+    fn hpa_targets_show_current_over_target() {
+        let v2 = json!({
+            "spec": {"metrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}},
+                {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}},
+                {"type": "Pods", "pods": {"metric": {"name": "qps"}, "target": {"type": "AverageValue", "averageValue": "10"}}},
+            ]},
+            "status": {"currentMetrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 40}}},
+            ]},
+        });
+        assert_eq!(
+            hpa_targets(&v2, 0),
+            "cpu: 40%/60%, memory: <unknown>/100Mi + 1 more..."
+        );
+        let v1 = json!({"spec": {"targetCPUUtilizationPercentage": 80}});
+        assert_eq!(hpa_targets(&v1, 0), "cpu: <unknown>/80%");
+    }
 
     #[test]
     fn configmap_rows_count_data_and_show_age() {

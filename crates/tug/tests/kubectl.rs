@@ -2317,6 +2317,10 @@ spec:
     served: true
     storage: true
     subresources: {status: {}}
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    - {name: Ready, type: boolean, jsonPath: .status.ready}
+    - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}
     schema:
       openAPIV3Schema:
         type: object
@@ -2452,6 +2456,11 @@ fn custom_resources_are_served_validated_and_go_with_their_definition() {
     assert_eq!(code, 200);
     let (_, got) = curl.send("GET", path, "application/json", b"");
     assert_eq!(got["status"]["ready"], true);
+    // kubectl get prints the CRD's printer columns.
+    let table = server.ok(&["get", "widgets"]);
+    let rows: Vec<Vec<&str>> = table.lines().map(columns).collect();
+    assert_eq!(rows[0], ["NAME", "SIZE", "READY", "AGE"]);
+    assert_eq!(rows[1][..3], ["w1", "3", "true"]);
 
     // The definition goes, and its objects with it.
     server.ok(&["delete", "crd", "widgets.example.com"]);
