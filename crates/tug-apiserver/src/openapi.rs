@@ -181,7 +181,7 @@ impl KindSchemas {
         if let Some(name) = self.by_kind.get(&kind)
             && let Some(schema) = self.definitions.get(name)
         {
-            self.prune(schema, object, "", &mut unknown);
+            self.prune(schema, object, &mut String::new(), &mut unknown);
         } else if let Some(schema) = custom_schemas()
             .read()
             .expect("custom schemas lock")
@@ -197,7 +197,7 @@ impl KindSchemas {
                         .or_insert(json!({"x-kubernetes-preserve-unknown-fields": true}));
                 }
             }
-            self.prune(&schema, object, "", &mut unknown);
+            self.prune(&schema, object, &mut String::new(), &mut unknown);
         }
         unknown
     }
@@ -213,45 +213,64 @@ impl KindSchemas {
         }
     }
 
-    fn prune(&self, schema: &Value, value: &mut Value, path: &str, unknown: &mut Vec<String>) {
+    /// `path` is where `value` is, grown and shrunk in place as the walk
+    /// goes, so that only unknown fields cost a string.
+    fn prune(
+        &self,
+        schema: &Value,
+        value: &mut Value,
+        path: &mut String,
+        unknown: &mut Vec<String>,
+    ) {
         let schema = self.resolve(schema);
-        let child_path = |key: &str| {
-            if path.is_empty() {
-                key.to_string()
-            } else {
-                format!("{path}.{key}")
+        let enter = |path: &mut String, key: &str| {
+            let length = path.len();
+            if !path.is_empty() {
+                path.push('.');
             }
+            path.push_str(key);
+            length
         };
         match value {
             Value::Object(map) => {
                 if let Some(properties) = schema["properties"].as_object() {
                     let open = schema["x-kubernetes-preserve-unknown-fields"] == true
                         || schema["additionalProperties"] == true;
-                    let keys: Vec<String> = map.keys().cloned().collect();
-                    for key in keys {
-                        match properties.get(&key) {
-                            Some(property) => {
-                                if let Some(child) = map.get_mut(&key) {
-                                    self.prune(property, child, &child_path(&key), unknown);
-                                }
-                            }
-                            None if !open => {
-                                map.remove(&key);
-                                unknown.push(child_path(&key));
-                            }
-                            None => {}
+                    if !open {
+                        let undeclared: Vec<String> = map
+                            .keys()
+                            .filter(|key| !properties.contains_key(*key))
+                            .cloned()
+                            .collect();
+                        for key in undeclared {
+                            map.remove(&key);
+                            let length = enter(path, &key);
+                            unknown.push(path.clone());
+                            path.truncate(length);
+                        }
+                    }
+                    for (key, child) in map.iter_mut() {
+                        if let Some(property) = properties.get(key) {
+                            let length = enter(path, key);
+                            self.prune(property, child, path, unknown);
+                            path.truncate(length);
                         }
                     }
                 } else if schema["additionalProperties"].is_object() {
                     let values = &schema["additionalProperties"];
                     for (key, child) in map.iter_mut() {
-                        self.prune(values, child, &child_path(key), unknown);
+                        let length = enter(path, key);
+                        self.prune(values, child, path, unknown);
+                        path.truncate(length);
                     }
                 }
             }
             Value::Array(items) if schema["items"].is_object() => {
                 for (index, item) in items.iter_mut().enumerate() {
-                    self.prune(&schema["items"], item, &format!("{path}[{index}]"), unknown);
+                    let length = path.len();
+                    path.push_str(&format!("[{index}]"));
+                    self.prune(&schema["items"], item, path, unknown);
+                    path.truncate(length);
                 }
             }
             _ => {}

@@ -1282,6 +1282,61 @@ mod kube_client {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn custom_resources_round_trip_through_the_kube_crate() {
+        use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path());
+        let crd = dir.path().join("crd.yaml");
+        std::fs::write(&crd, super::CRD).unwrap();
+        server.ok(&["apply", "-f", crd.to_str().unwrap()]);
+        server.ok(&[
+            "wait",
+            "--for",
+            "condition=established",
+            "crd/widgets.example.com",
+            "--timeout=10s",
+        ]);
+        let gvk = GroupVersionKind::gvk("example.com", "v1", "Widget");
+        let resource = ApiResource::from_gvk_with_plural(&gvk, "widgets");
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client(&server).await, "default", &resource);
+        let widget =
+            DynamicObject::new("w1", &resource).data(serde_json::json!({"spec": {"size": 2}}));
+        let created = api.create(&PostParams::default(), &widget).await.unwrap();
+        let listed = api.list(&ListParams::default()).await.unwrap();
+        assert_eq!(listed.items.len(), 1);
+        assert_eq!(listed.items[0].data["spec"]["size"], 2);
+        let mut stream = api
+            .watch(
+                &WatchParams::default(),
+                &listed.metadata.resource_version.unwrap(),
+            )
+            .await
+            .unwrap()
+            .boxed();
+        let patch = serde_json::json!({"spec": {"size": 4}});
+        api.patch("w1", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        match stream.try_next().await.unwrap() {
+            Some(WatchEvent::Modified(widget)) => {
+                assert_eq!(widget.data["spec"]["size"], 4);
+                assert_ne!(
+                    widget.metadata.resource_version,
+                    created.metadata.resource_version
+                );
+            }
+            other => panic!("expected the change, got {other:?}"),
+        }
+        api.delete("w1", &DeleteParams::default()).await.unwrap();
+        let err = api.get("w1").await.unwrap_err();
+        assert!(
+            matches!(err, kube::Error::Api(ref status) if status.code == 404),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn streaming_lists_end_their_initial_events_with_a_bookmark() {
         use kube::runtime::watcher;
         let dir = tempfile::tempdir().unwrap();
