@@ -16,6 +16,7 @@ pub mod auth;
 pub mod cache;
 pub mod crd;
 pub mod discovery;
+pub mod namespaces;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
@@ -292,6 +293,7 @@ pub async fn run(
     });
     ensure_kubernetes_service(&shared.api, address.port()).await?;
     tokio::spawn(crd::run(shared.api.clone(), shutdown.clone()));
+    tokio::spawn(namespaces::run(shared.api.clone(), shutdown.clone()));
     started(Started {
         address,
         kubeconfig_path: config.kubeconfig_path.clone(),

@@ -195,16 +195,37 @@ fn dry_run(query: &Query) -> bool {
 }
 
 impl ApiState {
-    async fn namespace_exists(&self, namespace: &str) -> Result<bool, ApiError> {
-        let resource =
+    /// Whether objects may be created in a namespace: it exists and is
+    /// not being deleted (404 and 403 otherwise, as upstream).
+    async fn check_namespace(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        let namespaces =
             tug_api::registry::find("", "v1", "namespaces").expect("namespaces are served");
-        Ok(self
+        let Some(kv) = self
             .store
-            .get(&key(resource, None, namespace), None)
+            .get(&key(namespaces, None, namespace), None)
             .await
             .map_err(from_store)?
             .kv
-            .is_some())
+        else {
+            return Err(ApiError::not_found("namespaces", "", namespace));
+        };
+        let object = decode(namespaces, &kv)?;
+        if !object["metadata"]["deletionTimestamp"].is_null() {
+            return Err(ApiError::forbidden(
+                resource.plural,
+                resource.group,
+                name,
+                &format!(
+                    "unable to create new content in namespace {namespace} because it is being terminated"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub async fn create(
@@ -284,10 +305,8 @@ impl ApiState {
         }
         tug_api::defaults::apply(resource.group, resource.plural, &mut object);
 
-        if let Some(namespace) = &target.namespace
-            && !self.namespace_exists(namespace).await?
-        {
-            return Err(ApiError::not_found("namespaces", "", namespace));
+        if let Some(namespace) = &target.namespace {
+            self.check_namespace(resource, namespace, &name).await?;
         }
         if dry_run(query) {
             object["kind"] = json!(resource.kind);
@@ -892,7 +911,7 @@ impl ApiState {
     /// grace period for pods on a node (marked, then removed by their
     /// node's agent), finalizers (marked, removed with the last one), else
     /// gone at once. Answers the object as it is left (or was).
-    async fn delete_object(
+    pub(crate) async fn delete_object(
         &self,
         resource: &'static Resource,
         current: KeyValue,
@@ -904,6 +923,14 @@ impl ApiState {
             .as_str()
             .unwrap_or("")
             .to_string();
+        if is_namespace(resource) && IMMORTAL_NAMESPACES.contains(&name.as_str()) {
+            return Err(ApiError::forbidden(
+                "namespaces",
+                "",
+                &name,
+                "this namespace may not be deleted",
+            ));
+        }
         if let Some(uid) = options["preconditions"]["uid"].as_str()
             && object["metadata"]["uid"].as_str() != Some(uid)
         {
@@ -935,6 +962,9 @@ impl ApiState {
                 let mut updated = object;
                 updated["metadata"]["deletionTimestamp"] = json!(timestamp(now_seconds() + grace));
                 updated["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                if is_namespace(resource) {
+                    updated["status"]["phase"] = json!("Terminating");
+                }
                 return match self
                     .store
                     .update(
@@ -1816,10 +1846,19 @@ fn is_service(resource: &Resource) -> bool {
     resource.group.is_empty() && resource.plural == "services"
 }
 
+/// Whether something must finish before the object goes: its finalizers,
+/// and for a namespace the finalizers of its spec (emptying it).
 fn has_finalizers(object: &Value) -> bool {
-    object["metadata"]["finalizers"]
-        .as_array()
-        .is_some_and(|f| !f.is_empty())
+    let listed = |list: &Value| list.as_array().is_some_and(|f| !f.is_empty());
+    listed(&object["metadata"]["finalizers"])
+        || (object["kind"] == "Namespace" && listed(&object["spec"]["finalizers"]))
+}
+
+/// The namespaces that are never deleted, as upstream's NamespaceLifecycle.
+const IMMORTAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
+fn is_namespace(resource: &Resource) -> bool {
+    resource.group.is_empty() && resource.plural == "namespaces"
 }
 
 /// The fields each resource can be selected by, beyond metadata.name and

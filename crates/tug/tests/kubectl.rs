@@ -2540,3 +2540,69 @@ fn custom_resources_are_served_validated_and_go_with_their_definition() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_deleted_namespace_terminates_empties_and_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    server.ok(&["create", "namespace", "doomed"]);
+    server.ok(&["create", "configmap", "app", "-n", "doomed"]);
+    server.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "-n",
+        "doomed",
+    ]);
+    // The finalizer of something else keeps it Terminating until it is
+    // removed, so the test sees that state.
+    server.ok(&["create", "configmap", "held", "-n", "doomed"]);
+    server.ok(&[
+        "patch",
+        "configmap",
+        "held",
+        "-n",
+        "doomed",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+    ]);
+    server.ok(&["delete", "namespace", "doomed", "--wait=false"]);
+    let status = server.ok(&[
+        "get",
+        "namespace",
+        "doomed",
+        "-o",
+        "jsonpath={.status.phase}",
+    ]);
+    assert_eq!(status, "Terminating");
+    let refused = server.fails(&["create", "configmap", "late", "-n", "doomed"]);
+    assert!(
+        refused.contains("configmaps \"late\" is forbidden: unable to create new content in namespace doomed because it is being terminated"),
+        "{refused}"
+    );
+    // Everything without a finalizer goes; the held one waits.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.ok(&["get", "all,configmaps", "-n", "doomed", "-o", "name"]) != "configmap/held\n"
+    {
+        assert!(Instant::now() < deadline, "the namespace was not emptied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.ok(&[
+        "patch",
+        "configmap",
+        "held",
+        "-n",
+        "doomed",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    server.ok(&["wait", "--for=delete", "namespace/doomed", "--timeout=15s"]);
+
+    let err = server.fails(&["delete", "namespace", "default"]);
+    assert_eq!(
+        err.trim(),
+        "Error from server (Forbidden): namespaces \"default\" is forbidden: this namespace may not be deleted"
+    );
+}
