@@ -582,6 +582,12 @@ impl ApiState {
                 &table::table(target.resource, &[object], metadata, include, now_seconds()),
             ));
         }
+        if table::metadata_wanted(accept) {
+            return Ok(json_response(
+                StatusCode::OK,
+                &table::partial_metadata(&object),
+            ));
+        }
         Ok(json_response(StatusCode::OK, &object))
     }
 
@@ -1114,6 +1120,9 @@ impl ApiState {
         if table_wanted(headers) {
             return Ok(table_response(resource, query, metadata, &items));
         }
+        if table::metadata_wanted(accept(headers)) {
+            return Ok(metadata_list(metadata, items.into_iter()));
+        }
         for item in &mut items {
             if let Some(item) = item.as_object_mut() {
                 item.remove("kind");
@@ -1153,6 +1162,7 @@ impl ApiState {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let as_table = table::wanted(accept);
+        let as_metadata = table::metadata_wanted(accept);
         let bookmarks = query
             .get("allowWatchBookmarks")
             .is_some_and(|v| v == "true");
@@ -1196,6 +1206,7 @@ impl ApiState {
                 labels,
                 fields,
                 as_table,
+                as_metadata,
                 bookmarks,
                 streaming,
                 timeout,
@@ -1220,6 +1231,8 @@ impl ApiState {
                     Include::Metadata,
                     now_seconds(),
                 )
+            } else if as_metadata && kind != "ERROR" {
+                table::partial_metadata(&object)
             } else {
                 object
             };
@@ -1317,12 +1330,29 @@ impl ApiState {
     }
 }
 
-fn table_wanted(headers: &HeaderMap) -> bool {
-    let accept = headers
+fn accept(headers: &HeaderMap) -> &str {
+    headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    table::wanted(accept)
+        .unwrap_or("")
+}
+
+fn table_wanted(headers: &HeaderMap) -> bool {
+    table::wanted(accept(headers))
+}
+
+/// A PartialObjectMetadataList of `items`, for metadata-only lists.
+fn metadata_list(metadata: Value, items: impl Iterator<Item = Value>) -> Response {
+    let items: Vec<Value> = items.map(|item| table::partial_metadata(&item)).collect();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": metadata,
+            "items": items,
+        }),
+    )
 }
 
 /// A list as a Table, with the object (or its metadata) in each row as
@@ -1352,6 +1382,9 @@ fn list_response(
     if table_wanted(headers) {
         let values: Vec<Value> = items.iter().map(|item| item.value()).collect();
         return table_response(resource, query, metadata, &values);
+    }
+    if table::metadata_wanted(accept(headers)) {
+        return metadata_list(metadata, items.iter().map(|item| item.value()));
     }
     let head = json!({
         "kind": format!("{}List", resource.kind),
@@ -1474,6 +1507,8 @@ struct StreamOptions {
     labels: LabelSelector,
     fields: FieldSelector,
     as_table: bool,
+    /// Metadata only (PartialObjectMetadata).
+    as_metadata: bool,
     bookmarks: bool,
     /// `sendInitialEvents=true`: the initial events end with a bookmark
     /// that says so.
@@ -1519,6 +1554,13 @@ fn stream_cached(
             );
             let mut line =
                 serde_json::to_vec(&json!({"type": kind, "object": table})).unwrap_or_default();
+            line.push(b'\n');
+            return Bytes::from(line);
+        }
+        if options.as_metadata {
+            let partial = table::partial_metadata(&object.value());
+            let mut line =
+                serde_json::to_vec(&json!({"type": kind, "object": partial})).unwrap_or_default();
             line.push(b'\n');
             return Bytes::from(line);
         }

@@ -2102,7 +2102,16 @@ fn columns(resource: &Resource) -> Vec<Column> {
     }
 }
 
-fn partial_metadata(object: &Value) -> Value {
+/// Whether the Accept header asks for metadata only
+/// (`as=PartialObjectMetadata` or `PartialObjectMetadataList`).
+pub fn metadata_wanted(accept: &str) -> bool {
+    accept.split(',').next().is_some_and(|first| {
+        first.contains("as=PartialObjectMetadata") && first.contains("g=meta.k8s.io")
+    })
+}
+
+/// An object's metadata alone, as a PartialObjectMetadata.
+pub fn partial_metadata(object: &Value) -> Value {
     json!({
         "kind": "PartialObjectMetadata",
         "apiVersion": "meta.k8s.io/v1",
@@ -2110,7 +2119,6 @@ fn partial_metadata(object: &Value) -> Value {
     })
 }
 
-/// A Table of `objects`, with the list metadata given.
 type CustomColumns = HashMap<(&'static str, &'static str, &'static str), Vec<Value>>;
 
 /// The additionalPrinterColumns of custom kinds, from their CRDs.
@@ -2142,6 +2150,7 @@ fn custom_cell(kind: &str, path: &jsonpath::Path, object: &Value) -> Value {
     }
 }
 
+/// A Table of `objects`, with the list metadata given.
 pub fn table(
     resource: &Resource,
     objects: &[Value],

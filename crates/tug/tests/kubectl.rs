@@ -1337,6 +1337,56 @@ mod kube_client {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metadata_only_reads_answer_partial_object_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path());
+        let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+        api.create(&PostParams::default(), &configmap("a", "secret-ish"))
+            .await
+            .unwrap();
+        let got = api.get_metadata("a").await.unwrap();
+        assert_eq!(got.metadata.name.as_deref(), Some("a"));
+        let listed = api.list_metadata(&ListParams::default()).await.unwrap();
+        assert_eq!(listed.items.len(), 1);
+        let from = listed.metadata.resource_version.unwrap();
+        let mut stream = api
+            .watch_metadata(&WatchParams::default(), &from)
+            .await
+            .unwrap()
+            .boxed();
+        let patch = serde_json::json!({"metadata": {"labels": {"x": "y"}}});
+        api.patch("a", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        match stream.try_next().await.unwrap() {
+            Some(WatchEvent::Modified(meta)) => {
+                assert_eq!(meta.metadata.labels.unwrap()["x"], "y");
+            }
+            other => panic!("expected the change, got {other:?}"),
+        }
+        // The raw answer holds metadata and nothing else.
+        let curl = super::Curl::admin(&server);
+        let output = std::process::Command::new("curl")
+            .args(["-s", "--cacert"])
+            .arg(curl.dir.join("ca.crt"))
+            .arg("--cert")
+            .arg(curl.dir.join("admin.crt"))
+            .arg("--key")
+            .arg(curl.dir.join("admin.key"))
+            .args([
+                "-H",
+                "Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+            ])
+            .arg(format!("{}/api/v1/namespaces/default/configmaps", curl.url))
+            .output()
+            .unwrap();
+        let list: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(list["kind"], "PartialObjectMetadataList");
+        assert_eq!(list["items"][0]["kind"], "PartialObjectMetadata");
+        assert_eq!(list["items"][0].get("data"), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn streaming_lists_end_their_initial_events_with_a_bookmark() {
         use kube::runtime::watcher;
         let dir = tempfile::tempdir().unwrap();
