@@ -41,8 +41,16 @@ impl Resource {
         match subresource {
             "scale" => ("autoscaling", "v1", "Scale"),
             "token" => ("authentication.k8s.io", "v1", "TokenRequest"),
+            "binding" => ("", "v1", "Binding"),
+            "eviction" => ("policy", "v1", "Eviction"),
             _ => (self.group, self.version, self.kind),
         }
+    }
+
+    /// Subresources that are only created (POST): a token, a binding, an
+    /// eviction.
+    pub fn create_only(subresource: &str) -> bool {
+        matches!(subresource, "token" | "binding" | "eviction")
     }
 
     /// `v1` for the core group, `apps/v1` for the others.
@@ -205,7 +213,17 @@ pub const RESOURCES: &[Resource] = &[
         NONE,
         STATUS
     ),
-    resource!("", "v1", "Pod", "pods", "pod", true, &["po"], ALL, STATUS),
+    resource!(
+        "",
+        "v1",
+        "Pod",
+        "pods",
+        "pod",
+        true,
+        &["po"],
+        ALL,
+        &["status", "binding", "eviction"]
+    ),
     resource!(
         "",
         "v1",

@@ -55,12 +55,13 @@ fn scope(resource: &Resource) -> &'static str {
     }
 }
 
-/// What a subresource answers: `token` is created, the others read and
-/// written.
+/// What a subresource answers: tokens, bindings and evictions are
+/// created, the others read and written.
 fn subresource_verbs(subresource: &str) -> &'static [&'static str] {
-    match subresource {
-        "token" => &["create"],
-        _ => &["get", "patch", "update"],
+    if Resource::create_only(subresource) {
+        &["create"]
+    } else {
+        &["get", "patch", "update"]
     }
 }
 

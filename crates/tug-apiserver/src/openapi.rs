@@ -559,20 +559,27 @@ fn build(group: &str, version: &str) -> Option<Value> {
         });
         paths.insert(format!("{collection}/{{name}}"), object);
         for sub in resource.subresources {
+            let (verb, action, method) = if Resource::create_only(sub) {
+                ("create", "post", "post")
+            } else {
+                ("patch", "patch", "patch")
+            };
             let mut sub_op = operation(
-                "patch",
-                "patch",
+                verb,
+                action,
                 resource,
                 namespaced,
                 std::slice::from_ref(&field_validation),
             );
+            let mut suffix = sub.to_string();
+            suffix[..1].make_ascii_uppercase();
             sub_op["operationId"] = json!(format!(
-                "{}Status",
+                "{}{suffix}",
                 sub_op["operationId"].as_str().unwrap_or("")
             ));
             paths.insert(
                 format!("{collection}/{{name}}/{sub}"),
-                json!({"patch": sub_op}),
+                json!({method: sub_op}),
             );
         }
     }

@@ -729,6 +729,38 @@ const TOKEN_REQUEST: &[Field] = &[
     field(3, "status", Kind::Ignore),
 ];
 
+const EVICTION: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(
+        2,
+        "deleteOptions",
+        Kind::Message(&[
+            field(1, "gracePeriodSeconds", Kind::OptInt),
+            field(
+                2,
+                "preconditions",
+                Kind::Message(&[
+                    field(1, "uid", Kind::String),
+                    field(2, "resourceVersion", Kind::String),
+                ]),
+            ),
+            field(3, "orphanDependents", Kind::Bool),
+            field(4, "propagationPolicy", Kind::String),
+            field(5, "dryRun", Kind::RepeatedString),
+            field(
+                6,
+                "ignoreStoreReadErrorWithClusterBreakingPotential",
+                Kind::Bool,
+            ),
+        ]),
+    ),
+];
+
+const BINDING: &[Field] = &[
+    field(1, "metadata", Kind::Message(OBJECT_META)),
+    field(2, "target", Kind::Message(OBJECT_REFERENCE)),
+];
+
 const SELF_SUBJECT_REVIEW: &[Field] = &[
     field(1, "metadata", Kind::Message(OBJECT_META)),
     field(2, "status", Kind::Ignore),
@@ -761,6 +793,8 @@ fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
         }
         ("scheduling.k8s.io/v1", "PriorityClass") => Some(PRIORITY_CLASS),
         ("policy/v1", "PodDisruptionBudget") => Some(POD_DISRUPTION_BUDGET),
+        ("policy/v1", "Eviction") => Some(EVICTION),
+        ("v1", "Binding") => Some(BINDING),
         ("networking.k8s.io/v1", "Ingress") => Some(INGRESS),
         _ => None,
     }

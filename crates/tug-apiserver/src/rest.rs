@@ -549,6 +549,105 @@ impl ApiState {
         Ok(json_response(StatusCode::CREATED, &request))
     }
 
+    /// `POST pods/{name}/binding` (a scheduler places a pod on a node) and
+    /// `POST pods/{name}/eviction` (a polite delete; PodDisruptionBudgets
+    /// are checked once their controller exists). Both answer a Status.
+    pub async fn pod_subresource(
+        &self,
+        target: &Target,
+        query: &Query,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        let resource = target.resource;
+        let name = target.name.clone().unwrap_or_default();
+        let request = parse_body(headers, body)?;
+        let named = request["metadata"]["name"].as_str().unwrap_or("");
+        if !named.is_empty() && named != name {
+            return Err(ApiError::bad_request(format!(
+                "name in URL does not match name in {} object",
+                request["kind"].as_str().unwrap_or("request")
+            )));
+        }
+        let current = self.load(target).await?;
+        match target.subresource.as_deref() {
+            Some("binding") => {
+                let node = request["target"]["name"].as_str().unwrap_or("");
+                if node.is_empty() {
+                    return Err(ApiError::invalid(
+                        "Binding",
+                        "",
+                        &name,
+                        vec![(
+                            "FieldValueRequired".into(),
+                            "target.name".into(),
+                            "Required value".into(),
+                        )],
+                    ));
+                }
+                let mut pod = decode(resource, &current)?;
+                let conflict = |why: String| ApiError {
+                    code: StatusCode::CONFLICT,
+                    reason: "Conflict",
+                    message: format!(
+                        "Operation cannot be fulfilled on pods/binding \"{name}\": {why}"
+                    ),
+                    details: Some(json!({"name": name, "kind": "pods/binding"})),
+                };
+                if !pod["metadata"]["deletionTimestamp"].is_null() {
+                    return Err(conflict(format!(
+                        "pod {name} is being deleted, cannot be assigned to a host"
+                    )));
+                }
+                if let Some(assigned) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+                    return Err(conflict(format!(
+                        "pod {name} is already assigned to node \"{assigned}\""
+                    )));
+                }
+                pod["spec"]["nodeName"] = json!(node);
+                if let Some(annotations) = request["metadata"]["annotations"].as_object() {
+                    for (key, value) in annotations {
+                        pod["metadata"]["annotations"][key] = value.clone();
+                    }
+                }
+                let scheduled = json!({
+                    "type": "PodScheduled",
+                    "status": "True",
+                    "lastProbeTime": null,
+                    "lastTransitionTime": timestamp(now_seconds()),
+                });
+                let conditions = pod["status"]["conditions"].as_array_mut();
+                match conditions {
+                    Some(conditions) => {
+                        conditions.retain(|c| c["type"] != "PodScheduled");
+                        conditions.push(scheduled);
+                    }
+                    None => pod["status"]["conditions"] = json!([scheduled]),
+                }
+                if !dry_run(query) {
+                    self.store
+                        .update(
+                            &current.key,
+                            encode(resource, &pod),
+                            current.mod_revision,
+                            put_options(resource),
+                        )
+                        .await
+                        .map_err(|err| write_error(resource, &name, err))?;
+                }
+            }
+            _ => {
+                let options = request.get("deleteOptions").cloned().unwrap_or(json!({}));
+                self.delete_object(resource, current, &options, query)
+                    .await?;
+            }
+        }
+        Ok(json_response(
+            StatusCode::CREATED,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ))
+    }
+
     async fn load(&self, target: &Target) -> Result<KeyValue, ApiError> {
         let resource = target.resource;
         let name = target.name.as_deref().unwrap_or_default();

@@ -310,9 +310,14 @@ async fn route(
         return Err(not_found());
     }
     let collection = target.name.is_none();
-    let token = target.subresource.as_deref() == Some("token");
-    let token_request = token && method == Method::POST;
-    if token != token_request || (!token && !method_allowed(target.resource, &method, collection)) {
+    let create_only = target
+        .subresource
+        .as_deref()
+        .is_some_and(registry::Resource::create_only);
+    let created = create_only && method == Method::POST;
+    if create_only != created
+        || (!create_only && !method_allowed(target.resource, &method, collection))
+    {
         return Err(ApiError::method_not_allowed(
             "the server does not allow this method on the requested resource",
         ));
@@ -346,9 +351,12 @@ async fn route(
     match (method, collection) {
         (Method::GET, true) if watch => api.clone().watch(&target, &headers, &query).await,
         (Method::GET, true) => api.list(&target, &headers, &query).await,
-        (Method::POST, false) if token_request => {
+        (Method::POST, false) if created && target.subresource.as_deref() == Some("token") => {
             api.token_request(&target, &shared.authn.issuer, &headers, &body)
                 .await
+        }
+        (Method::POST, false) if created => {
+            api.pod_subresource(&target, &query, &headers, &body).await
         }
         (Method::POST, true) if !target.resource.stored => {
             api.review(

@@ -2656,3 +2656,76 @@ fn a_deleted_namespace_terminates_empties_and_goes() {
         "Error from server (Forbidden): namespaces \"default\" is forbidden: this namespace may not be deleted"
     );
 }
+
+#[test]
+fn pods_are_bound_to_nodes_and_evicted_through_their_subresources() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let curl = Curl::admin(&server);
+    server.ok(&["run", "web", "--image=busybox"]);
+    let binding = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": "web"},
+        "target": {"kind": "Node", "name": "node-a"},
+    });
+    let bind = || {
+        curl.send(
+            "POST",
+            "/api/v1/namespaces/default/pods/web/binding",
+            "application/json",
+            binding.to_string().as_bytes(),
+        )
+    };
+    let (code, answer) = bind();
+    assert_eq!(
+        (code, &answer["status"]),
+        (201, &serde_json::json!("Success"))
+    );
+    let pod: serde_json::Value =
+        serde_json::from_str(&server.ok(&["get", "pod", "web", "-o", "json"])).unwrap();
+    assert_eq!(pod["spec"]["nodeName"], "node-a");
+    let scheduled = pod["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PodScheduled")
+        .unwrap();
+    assert_eq!(scheduled["status"], "True");
+    let message = status(bind(), 409, "Conflict");
+    assert_eq!(
+        message,
+        "Operation cannot be fulfilled on pods/binding \"web\": pod web is already assigned to node \"node-a\""
+    );
+
+    // An eviction deletes as a DELETE with its options would.
+    let eviction = serde_json::json!({
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": "web"},
+        "deleteOptions": {"gracePeriodSeconds": 0},
+    });
+    let (code, answer) = curl.send(
+        "POST",
+        "/api/v1/namespaces/default/pods/web/eviction",
+        "application/json",
+        eviction.to_string().as_bytes(),
+    );
+    assert_eq!(
+        (code, &answer["status"]),
+        (201, &serde_json::json!("Success"))
+    );
+    assert!(
+        server
+            .fails(&["get", "pod", "web"])
+            .contains("pods \"web\" not found")
+    );
+    // Read-write verbs are not served on them.
+    let (code, _) = curl.send(
+        "GET",
+        "/api/v1/namespaces/default/pods/web/binding",
+        "application/json",
+        b"",
+    );
+    assert_eq!(code, 405);
+}
