@@ -540,6 +540,23 @@ impl Curl {
         Self { url, dir }
     }
 
+    /// kubectl with the cluster CA and a bearer token, no client
+    /// certificate.
+    fn kubectl_with_token(&self, server: &Server, token: &str, args: &[&str]) -> Output {
+        let mut all = vec![
+            format!("--server={}", self.url),
+            format!(
+                "--certificate-authority={}",
+                self.dir.join("ca.crt").display()
+            ),
+            format!("--token={token}"),
+            "--kubeconfig=/dev/null".to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        server.kubectl(&all)
+    }
+
     /// Sends a request; answers the status code and the body as JSON.
     fn send(
         &self,
@@ -1616,21 +1633,7 @@ fn bearer_tokens_from_the_token_file_and_the_node_join_token_authenticate() {
     );
     let curl = Curl::admin(&server);
 
-    // A kubeconfig with the cluster CA and a token, no client certificate.
-    let as_token = |token: &str, args: &[&str]| {
-        let mut all = vec![
-            format!("--server={}", curl.url),
-            format!(
-                "--certificate-authority={}",
-                curl.dir.join("ca.crt").display()
-            ),
-            format!("--token={token}"),
-            "--kubeconfig=/dev/null".to_string(),
-        ];
-        all.extend(args.iter().map(|a| a.to_string()));
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        server.kubectl(&all)
-    };
+    let as_token = |token: &str, args: &[&str]| curl.kubectl_with_token(&server, token, args);
     let whoami = as_token("s3cret", &["auth", "whoami"]);
     assert!(whoami.status.success(), "{whoami:?}");
     let rows: Vec<Vec<String>> = String::from_utf8_lossy(&whoami.stdout)
@@ -2348,20 +2351,7 @@ fn service_account_tokens_authenticate_until_their_account_goes() {
     server.ok(&["create", "serviceaccount", "robot"]);
     let token = server.ok(&["create", "token", "robot"]).trim().to_string();
     assert_eq!(token.split('.').count(), 3, "{token}");
-    let as_robot = |args: &[&str]| {
-        let mut all = vec![
-            format!("--server={}", curl.url),
-            format!(
-                "--certificate-authority={}",
-                curl.dir.join("ca.crt").display()
-            ),
-            format!("--token={token}"),
-            "--kubeconfig=/dev/null".to_string(),
-        ];
-        all.extend(args.iter().map(|a| a.to_string()));
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        server.kubectl(&all)
-    };
+    let as_robot = |args: &[&str]| curl.kubectl_with_token(&server, &token, args);
     let whoami = as_robot(&[
         "auth",
         "whoami",
