@@ -21,6 +21,23 @@ use crate::cache::Batch;
 use crate::rest::ApiState;
 use crate::status::ApiError;
 
+type Scales = HashMap<(&'static str, &'static str, &'static str), Value>;
+
+fn scales() -> &'static std::sync::RwLock<Scales> {
+    static SCALES: std::sync::OnceLock<std::sync::RwLock<Scales>> = std::sync::OnceLock::new();
+    SCALES.get_or_init(Default::default)
+}
+
+/// A custom kind's scale subresource (specReplicasPath,
+/// statusReplicasPath, labelSelectorPath), if its CRD declares one.
+pub fn scale(resource: &Resource) -> Option<Value> {
+    scales()
+        .read()
+        .expect("scales lock")
+        .get(&(resource.group, resource.version, resource.kind))
+        .cloned()
+}
+
 /// The served versions a CRD defines, each with its schema and printer
 /// columns.
 pub fn definitions(crd: &Value) -> Vec<(Definition, Value, Vec<Value>)> {
@@ -211,6 +228,7 @@ async fn reconcile(
     let mut served = HashMap::new();
     let mut schemas = HashMap::new();
     let mut columns = HashMap::new();
+    let mut scale_paths = HashMap::new();
     for crd in crds {
         let name = crd["metadata"]["name"].as_str().unwrap_or("").to_string();
         let mut resources = Vec::new();
@@ -219,6 +237,17 @@ async fn reconcile(
             let kind = (resource.group, resource.version, resource.kind);
             schemas.insert(kind, schema);
             columns.insert(kind, printer);
+            let version = crd["spec"]["versions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|v| v["name"] == resource.version);
+            if let Some(scale) = version
+                .map(|v| &v["subresources"]["scale"])
+                .filter(|s| s.is_object())
+            {
+                scale_paths.insert(kind, scale.clone());
+            }
             resources.push(resource);
         }
         served.insert(name, resources);
@@ -228,6 +257,7 @@ async fn reconcile(
     registry::set_custom(all);
     crate::openapi::set_custom_schemas(schemas);
     crate::table::set_custom_columns(columns);
+    *scales().write().expect("scales lock") = scale_paths;
 
     for crd in crds {
         if crd["status"]["conditions"].as_array().is_some_and(|c| {

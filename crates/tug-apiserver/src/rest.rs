@@ -667,7 +667,10 @@ impl ApiState {
     ) -> Result<Response, ApiError> {
         let object = decode(target.resource, &self.load(target).await?)?;
         if target.subresource.as_deref() == Some("scale") {
-            return Ok(json_response(StatusCode::OK, &scale_of(&object)));
+            return Ok(json_response(
+                StatusCode::OK,
+                &scale_of(target.resource, &object),
+            ));
         }
         let accept = headers
             .get(header::ACCEPT)
@@ -760,7 +763,11 @@ impl ApiState {
         let current = self.load(target).await?;
         let old = decode(resource, &current)?;
         let scale = target.subresource.as_deref() == Some("scale");
-        let mut patched = if scale { scale_of(&old) } else { old.clone() };
+        let mut patched = if scale {
+            scale_of(resource, &old)
+        } else {
+            old.clone()
+        };
         let does_not_apply = |message: String| {
             ApiError::invalid(
                 resource.kind,
@@ -846,10 +853,14 @@ impl ApiState {
         };
         let old = decode(resource, current)?;
         let mut updated = old.clone();
-        updated["spec"]["replicas"] = Value::Number(replicas);
+        set_path(
+            &mut updated,
+            &scale_paths(resource).spec_replicas,
+            Value::Number(replicas),
+        );
         let updated = merge_update(resource, &old, updated, None);
         if dry_run(query) {
-            return Ok(json_response(StatusCode::OK, &scale_of(&updated)));
+            return Ok(json_response(StatusCode::OK, &scale_of(resource, &updated)));
         }
         match self
             .store
@@ -863,7 +874,7 @@ impl ApiState {
         {
             Ok(kv) => Ok(json_response(
                 StatusCode::OK,
-                &scale_of(&decode(resource, &kv)?),
+                &scale_of(resource, &decode(resource, &kv)?),
             )),
             Err(err) => Err(write_error(resource, name, err)),
         }
@@ -1940,8 +1951,61 @@ fn selector_string(selector: &Value) -> String {
 }
 
 /// The autoscaling/v1 Scale of a workload.
-fn scale_of(object: &Value) -> Value {
+/// Where a kind keeps what its Scale shows: built-in kinds their spec's
+/// replicas and selector; custom kinds what their CRD's scale subresource
+/// names.
+struct ScalePaths {
+    spec_replicas: String,
+    status_replicas: String,
+    selector: Option<String>,
+}
+
+fn scale_paths(resource: &Resource) -> ScalePaths {
+    match crate::crd::scale(resource) {
+        Some(scale) => ScalePaths {
+            spec_replicas: scale["specReplicasPath"]
+                .as_str()
+                .unwrap_or(".spec.replicas")
+                .into(),
+            status_replicas: scale["statusReplicasPath"]
+                .as_str()
+                .unwrap_or(".status.replicas")
+                .into(),
+            selector: scale["labelSelectorPath"].as_str().map(str::to_string),
+        },
+        None => ScalePaths {
+            spec_replicas: ".spec.replicas".into(),
+            status_replicas: ".status.replicas".into(),
+            selector: None,
+        },
+    }
+}
+
+/// The value at a dotted path (`.spec.replicas`).
+fn at_path<'a>(object: &'a Value, path: &str) -> &'a Value {
+    path.split('.')
+        .filter(|part| !part.is_empty())
+        .fold(object, |here, part| &here[part])
+}
+
+/// Sets the value at a dotted path, making the objects on the way.
+fn set_path(object: &mut Value, path: &str, value: Value) {
+    let mut here = object;
+    for part in path.split('.').filter(|part| !part.is_empty()) {
+        here = &mut here[part];
+    }
+    *here = value;
+}
+
+fn scale_of(resource: &Resource, object: &Value) -> Value {
     let metadata = &object["metadata"];
+    let paths = scale_paths(resource);
+    let selector = match &paths.selector {
+        // A custom kind states its selector as a string already.
+        Some(path) => at_path(object, path).as_str().unwrap_or("").to_string(),
+        None => selector_string(&object["spec"]["selector"]),
+    };
+    let default_replicas = if paths.selector.is_some() { 0 } else { 1 };
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -1952,10 +2016,10 @@ fn scale_of(object: &Value) -> Value {
             "resourceVersion": metadata["resourceVersion"],
             "creationTimestamp": metadata["creationTimestamp"],
         },
-        "spec": {"replicas": object["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "spec": {"replicas": at_path(object, &paths.spec_replicas).as_i64().unwrap_or(default_replicas)},
         "status": {
-            "replicas": object["status"]["replicas"].as_i64().unwrap_or(0),
-            "selector": selector_string(&object["spec"]["selector"]),
+            "replicas": at_path(object, &paths.status_replicas).as_i64().unwrap_or(0),
+            "selector": selector,
         },
     })
 }
@@ -2164,6 +2228,7 @@ pub fn method_allowed(resource: &Resource, method: &Method, collection: bool) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tug_api::registry::find;
 
     #[test]
     fn scale_carries_replicas_and_the_selector_as_a_string() {
@@ -2175,7 +2240,7 @@ mod tests {
             }},
             "status": {"replicas": 2},
         });
-        let scale = scale_of(&deployment);
+        let scale = scale_of(find("apps", "v1", "deployments").unwrap(), &deployment);
         assert_eq!(scale["spec"]["replicas"], 3);
         assert_eq!(scale["status"]["replicas"], 2);
         assert_eq!(
@@ -2183,7 +2248,10 @@ mod tests {
             "app=web,env in (a,b),tier=front"
         );
         let rc = json!({"metadata": {"name": "old"}, "spec": {"replicas": 1, "selector": {"app": "old"}}});
-        assert_eq!(scale_of(&rc)["status"]["selector"], "app=old");
+        assert_eq!(
+            scale_of(find("", "v1", "replicationcontrollers").unwrap(), &rc)["status"]["selector"],
+            "app=old"
+        );
     }
 
     #[test]

@@ -2411,7 +2411,9 @@ spec:
   - name: v1
     served: true
     storage: true
-    subresources: {status: {}}
+    subresources:
+      status: {}
+      scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas, labelSelectorPath: .status.selector}
     additionalPrinterColumns:
     - {name: Size, type: integer, jsonPath: .spec.size}
     - {name: Ready, type: boolean, jsonPath: .status.ready}
@@ -2427,10 +2429,13 @@ spec:
             properties:
               size: {type: integer, description: How big.}
               colour: {type: string, enum: [blue, red]}
+              replicas: {type: integer}
           status:
             type: object
             properties:
               ready: {type: boolean}
+              replicas: {type: integer}
+              selector: {type: string}
 ";
 
 #[test]
@@ -2551,6 +2556,23 @@ fn custom_resources_are_served_validated_and_go_with_their_definition() {
     assert_eq!(code, 200);
     let (_, got) = curl.send("GET", path, "application/json", b"");
     assert_eq!(got["status"]["ready"], true);
+    // The scale subresource reads and writes the paths the CRD names.
+    let (code, _) = curl.send(
+        "PATCH",
+        &format!("{path}/status"),
+        "application/merge-patch+json",
+        br#"{"status":{"replicas":2,"selector":"app=widget"}}"#,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(
+        server.ok(&["scale", "widget", "w1", "--replicas=4"]),
+        "widget.example.com/w1 scaled\n"
+    );
+    let (_, scale) = curl.send("GET", &format!("{path}/scale"), "application/json", b"");
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 4);
+    assert_eq!(scale["status"]["replicas"], 2);
+    assert_eq!(scale["status"]["selector"], "app=widget");
     // kubectl get prints the CRD's printer columns.
     let table = server.ok(&["get", "widgets"]);
     let rows: Vec<Vec<&str>> = table.lines().map(columns).collect();
