@@ -691,10 +691,17 @@ pub fn group_versions() -> Vec<(&'static str, Vec<&'static str>)> {
 }
 
 /// The resource served at `group`/`version` under the plural `plural`.
+/// Runs on every request: the built-in table first, without allocating.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    all()
-        .into_iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+    let wanted = |r: &&Resource| r.group == group && r.version == version && r.plural == plural;
+    RESOURCES.iter().find(wanted).or_else(|| {
+        CUSTOM
+            .read()
+            .expect("custom resources lock")
+            .iter()
+            .copied()
+            .find(wanted)
+    })
 }
 
 /// The resources of one group-version, in table order.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tug_api::registry;
+use tug_api::selector::{FieldSelector, LabelSelector};
 use tug_store::{PutOptions, RangeRequest};
 
 use crate::rest::ApiState;
@@ -24,23 +25,23 @@ pub async fn run(api: Arc<ApiState>, shutdown: CancellationToken) {
     let namespaces = registry::find("", "v1", "namespaces").expect("namespaces are served");
     let prefix = tug_api::convert::storage_prefix(namespaces);
     loop {
-        let terminating: Vec<String> = match api
-            .store
-            .range(RangeRequest {
-                prefix: prefix.clone(),
-                ..RangeRequest::default()
-            })
-            .await
-        {
-            Ok(listed) => listed
-                .kvs
+        // From the watch cache: looking costs no store read.
+        let terminating: Vec<String> = match api.caches.get(namespaces).await {
+            Ok(cache) => cache
+                .list(
+                    &prefix,
+                    &LabelSelector::default(),
+                    &FieldSelector::default(),
+                    0,
+                )
+                .items
                 .iter()
-                .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+                .map(|cached| cached.value())
                 .filter(|ns| !ns["metadata"]["deletionTimestamp"].is_null())
                 .filter_map(|ns| ns["metadata"]["name"].as_str().map(str::to_string))
                 .collect(),
             Err(err) => {
-                tracing::warn!(error = %err, "listing namespaces failed");
+                tracing::warn!(error = %err, "reading namespaces failed");
                 Vec::new()
             }
         };
