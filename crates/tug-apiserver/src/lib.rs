@@ -16,6 +16,7 @@ pub mod auth;
 pub mod cache;
 pub mod crd;
 pub mod discovery;
+mod managed;
 pub mod namespaces;
 pub mod openapi;
 pub mod patch;

@@ -26,6 +26,7 @@ use tug_store::{
 use crate::allocate::{self, ServiceCidr};
 use crate::auth::{Attributes, Authenticator, Authorizer, Decision, ResourceAttributes, User};
 use crate::cache::{Batch, Cached, Caches, Change};
+use crate::managed::{self, ApplyError, Scope, Writer};
 use crate::patch::{JsonPatchError, json_patch, merge_patch, strategic_merge};
 use crate::protobuf::{self, ProtobufError};
 use crate::status::{ApiError, from_store};
@@ -236,9 +237,25 @@ impl ApiState {
         body: &[u8],
     ) -> Result<Response, ApiError> {
         let resource = target.resource;
+        let manager = field_manager(query, headers, "CreateOptions")?;
         let mut object = parse_body(headers, body)?;
         check_type(resource, &object)?;
         let warnings = unknown_fields(resource, query, &mut object)?;
+        self.create_object(target, query, object, warnings, Some(&manager))
+            .await
+    }
+
+    /// Creates `object`; `manager`, when given, is recorded as the one who
+    /// set its fields (an apply has recorded itself already).
+    async fn create_object(
+        &self,
+        target: &Target,
+        query: &Query,
+        mut object: Value,
+        warnings: Vec<String>,
+        manager: Option<&str>,
+    ) -> Result<Response, ApiError> {
+        let resource = target.resource;
         if resource.kind == "CustomResourceDefinition" {
             crate::crd::validate(&mut object)?;
         }
@@ -304,6 +321,9 @@ impl ApiState {
             object["metadata"]["generation"] = json!(1);
         }
         tug_api::defaults::apply(resource.group, resource.plural, &mut object);
+        if let Some(manager) = manager {
+            record(resource, None, &mut object, manager, None);
+        }
 
         if let Some(namespace) = &target.namespace {
             self.check_namespace(resource, namespace, &name).await?;
@@ -703,10 +723,13 @@ impl ApiState {
     ) -> Result<Response, ApiError> {
         let resource = target.resource;
         let name = target.name.clone().unwrap_or_default();
+        let manager = field_manager(query, headers, "UpdateOptions")?;
         let mut object = parse_body(headers, body)?;
         if target.subresource.as_deref() == Some("scale") {
             let current = self.load(target).await?;
-            return self.write_scale(target, query, &current, object).await;
+            return self
+                .write_scale(target, query, &manager, &current, object)
+                .await;
         }
         check_type(resource, &object)?;
         let warnings = unknown_fields(resource, query, &mut object)?;
@@ -724,7 +747,14 @@ impl ApiState {
             return Err(ApiError::conflict(resource.plural, resource.group, &name));
         }
         let old = decode(resource, &current)?;
-        let updated = merge_update(resource, &old, object, target.subresource.as_deref());
+        let mut updated = merge_update(resource, &old, object, target.subresource.as_deref());
+        record(
+            resource,
+            Some(&old),
+            &mut updated,
+            &manager,
+            target.subresource.as_deref(),
+        );
         let written = self.write_update(target, query, &current, updated).await?;
         Ok(with_warnings(written, &warnings))
     }
@@ -744,6 +774,22 @@ impl ApiState {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let media = content_type.split(';').next().unwrap_or("").trim();
+        if media == "application/apply-patch+yaml" {
+            return self.apply(target, query, headers, body).await;
+        }
+        let manager = field_manager(query, headers, "PatchOptions")?;
+        if query.contains_key("force") {
+            return Err(ApiError::invalid(
+                "PatchOptions",
+                "meta.k8s.io",
+                "",
+                vec![(
+                    "FieldValueForbidden".into(),
+                    "force".into(),
+                    "Forbidden: may not be specified for non-apply patch".into(),
+                )],
+            ));
+        }
         if !matches!(
             media,
             "application/merge-patch+json"
@@ -803,7 +849,9 @@ impl ApiState {
             })?;
         }
         if scale {
-            return self.write_scale(target, query, &current, patched).await;
+            return self
+                .write_scale(target, query, &manager, &current, patched)
+                .await;
         }
         let warnings = unknown_fields(resource, query, &mut patched)?;
         let version = patched["metadata"]["resourceVersion"]
@@ -812,7 +860,176 @@ impl ApiState {
         if !version.is_empty() && version != current.mod_revision.to_string() {
             return Err(ApiError::conflict(resource.plural, resource.group, name));
         }
-        let updated = merge_update(resource, &old, patched, target.subresource.as_deref());
+        let mut updated = merge_update(resource, &old, patched, target.subresource.as_deref());
+        record(
+            resource,
+            Some(&old),
+            &mut updated,
+            &manager,
+            target.subresource.as_deref(),
+        );
+        let written = self.write_update(target, query, &current, updated).await?;
+        Ok(with_warnings(written, &warnings))
+    }
+
+    /// Server-side apply (`application/apply-patch+yaml`): merges the
+    /// configuration into the object, or creates it, as its field manager.
+    async fn apply(
+        &self,
+        target: &Target,
+        query: &Query,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        let resource = target.resource;
+        let name = target.name.as_deref().unwrap_or_default();
+        let subresource = target.subresource.as_deref();
+        if subresource.is_some_and(|s| s != "status") {
+            return Err(ApiError::unsupported_media_type(
+                "application/apply-patch+yaml",
+            ));
+        }
+        let Some(manager) = query.get("fieldManager") else {
+            return Err(options_invalid(
+                "PatchOptions",
+                "FieldValueRequired",
+                "fieldManager",
+                "Required value: is required for apply patch".into(),
+            ));
+        };
+        let manager = field_manager(query, headers, "PatchOptions").map(|_| manager.clone())?;
+        let force = match query.get("force").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid value for force: {other:?}"
+                )));
+            }
+        };
+        let mut config: Value = serde_saphyr::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        if !config.is_object() {
+            return Err(ApiError::bad_request(
+                "error decoding YAML: the patch is not an object",
+            ));
+        }
+        if !config["metadata"]["managedFields"].is_null() {
+            return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+        }
+        let api_version = config["apiVersion"].as_str().unwrap_or("");
+        let kind = config["kind"].as_str().unwrap_or("");
+        if api_version != resource.api_version() || kind != resource.kind {
+            let group_version = if api_version.contains('/') {
+                api_version.to_string()
+            } else {
+                format!("/{api_version}")
+            };
+            return Err(ApiError::bad_request(format!(
+                "invalid object type: {group_version}, Kind={kind}"
+            )));
+        }
+        let given_name = config["metadata"]["name"].as_str().unwrap_or("");
+        if given_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({given_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        match (&target.namespace, config["metadata"]["namespace"].as_str()) {
+            (Some(path), Some(given)) if !given.is_empty() && given != path => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            (None, Some(given)) if !given.is_empty() => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            _ => {}
+        }
+        let warnings = unknown_fields(resource, query, &mut config)?;
+        let current = self
+            .store
+            .get(&key(resource, target.namespace.as_deref(), name), None)
+            .await
+            .map_err(from_store)?
+            .kv;
+        let old = current
+            .as_ref()
+            .map(|kv| decode(resource, kv))
+            .transpose()?;
+        if old.is_none() {
+            if subresource.is_some() {
+                return Err(ApiError::not_found(resource.plural, resource.group, name));
+            }
+            if let Some(uid) = config["metadata"]["uid"].as_str() {
+                return Err(ApiError::new_conflict(format!(
+                    "uid mismatch: the provided object specified uid {uid}, and no existing object was found"
+                )));
+            }
+        }
+        let version = config["metadata"]["resourceVersion"].as_str().unwrap_or("");
+        if let Some(current) = &current
+            && !version.is_empty()
+            && version != current.mod_revision.to_string()
+        {
+            return Err(ApiError::conflict(resource.plural, resource.group, name));
+        }
+        let now = timestamp(now_seconds());
+        let writer = Writer {
+            manager: &manager,
+            api_version: &resource.api_version(),
+            subresource,
+            now: &now,
+        };
+        let merged = managed::apply(
+            schema_of(resource),
+            scope_of(resource, subresource),
+            old.as_ref(),
+            &config,
+            &writer,
+            force,
+        )
+        .map_err(|err| match err {
+            ApplyError::Conflicts(conflicts) => {
+                ApiError::apply_conflict(ApplyError::conflict_message(&conflicts), &conflicts)
+            }
+            ApplyError::Schema(message) => ApiError::bad_request(format!(
+                "failed to create typed patch object ({}; {}, Kind={}): {message}",
+                match &target.namespace {
+                    Some(namespace) => format!("{namespace}/{name}"),
+                    None => format!("/{name}"),
+                },
+                resource.api_version(),
+                resource.kind
+            )),
+        })?;
+        let (Some(old), Some(current)) = (old, current) else {
+            return self
+                .create_object(target, query, merged, warnings, None)
+                .await;
+        };
+        let mut updated = merge_update(resource, &old, merged.clone(), subresource);
+        updated["metadata"]["managedFields"] = merged["metadata"]["managedFields"].clone();
+        if updated["metadata"]["managedFields"].is_null()
+            && let Some(metadata) = updated["metadata"].as_object_mut()
+        {
+            metadata.remove("managedFields");
+        }
+        fill_defaults(resource, &mut updated);
+        if resource.kind == "CustomResourceDefinition" {
+            crate::crd::validate(&mut updated)?;
+        }
+        let errors = crate::openapi::custom_errors(resource, &updated);
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(
+                resource.kind,
+                resource.group,
+                name,
+                errors,
+            ));
+        }
         let written = self.write_update(target, query, &current, updated).await?;
         Ok(with_warnings(written, &warnings))
     }
@@ -822,6 +1039,7 @@ impl ApiState {
         &self,
         target: &Target,
         query: &Query,
+        manager: &str,
         current: &KeyValue,
         scale: Value,
     ) -> Result<Response, ApiError> {
@@ -858,7 +1076,8 @@ impl ApiState {
             &scale_paths(resource).spec_replicas,
             Value::Number(replicas),
         );
-        let updated = merge_update(resource, &old, updated, None);
+        let mut updated = merge_update(resource, &old, updated, None);
+        record(resource, Some(&old), &mut updated, manager, Some("scale"));
         if dry_run(query) {
             return Ok(json_response(StatusCode::OK, &scale_of(resource, &updated)));
         }
@@ -889,6 +1108,11 @@ impl ApiState {
     ) -> Result<Response, ApiError> {
         let resource = target.resource;
         let name = target.name.as_deref().unwrap_or_default();
+        // A write that changes nothing is not made: the resourceVersion stays.
+        let old = decode(resource, current)?;
+        if same_but_version(&old, &updated) {
+            return Ok(json_response(StatusCode::OK, &old));
+        }
         if dry_run(query) {
             return Ok(json_response(StatusCode::OK, &updated));
         }
@@ -910,7 +1134,6 @@ impl ApiState {
         }
         let mut updated = updated;
         let (claimed, before) = if is_service(resource) {
-            let old = decode(resource, current)?;
             let (was, now) = (&old["spec"]["clusterIP"], &updated["spec"]["clusterIP"]);
             if was.as_str().is_some_and(|ip| !ip.is_empty()) && was != now {
                 return Err(ApiError::invalid(
@@ -2025,6 +2248,18 @@ fn scale_of(resource: &Resource, object: &Value) -> Value {
 }
 
 /// A failed write of one object, in the API's words.
+/// Whether two versions of an object differ only in resourceVersion.
+fn same_but_version(a: &Value, b: &Value) -> bool {
+    let without = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(metadata) = v["metadata"].as_object_mut() {
+            metadata.remove("resourceVersion");
+        }
+        v
+    };
+    without(a) == without(b)
+}
+
 fn write_error(resource: &Resource, name: &str, err: tug_store::Error) -> ApiError {
     match err {
         tug_store::Error::Conflict { .. } => {
@@ -2150,6 +2385,93 @@ pub(crate) fn selected_field(object: &Value, field: &str) -> Option<String> {
 fn matches(object: &Value, labels: &LabelSelector, fields: &FieldSelector) -> bool {
     labels.matches(object["metadata"]["labels"].as_object())
         && fields.matches(|field| selected_field(object, field))
+}
+
+/// The manager a write is recorded under, after checking a given
+/// `fieldManager` as upstream does (422 on the request's options).
+fn field_manager(query: &Query, headers: &HeaderMap, options: &str) -> Result<String, ApiError> {
+    let given = query.get("fieldManager").map(String::as_str);
+    if let Some(given) = given
+        && let Some((reason, message)) = managed::field_manager_problem(given)
+    {
+        return Err(options_invalid(options, &reason, "fieldManager", message));
+    }
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    Ok(managed::manager_name(given, agent))
+}
+
+/// 422 about a request's options: `PatchOptions.meta.k8s.io "" is invalid: ...`
+fn options_invalid(options: &str, reason: &str, field: &str, message: String) -> ApiError {
+    ApiError::invalid(
+        options,
+        "meta.k8s.io",
+        "",
+        vec![(reason.into(), field.into(), message)],
+    )
+}
+
+fn schema_of(resource: &Resource) -> managed::Schema<'static> {
+    managed::Schema {
+        kind: resource.kind,
+        custom: tug_api::registry::is_custom(resource),
+    }
+}
+
+fn scope_of(resource: &Resource, subresource: Option<&str>) -> Scope {
+    match subresource {
+        Some("status") => Scope::Status,
+        _ => Scope::Main {
+            has_status: resource.subresources.contains(&"status"),
+        },
+    }
+}
+
+/// Records a create (`old` is `None`) or an update by `manager` in the new
+/// object's managedFields. Fields that do not fit the schema leave the
+/// object untracked rather than fail the write, as upstream.
+fn record(
+    resource: &Resource,
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    subresource: Option<&str>,
+) {
+    let now = timestamp(now_seconds());
+    let writer = Writer {
+        manager,
+        api_version: &resource.api_version(),
+        subresource,
+        now: &now,
+    };
+    let scope = scope_of(resource, subresource);
+    if managed::record_update(schema_of(resource), scope, old, new, &writer).is_err()
+        && let Some(metadata) = new["metadata"].as_object_mut()
+    {
+        metadata.remove("managedFields");
+    }
+}
+
+/// Defaults for what an apply left unset (a pruned `replicas` comes back
+/// as 1); what is set stays as it is.
+fn fill_defaults(resource: &Resource, object: &mut Value) {
+    let mut defaulted = object.clone();
+    tug_api::defaults::apply(resource.group, resource.plural, &mut defaulted);
+    fill_missing(object, &defaulted);
+}
+
+fn fill_missing(target: &mut Value, defaulted: &Value) {
+    if let (Value::Object(target), Value::Object(defaulted)) = (target, defaulted) {
+        for (key, value) in defaulted {
+            match target.get_mut(key) {
+                Some(existing) => fill_missing(existing, value),
+                None => {
+                    target.insert(key.clone(), value.clone());
+                }
+            }
+        }
+    }
 }
 
 /// The object a PUT or PATCH stores: what the system owns comes from `old`;

@@ -61,6 +61,22 @@ impl ApiError {
         .with_details(details(resource, group, name))
     }
 
+    /// 409 with a message of its own (no object details).
+    pub fn new_conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "Conflict", message.into())
+    }
+
+    /// 409 from server-side apply: one cause per conflicting field.
+    pub fn apply_conflict(message: String, conflicts: &[(String, String)]) -> Self {
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|(writer, field)| {
+                json!({"reason": "FieldManagerConflict", "message": format!("conflict with {writer}"), "field": field})
+            })
+            .collect();
+        Self::new(StatusCode::CONFLICT, "Conflict", message).with_details(json!({"causes": causes}))
+    }
+
     /// 422: `The ConfigMap "x" is invalid: metadata.name: Invalid value: ...`
     pub fn invalid(
         kind: &str,

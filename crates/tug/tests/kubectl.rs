@@ -157,6 +157,17 @@ impl Server {
         String::from_utf8(output.stdout).unwrap()
     }
 
+    /// `ok` with another kubectl binary.
+    fn ok_with(&self, binary: &str, args: &[&str]) -> String {
+        let output = self.kubectl_with(binary, args);
+        assert!(
+            output.status.success(),
+            "{binary} {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
     /// Runs kubectl expecting it to fail; answers its standard error.
     fn fails(&self, args: &[&str]) -> String {
         let output = self.kubectl(args);
@@ -1206,6 +1217,71 @@ mod kube_client {
             matches!(err, kube::Error::Api(ref status) if status.code == 404),
             "{err:?}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kube_server_side_apply_creates_conflicts_and_forces() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path());
+        let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+        let manifest = |value: &str| {
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "applied"},
+                "data": {"v": value},
+            })
+        };
+        let created = api
+            .patch(
+                "applied",
+                &PatchParams::apply("controller-a"),
+                &Patch::Apply(manifest("1")),
+            )
+            .await
+            .unwrap();
+        let entries = created.metadata.managed_fields.unwrap();
+        assert_eq!(
+            (
+                entries[0].manager.as_deref(),
+                entries[0].operation.as_deref()
+            ),
+            (Some("controller-a"), Some("Apply"))
+        );
+        let refused = api
+            .patch(
+                "applied",
+                &PatchParams::apply("controller-b"),
+                &Patch::Apply(manifest("2")),
+            )
+            .await
+            .unwrap_err();
+        match refused {
+            kube::Error::Api(status) => {
+                assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+                assert_eq!(
+                    status.message,
+                    "Apply failed with 1 conflict: conflict with \"controller-a\": .data.v"
+                );
+            }
+            other => panic!("a conflict expected, got {other:?}"),
+        }
+        let forced = api
+            .patch(
+                "applied",
+                &PatchParams::apply("controller-b").force(),
+                &Patch::Apply(manifest("2")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(forced.data.unwrap()["v"], "2");
+        let managers: Vec<String> = forced
+            .metadata
+            .managed_fields
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| e.manager)
+            .collect();
+        assert_eq!(managers, ["controller-b"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2740,4 +2816,381 @@ fn pods_are_bound_to_nodes_and_evicted_through_their_subresources() {
         b"",
     );
     assert_eq!(code, 405);
+}
+
+/// kubectl 1.33 by its own name (its User-Agent says `kubectl.1.33`).
+const KUBECTL_1_33: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+
+/// managedFields of an object as `kubectl get -o json` shows them.
+fn managed_fields(server: &Server, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json", "--show-managed-fields"]);
+    let object: serde_json::Value = serde_json::from_str(&server.ok(&all)).unwrap();
+    object["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn fields_of<'a>(entries: &'a [serde_json::Value], manager: &str) -> &'a serde_json::Value {
+    &entries
+        .iter()
+        .find(|e| e["manager"] == manager)
+        .unwrap_or_else(|| panic!("no entry for {manager}: {entries:?}"))["fieldsV1"]
+}
+
+#[test]
+fn server_side_apply_merges_records_owners_conflicts_and_prunes() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+
+    // Apply creates, owns exactly what it sent, adds no annotation.
+    let cm = write(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm1\n  labels: {app: x}\ndata:\n  a: \"1\"\n  b: \"2\"\n",
+    );
+    assert_eq!(
+        server.ok(&["apply", "--server-side", "-f", &cm]),
+        "configmap/cm1 serverside-applied\n"
+    );
+    let entries = managed_fields(&server, &["cm", "cm1"]);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(
+        (
+            &entries[0]["manager"],
+            &entries[0]["operation"],
+            &entries[0]["apiVersion"]
+        ),
+        (&json!("kubectl"), &json!("Apply"), &json!("v1"))
+    );
+    assert_eq!(
+        entries[0]["fieldsV1"],
+        json!({"f:data": {"f:a": {}, "f:b": {}}, "f:metadata": {"f:labels": {"f:app": {}}}})
+    );
+    let version = |kind: &str, name: &str| {
+        server.ok(&[
+            "get",
+            kind,
+            name,
+            "-o",
+            "jsonpath={.metadata.resourceVersion} {.metadata.annotations}",
+        ])
+    };
+    let before = version("cm", "cm1");
+    assert!(
+        before.trim_end().ends_with(|c: char| c.is_ascii_digit()),
+        "no annotations: {before}"
+    );
+    server.ok(&["apply", "--server-side", "-f", &cm]);
+    assert_eq!(
+        version("cm", "cm1"),
+        before,
+        "an unchanged apply writes nothing"
+    );
+    assert_eq!(managed_fields(&server, &["cm", "cm1"]), entries);
+    write(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm1\n  labels: {app: x}\ndata:\n  a: \"1\"\n",
+    );
+    server.ok(&["apply", "--server-side", "-f", &cm]);
+    assert_eq!(
+        server.ok(&["get", "cm", "cm1", "-o", "jsonpath={.data}"]),
+        r#"{"a":"1"}"#
+    );
+
+    // Creators and updaters are recorded as Update entries.
+    server.ok(&["create", "deployment", "web", "--image=nginx"]);
+    server.ok(&["label", "deploy", "web", "tier=x"]);
+    let entries = managed_fields(&server, &["deploy", "web"]);
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| (
+                e["manager"].as_str().unwrap(),
+                e["operation"].as_str().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        [("kubectl-create", "Update"), ("kubectl-label", "Update")]
+    );
+    let created = fields_of(&entries, "kubectl-create");
+    assert_eq!(
+        created["f:metadata"],
+        json!({"f:labels": {".": {}, "f:app": {}}})
+    );
+    assert_eq!(created["f:spec"]["f:selector"], json!({}));
+    assert_eq!(
+        created["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"nginx\"}"]["f:imagePullPolicy"],
+        json!({}),
+        "the creator owns what defaulting set"
+    );
+    assert_eq!(
+        fields_of(&entries, "kubectl-label"),
+        &json!({"f:metadata": {"f:labels": {"f:tier": {}}}})
+    );
+
+    // Applying other values than theirs conflicts, and kubectl explains.
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: nginx\n        image: nginx:2\n";
+    let deploy = write("deploy.yaml", deployment);
+    let err = server.fails(&["apply", "--server-side", "-f", &deploy]);
+    assert!(
+        err.starts_with(
+            "error: Apply failed with 2 conflicts: conflicts with \"kubectl-create\" using apps/v1:\n- .spec.replicas\n- .spec.template.spec.containers[name=\"nginx\"].image\nPlease review the fields above"
+        ),
+        "{err}"
+    );
+    server.ok(&["apply", "--server-side", "--force-conflicts", "-f", &deploy]);
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image}"
+        ]),
+        "3 nginx:2"
+    );
+    let entries = managed_fields(&server, &["deploy", "web"]);
+    assert_eq!(entries[0]["manager"], "kubectl", "appliers come first");
+    assert!(
+        fields_of(&entries, "kubectl-create")["f:spec"]
+            .get("f:replicas")
+            .is_none()
+    );
+
+    // kubectl scale sends no field manager: its User-Agent names it.
+    server.ok_with(KUBECTL_1_33, &["scale", "deploy", "web", "--replicas=5"]);
+    let entries = managed_fields(&server, &["deploy", "web"]);
+    let scale = entries
+        .iter()
+        .find(|e| e["manager"] == "kubectl.1.33")
+        .unwrap();
+    assert_eq!(
+        (&scale["subresource"], &scale["fieldsV1"]),
+        (&json!("scale"), &json!({"f:spec": {"f:replicas": {}}}))
+    );
+    let err = server.fails(&["apply", "--server-side", "-f", &deploy]);
+    assert!(
+        err.starts_with("error: Apply failed with 1 conflict: conflict with \"kubectl.1.33\" with subresource \"scale\" using apps/v1: .spec.replicas\n"),
+        "{err}"
+    );
+
+    // A field the applier alone owned and dropped goes back to its default.
+    let api = write(
+        "api.yaml",
+        &deployment.replace("name: web\n", "name: api\n"),
+    );
+    server.ok(&["apply", "--server-side", "-f", &api]);
+    write(
+        "api.yaml",
+        &deployment
+            .replace("name: web\n", "name: api\n")
+            .replace("  replicas: 3\n", ""),
+    );
+    server.ok(&["apply", "--server-side", "-f", &api]);
+    assert_eq!(
+        server.ok(&["get", "deploy", "api", "-o", "jsonpath={.spec.replicas}"]),
+        "1"
+    );
+
+    // From client-side apply to server-side apply: kubectl takes over its
+    // own fields without conflict, and what the manifest dropped goes.
+    let csa = write(
+        "csa.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm2\ndata:\n  a: \"1\"\n  b: \"2\"\n",
+    );
+    server.ok(&["apply", "-f", &csa]);
+    write(
+        "csa.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm2\ndata:\n  a: \"9\"\n",
+    );
+    server.ok(&["apply", "--server-side", "-f", &csa]);
+    assert_eq!(
+        server.ok(&["get", "cm", "cm2", "-o", "jsonpath={.data}"]),
+        r#"{"a":"9"}"#
+    );
+    let entries = managed_fields(&server, &["cm", "cm2"]);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["manager"] != "kubectl-client-side-apply"),
+        "{entries:?}"
+    );
+    assert_eq!(
+        fields_of(&entries, "kubectl"),
+        &json!({"f:data": {"f:a": {}}})
+    );
+}
+
+#[test]
+fn server_side_apply_refuses_bad_requests_as_upstream() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let curl = Curl::admin(&server);
+    let apply = "application/apply-patch+yaml";
+    let path = "/api/v1/namespaces/default/configmaps/cm";
+    let yaml =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\ndata:\n  a: one # a comment\n";
+
+    let message = status(
+        curl.send("PATCH", path, apply, yaml.as_bytes()),
+        422,
+        "Invalid",
+    );
+    assert_eq!(
+        message,
+        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+    );
+    // Real YAML creates (201), then updates (200).
+    let (code, body) = curl.send(
+        "PATCH",
+        &format!("{path}?fieldManager=me"),
+        apply,
+        yaml.as_bytes(),
+    );
+    assert_eq!((code, &body["data"]), (201, &json!({"a": "one"})), "{body}");
+    let (code, body) = curl.send(
+        "PATCH",
+        &format!("{path}?fieldManager=me"),
+        apply,
+        yaml.replace("one", "two").as_bytes(),
+    );
+    assert_eq!((code, &body["data"]), (200, &json!({"a": "two"})), "{body}");
+
+    let message = status(
+        curl.send(
+            "PATCH",
+            &format!("{path}?fieldManager=me"),
+            apply,
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cm","managedFields":[]}}"#,
+        ),
+        400,
+        "BadRequest",
+    );
+    assert_eq!(message, "metadata.managedFields must be nil");
+    let message = status(
+        curl.send(
+            "PATCH",
+            &format!("{path}?fieldManager=me"),
+            apply,
+            br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"cm"}}"#,
+        ),
+        400,
+        "BadRequest",
+    );
+    assert_eq!(message, "invalid object type: /v1, Kind=Secret");
+    let message = status(
+        curl.send(
+            "PATCH",
+            &format!("{path}?fieldManager=me"),
+            apply,
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"other"}}"#,
+        ),
+        400,
+        "BadRequest",
+    );
+    assert_eq!(
+        message,
+        "the name of the object (other) does not match the name on the URL (cm)"
+    );
+    let message = status(
+        curl.send(
+            "PATCH",
+            &format!("{path}?fieldManager=me"),
+            apply,
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cm","resourceVersion":"1"},"data":{"a":"x"}}"#,
+        ),
+        409,
+        "Conflict",
+    );
+    assert!(
+        message.contains("the object has been modified"),
+        "{message}"
+    );
+    let (code, body) = curl.send(
+        "PATCH",
+        &format!("{path}?fieldManager=you"),
+        apply,
+        br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cm"},"data":{"a":"three"}}"#,
+    );
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(
+        body["message"],
+        "Apply failed with 1 conflict: conflict with \"me\": .data.a"
+    );
+    assert_eq!(
+        body["details"]["causes"],
+        json!([{"reason": "FieldManagerConflict", "message": "conflict with \"me\"", "field": ".data.a"}])
+    );
+    let message = status(
+        curl.send(
+            "PATCH",
+            &format!("{path}?force=true"),
+            "application/merge-patch+json",
+            b"{}",
+        ),
+        422,
+        "Invalid",
+    );
+    assert_eq!(
+        message,
+        "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch"
+    );
+
+    // Without fieldManager, writes are recorded under the User-Agent.
+    let (code, body) = curl.send(
+        "PUT",
+        path,
+        "application/json",
+        br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cm"},"data":{"a":"one","b":"2"}}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let curl_entry = body["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == "curl")
+        .cloned()
+        .unwrap_or_else(|| panic!("no curl entry: {body}"));
+    assert_eq!(curl_entry["operation"], "Update");
+    assert_eq!(
+        curl_entry["fieldsV1"],
+        json!({"f:data": {"f:a": {}, "f:b": {}}})
+    );
+
+    // `[{}]` forgets every owner; updates then record nothing; the next
+    // apply finds all fields owned by `before-first-apply`.
+    let (code, body) = curl.send(
+        "PATCH",
+        path,
+        "application/merge-patch+json",
+        br#"{"metadata":{"managedFields":[{}]}}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body["metadata"].get("managedFields").is_none(), "{body}");
+    let (_, body) = curl.send(
+        "PATCH",
+        path,
+        "application/merge-patch+json",
+        br#"{"metadata":{"labels":{"x":"y"}}}"#,
+    );
+    assert!(body["metadata"].get("managedFields").is_none(), "{body}");
+    let (code, body) = curl.send(
+        "PATCH",
+        &format!("{path}?fieldManager=me"),
+        apply,
+        br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cm"},"data":{"a":"four"}}"#,
+    );
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(
+        body["message"],
+        "Apply failed with 1 conflict: conflict with \"before-first-apply\" using v1: .data.a"
+    );
 }
