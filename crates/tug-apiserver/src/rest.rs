@@ -124,14 +124,16 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
             }
         });
     }
-    if !matches!(media, "application/json" | "" | "*/*") {
-        return Err(ApiError::unsupported_media_type(content_type));
-    }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "the object provided is unrecognized (must be of type JSON): {e}"
-        ))
-    })?;
+    let value: Value = match media {
+        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the object provided is unrecognized (must be of type JSON): {e}"
+            ))
+        })?,
+        "application/yaml" => serde_saphyr::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?,
+        _ => return Err(ApiError::unsupported_media_type(content_type)),
+    };
     if !value.is_object() {
         return Err(ApiError::bad_request(
             "the object provided is not a JSON object",

@@ -656,6 +656,23 @@ fn bad_input_gets_a_status_with_upstreams_code_and_reason() {
         415,
         "UnsupportedMediaType",
     );
+    // YAML bodies are read as upstream reads them; bad YAML is a 400.
+    let (code, object) = curl.send(
+        "POST",
+        configmaps,
+        "application/yaml",
+        b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml # a comment\ndata:\n  k: v\n",
+    );
+    assert_eq!(
+        (code, &object["data"]["k"]),
+        (201, &serde_json::json!("v")),
+        "{object}"
+    );
+    status(
+        curl.send("POST", configmaps, "application/yaml", b"a: [unclosed"),
+        400,
+        "BadRequest",
+    );
     status(
         curl.send("GET", "/api/v1/widgets", json, b""),
         404,
