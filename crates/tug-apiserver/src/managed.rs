@@ -179,15 +179,19 @@ pub(crate) fn path_string(path: &[String]) -> String {
 pub(crate) struct Schema<'a> {
     pub(crate) kind: &'a str,
     pub(crate) custom: bool,
+    /// A custom resource's structural schema: its `x-kubernetes-list-type`,
+    /// `x-kubernetes-list-map-keys` and `x-kubernetes-map-type` decide.
+    pub(crate) crd: Option<&'a Value>,
 }
 
-enum Shape {
+enum Shape<'a> {
     /// A scalar, or a list, map or struct replaced whole.
     Atomic,
     /// A struct or map merged key by key.
     Granular,
-    /// A list whose items are identified by these fields (with defaults).
-    Keyed(&'static [(&'static str, Option<&'static str>)]),
+    /// A list whose items are identified by these fields (with defaults),
+    /// in name order.
+    Keyed(Vec<(&'a str, Option<&'static str>)>),
     /// A list of distinct scalars.
     Set,
 }
@@ -225,15 +229,63 @@ const ATOMIC_OBJECTS: &[&str] = &[
 
 const CONTAINER_LISTS: &[&str] = &["containers", "initContainers", "ephemeralContainers"];
 
-impl Schema<'_> {
+impl<'a> Schema<'a> {
+    /// The structural schema of the node at `fields`, for custom resources.
+    fn crd_node(&self, fields: &[&str]) -> Option<&'a Value> {
+        let mut node = self.crd?;
+        for field in fields {
+            if node["type"] == "array" {
+                node = node.get("items")?;
+            }
+            node = match node.get("properties").and_then(|p| p.get(*field)) {
+                Some(property) => property,
+                None => node.get("additionalProperties").filter(|a| a.is_object())?,
+            };
+        }
+        Some(node)
+    }
+
+    fn custom_shape(&self, fields: &[&str], value: &Value) -> Shape<'a> {
+        let node = self.crd_node(fields);
+        let extension = |name: &str| node.and_then(|n| n.get(name)).and_then(Value::as_str);
+        match value {
+            Value::Array(_) => match extension("x-kubernetes-list-type") {
+                Some("set") => Shape::Set,
+                Some("map") => {
+                    let mut keys: Vec<(&'a str, Option<&'static str>)> = node
+                        .and_then(|n| n["x-kubernetes-list-map-keys"].as_array())
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(|k| (k, None))
+                        .collect();
+                    keys.sort();
+                    if keys.is_empty() {
+                        Shape::Atomic
+                    } else {
+                        Shape::Keyed(keys)
+                    }
+                }
+                _ => Shape::Atomic,
+            },
+            Value::Object(_) if extension("x-kubernetes-map-type") == Some("atomic") => {
+                Shape::Atomic
+            }
+            Value::Object(_) => Shape::Granular,
+            _ => Shape::Atomic,
+        }
+    }
+
     /// How the node at `fields` (the field names from the root; list items
     /// leave no name) holding `value` merges.
-    fn shape(&self, fields: &[&str], value: &Value) -> Shape {
+    fn shape(&self, fields: &[&str], value: &Value) -> Shape<'a> {
         let last = fields.last().copied().unwrap_or("");
         let parent = fields.len().checked_sub(2).map(|i| fields[i]).unwrap_or("");
-        let custom = self.custom && fields.first() != Some(&"metadata");
+        if self.custom && fields.first() != Some(&"metadata") {
+            return self.custom_shape(fields, value);
+        }
+        let keyed = |keys: &[(&'static str, Option<&'static str>)]| Shape::Keyed(keys.to_vec());
         match value {
-            Value::Array(_) if custom => Shape::Atomic,
             Value::Array(_) => match last {
                 "containers"
                 | "initContainers"
@@ -241,32 +293,28 @@ impl Schema<'_> {
                 | "volumes"
                 | "imagePullSecrets"
                 | "resourceClaims"
-                | "schedulingGates" => Shape::Keyed(BY_NAME),
-                "env" if CONTAINER_LISTS.contains(&parent) => Shape::Keyed(BY_NAME),
-                "claims" if parent == "resources" => Shape::Keyed(BY_NAME),
-                "secrets" if self.kind == "ServiceAccount" && fields.len() == 1 => {
-                    Shape::Keyed(BY_NAME)
-                }
-                "ports" if CONTAINER_LISTS.contains(&parent) => Shape::Keyed(CONTAINER_PORT),
+                | "schedulingGates" => keyed(BY_NAME),
+                "env" if CONTAINER_LISTS.contains(&parent) => keyed(BY_NAME),
+                "claims" if parent == "resources" => keyed(BY_NAME),
+                "secrets" if self.kind == "ServiceAccount" && fields.len() == 1 => keyed(BY_NAME),
+                "ports" if CONTAINER_LISTS.contains(&parent) => keyed(CONTAINER_PORT),
                 "ports" if self.kind == "Service" && fields == ["spec", "ports"] => {
-                    Shape::Keyed(SERVICE_PORT)
+                    keyed(SERVICE_PORT)
                 }
-                "volumeMounts" => Shape::Keyed(&[("mountPath", None)]),
-                "volumeDevices" => Shape::Keyed(&[("devicePath", None)]),
-                "hostAliases" | "podIPs" | "hostIPs" => Shape::Keyed(BY_IP),
-                "topologySpreadConstraints" => Shape::Keyed(SPREAD),
-                "conditions" if fields.first() == Some(&"status") => Shape::Keyed(BY_TYPE),
+                "volumeMounts" => keyed(&[("mountPath", None)]),
+                "volumeDevices" => keyed(&[("devicePath", None)]),
+                "hostAliases" | "podIPs" | "hostIPs" => keyed(BY_IP),
+                "topologySpreadConstraints" => keyed(SPREAD),
+                "conditions" if fields.first() == Some(&"status") => keyed(BY_TYPE),
                 "addresses" if self.kind == "Node" && fields == ["status", "addresses"] => {
-                    Shape::Keyed(BY_TYPE)
+                    keyed(BY_TYPE)
                 }
-                "ownerReferences" if fields == ["metadata", "ownerReferences"] => {
-                    Shape::Keyed(BY_UID)
-                }
+                "ownerReferences" if fields == ["metadata", "ownerReferences"] => keyed(BY_UID),
                 "finalizers" if fields == ["metadata", "finalizers"] => Shape::Set,
                 "podCIDRs" if self.kind == "Node" => Shape::Set,
                 _ => Shape::Atomic,
             },
-            Value::Object(_) if !custom && ATOMIC_OBJECTS.contains(&last) => Shape::Atomic,
+            Value::Object(_) if ATOMIC_OBJECTS.contains(&last) => Shape::Atomic,
             Value::Object(_) => Shape::Granular,
             _ => Shape::Atomic,
         }
@@ -279,12 +327,12 @@ impl Schema<'_> {
 }
 
 /// The path element of an item of a keyed list or set.
-fn item_element(fields: &[&str], shape: &Shape, item: &Value) -> Result<String, String> {
+fn item_element(fields: &[&str], shape: &Shape<'_>, item: &Value) -> Result<String, String> {
     match shape {
         Shape::Set => Ok(format!("v:{item}")),
         Shape::Keyed(keys) => {
             let mut parts = Vec::new();
-            for (key, default) in keys.iter() {
+            for (key, default) in keys {
                 let value = match item.get(*key) {
                     Some(value) if !value.is_null() => value.clone(),
                     _ => match default {
@@ -309,7 +357,7 @@ fn item_element(fields: &[&str], shape: &Shape, item: &Value) -> Result<String, 
 /// The items of a keyed list or set, by element; duplicates are refused.
 fn items<'v>(
     fields: &[&str],
-    shape: &Shape,
+    shape: &Shape<'_>,
     list: &'v [Value],
 ) -> Result<Vec<(String, &'v Value)>, String> {
     let mut out: Vec<(String, &Value)> = Vec::with_capacity(list.len());
@@ -1286,10 +1334,12 @@ mod tests {
     const CM: Schema<'static> = Schema {
         kind: "ConfigMap",
         custom: false,
+        crd: None,
     };
     const DEPLOY: Schema<'static> = Schema {
         kind: "Deployment",
         custom: false,
+        crd: None,
     };
     const MAIN: Scope = Scope::Main { has_status: true };
 

@@ -417,6 +417,14 @@ pub fn set_custom_schemas(schemas: CustomSchemas) {
 /// What a custom resource's structural schema refuses in an object: wrong
 /// types, missing required fields, values outside an enum. Each is
 /// (reason, field, message) as upstream words them.
+/// A custom kind's structural schema, if it is one.
+pub(crate) fn custom_schema(resource: &Resource) -> Option<Value> {
+    let schemas = custom_schemas().read().expect("custom schemas lock");
+    schemas
+        .get(&(resource.group, resource.version, resource.kind))
+        .cloned()
+}
+
 pub fn custom_errors(resource: &Resource, object: &Value) -> Vec<(String, String, String)> {
     let schemas = custom_schemas().read().expect("custom schemas lock");
     let mut errors = Vec::new();
@@ -481,6 +489,7 @@ fn check_value(
             ),
         ));
     }
+    check_bounds(schema, value, path, errors);
     match value {
         Value::Object(map) => {
             for required in schema["required"].as_array().into_iter().flatten() {
@@ -511,6 +520,130 @@ fn check_value(
         Value::Array(items) if schema["items"].is_object() => {
             for (index, item) in items.iter().enumerate() {
                 check_value(&schema["items"], item, &format!("{path}[{index}]"), errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The value keywords of a structural schema: bounds, lengths, pattern,
+/// item counts, in upstream's words.
+fn check_bounds(
+    schema: &Value,
+    value: &Value,
+    path: &str,
+    errors: &mut Vec<(String, String, String)>,
+) {
+    let mut invalid = |reason: &str, message: String| {
+        errors.push((reason.into(), path.into(), message));
+    };
+    match value {
+        Value::Number(n) => {
+            let Some(x) = n.as_f64() else { return };
+            if let Some(min) = schema["minimum"].as_f64() {
+                let exclusive = schema["exclusiveMinimum"] == true;
+                if x < min || (exclusive && x == min) {
+                    let relation = if exclusive {
+                        "greater than"
+                    } else {
+                        "greater than or equal to"
+                    };
+                    invalid(
+                        "FieldValueInvalid",
+                        format!(
+                            "Invalid value: {n}: {path} in body should be {relation} {}",
+                            schema["minimum"]
+                        ),
+                    );
+                }
+            }
+            if let Some(max) = schema["maximum"].as_f64() {
+                let exclusive = schema["exclusiveMaximum"] == true;
+                if x > max || (exclusive && x == max) {
+                    let relation = if exclusive {
+                        "less than"
+                    } else {
+                        "less than or equal to"
+                    };
+                    invalid(
+                        "FieldValueInvalid",
+                        format!(
+                            "Invalid value: {n}: {path} in body should be {relation} {}",
+                            schema["maximum"]
+                        ),
+                    );
+                }
+            }
+        }
+        Value::String(text) => {
+            let length = text.chars().count() as u64;
+            if let Some(max) = schema["maxLength"].as_u64()
+                && length > max
+            {
+                invalid(
+                    "FieldValueTooLong",
+                    format!("Too long: may not be more than {max} bytes"),
+                );
+            }
+            if let Some(min) = schema["minLength"].as_u64()
+                && length < min
+            {
+                invalid(
+                    "FieldValueInvalid",
+                    format!(
+                        "Invalid value: {value}: {path} in body should be at least {min} chars long"
+                    ),
+                );
+            }
+            if let Some(pattern) = schema["pattern"].as_str()
+                && regex::Regex::new(pattern).is_ok_and(|re| !re.is_match(text))
+            {
+                invalid(
+                    "FieldValueInvalid",
+                    format!("Invalid value: {value}: {path} in body should match '{pattern}'"),
+                );
+            }
+        }
+        Value::Array(items) => {
+            let count = items.len() as u64;
+            if let Some(max) = schema["maxItems"].as_u64()
+                && count > max
+            {
+                invalid(
+                    "FieldValueTooMany",
+                    format!("Too many: {count}: must have at most {max} items"),
+                );
+            }
+            if let Some(min) = schema["minItems"].as_u64()
+                && count < min
+            {
+                invalid(
+                    "FieldValueInvalid",
+                    format!(
+                        "Invalid value: {count}: {path} in body should have at least {min} items"
+                    ),
+                );
+            }
+        }
+        Value::Object(map) => {
+            let count = map.len() as u64;
+            if let Some(max) = schema["maxProperties"].as_u64()
+                && count > max
+            {
+                invalid(
+                    "FieldValueTooMany",
+                    format!("Too many: {count}: must have at most {max} items"),
+                );
+            }
+            if let Some(min) = schema["minProperties"].as_u64()
+                && count < min
+            {
+                invalid(
+                    "FieldValueInvalid",
+                    format!(
+                        "Invalid value: {count}: {path} in body should have at least {min} properties"
+                    ),
+                );
             }
         }
         _ => {}

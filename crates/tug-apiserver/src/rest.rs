@@ -985,8 +985,9 @@ impl ApiState {
             subresource,
             now: &now,
         };
+        let crd = crate::openapi::custom_schema(resource);
         let merged = managed::apply(
-            schema_of(resource),
+            schema_of(resource, crd.as_ref()),
             scope_of(resource, subresource),
             old.as_ref(),
             &config,
@@ -2414,10 +2415,13 @@ fn options_invalid(options: &str, reason: &str, field: &str, message: String) ->
     )
 }
 
-fn schema_of(resource: &Resource) -> managed::Schema<'static> {
+/// How `resource`'s lists and maps merge; `crd` is a custom kind's schema
+/// (`crate::openapi::custom_schema`).
+fn schema_of<'a>(resource: &'a Resource, crd: Option<&'a Value>) -> managed::Schema<'a> {
     managed::Schema {
         kind: resource.kind,
         custom: tug_api::registry::is_custom(resource),
+        crd,
     }
 }
 
@@ -2448,7 +2452,12 @@ fn record(
         now: &now,
     };
     let scope = scope_of(resource, subresource);
-    if managed::record_update(schema_of(resource), scope, old, new, &writer).is_err()
+    let crd = if tug_api::registry::is_custom(resource) {
+        crate::openapi::custom_schema(resource)
+    } else {
+        None
+    };
+    if managed::record_update(schema_of(resource, crd.as_ref()), scope, old, new, &writer).is_err()
         && let Some(metadata) = new["metadata"].as_object_mut()
     {
         metadata.remove("managedFields");

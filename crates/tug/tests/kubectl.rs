@@ -2523,6 +2523,19 @@ spec:
               size: {type: integer, description: How big.}
               colour: {type: string, enum: [blue, red]}
               replicas: {type: integer}
+              weight: {type: integer, minimum: 1, maximum: 10}
+              code: {type: string, pattern: '^[a-z]+$', maxLength: 6}
+              tags: {type: array, items: {type: string}, maxItems: 2}
+              ports:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [port]
+                items:
+                  type: object
+                  required: [port]
+                  properties:
+                    port: {type: integer}
+                    name: {type: string}
           status:
             type: object
             properties:
@@ -2626,6 +2639,73 @@ fn custom_resources_are_served_validated_and_go_with_their_definition() {
     assert!(
         err.contains("UnsupportedMediaType") || err.contains("unknown format"),
         "{err}"
+    );
+
+    // The schema's bounds, lengths, patterns and counts hold.
+    let err = server.fails(&[
+        "patch",
+        "wd",
+        "w1",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"weight":11,"code":"Not-OK","tags":["a","b","c"]}}"#,
+    ]);
+    for cause in [
+        "* spec.weight: Invalid value: 11: spec.weight in body should be less than or equal to 10",
+        "* spec.code: Invalid value: \"Not-OK\": spec.code in body should match '^[a-z]+$'",
+        "* spec.tags: Too many: 3: must have at most 2 items",
+    ] {
+        assert!(err.contains(cause), "{err}");
+    }
+    let err = server.fails(&[
+        "patch",
+        "wd",
+        "w1",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"weight":0,"code":"toolongcode"}}"#,
+    ]);
+    for cause in [
+        "* spec.weight: Invalid value: 0: spec.weight in body should be greater than or equal to 1",
+        "* spec.code: Too long: may not be more than 6 bytes",
+    ] {
+        assert!(err.contains(cause), "{err}");
+    }
+
+    // Server-side apply merges a list the schema keys by `port`: two
+    // managers each own their own item.
+    let ports = |manager: &str, port: u16| {
+        let file = write(
+            &format!("{manager}.yaml"),
+            &format!(
+                "apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: w1}}\nspec:\n  size: 3\n  ports:\n  - {{port: {port}, name: {manager}}}\n"
+            ),
+        );
+        server.ok(&[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            manager,
+            "-f",
+            &file,
+        ])
+    };
+    assert_eq!(
+        ports("one", 80),
+        "widget.example.com/w1 serverside-applied\n"
+    );
+    assert_eq!(
+        ports("two", 81),
+        "widget.example.com/w1 serverside-applied\n"
+    );
+    assert_eq!(
+        server.ok(&["get", "wd", "w1", "-o", "jsonpath={.spec.ports[*].name}"]),
+        "one two"
+    );
+    let entries = managed_fields(&server, &["wd", "w1"]);
+    assert_eq!(
+        fields_of(&entries, "two"),
+        &serde_json::json!({"f:spec": {"f:ports": {"k:{\"port\":81}": {".": {}, "f:name": {}, "f:port": {}}}, "f:size": {}}})
     );
 
     // With a status subresource, status is written only through it.
