@@ -56,6 +56,11 @@ pub fn from_stored(resource: &Resource, object: &mut Value) {
     }
 }
 
+/// Whether the served form differs from the stored one.
+pub fn converts(resource: &Resource) -> bool {
+    !renames(resource).is_empty() || is_hpa_v1(resource)
+}
+
 /// The stored form of an object as a client sent it.
 pub fn to_stored(resource: &Resource, object: &mut Value) {
     rename(object, renames(resource).iter().copied());

@@ -18,7 +18,8 @@ use serde_json::{Map, Value, json};
 pub(crate) struct FieldSet {
     /// Whether the node this set is rooted at is itself a member.
     own: bool,
-    children: BTreeMap<String, FieldSet>,
+    /// Sorted by element; a few entries each, so a vector beats a tree.
+    children: Vec<(String, FieldSet)>,
 }
 
 impl FieldSet {
@@ -34,7 +35,7 @@ impl FieldSet {
                 if child.as_object().is_none_or(Map::is_empty) {
                     node.own = true;
                 }
-                set.children.insert(key.clone(), node);
+                set.put(key.clone(), node);
             }
         }
         set
@@ -55,8 +56,37 @@ impl FieldSet {
         !self.own && self.children.is_empty()
     }
 
+    fn get(&self, element: &str) -> Option<&FieldSet> {
+        self.children
+            .binary_search_by(|(key, _)| key.as_str().cmp(element))
+            .ok()
+            .map(|i| &self.children[i].1)
+    }
+
     fn child(&mut self, element: &str) -> &mut FieldSet {
-        self.children.entry(element.to_string()).or_default()
+        let index = match self
+            .children
+            .binary_search_by(|(key, _)| key.as_str().cmp(element))
+        {
+            Ok(i) => i,
+            Err(i) => {
+                self.children
+                    .insert(i, (element.to_string(), FieldSet::default()));
+                i
+            }
+        };
+        &mut self.children[index].1
+    }
+
+    /// Adds `set` as the child `element`, merging with one already there.
+    fn put(&mut self, element: String, set: FieldSet) {
+        match self
+            .children
+            .binary_search_by(|(key, _)| key.as_str().cmp(&element))
+        {
+            Ok(i) => self.children[i].1.absorb(set),
+            Err(i) => self.children.insert(i, (element, set)),
+        }
     }
 
     fn insert(&mut self, path: &[String]) {
@@ -69,21 +99,22 @@ impl FieldSet {
     /// Adds `other`'s members under `path`.
     fn graft(&mut self, path: &[String], other: FieldSet) {
         match path.split_first() {
-            None => self.union_with(&other),
+            None => self.absorb(other),
             Some((first, rest)) => self.child(first).graft(rest, other),
         }
     }
 
-    fn union_with(&mut self, other: &FieldSet) {
+    /// Adds `other`'s members, moving its nodes rather than copying them.
+    fn absorb(&mut self, other: FieldSet) {
         self.own |= other.own;
-        for (key, child) in &other.children {
-            self.child(key).union_with(child);
+        for (key, child) in other.children {
+            self.put(key, child);
         }
     }
 
     pub(crate) fn union(&self, other: &FieldSet) -> FieldSet {
         let mut set = self.clone();
-        set.union_with(other);
+        set.absorb(other.clone());
         set
     }
 
@@ -91,12 +122,12 @@ impl FieldSet {
         let empty = FieldSet::default();
         let mut set = FieldSet {
             own: self.own && !other.own,
-            children: BTreeMap::new(),
+            children: Vec::new(),
         };
         for (key, child) in &self.children {
-            let left = child.difference(other.children.get(key).unwrap_or(&empty));
+            let left = child.difference(other.get(key).unwrap_or(&empty));
             if !left.is_empty() {
-                set.children.insert(key.clone(), left);
+                set.children.push((key.clone(), left));
             }
         }
         set
@@ -105,13 +136,13 @@ impl FieldSet {
     pub(crate) fn intersection(&self, other: &FieldSet) -> FieldSet {
         let mut set = FieldSet {
             own: self.own && other.own,
-            children: BTreeMap::new(),
+            children: Vec::new(),
         };
         for (key, child) in &self.children {
-            if let Some(theirs) = other.children.get(key) {
+            if let Some(theirs) = other.get(key) {
                 let both = child.intersection(theirs);
                 if !both.is_empty() {
-                    set.children.insert(key.clone(), both);
+                    set.children.push((key.clone(), both));
                 }
             }
         }
@@ -122,10 +153,7 @@ impl FieldSet {
     fn holds_under(&self, path: &[String]) -> bool {
         match path.split_first() {
             None => !self.is_empty(),
-            Some((first, rest)) => self
-                .children
-                .get(first)
-                .is_some_and(|child| child.holds_under(rest)),
+            Some((first, rest)) => self.get(first).is_some_and(|child| child.holds_under(rest)),
         }
     }
 
@@ -410,7 +438,7 @@ fn walk<'v>(
                     fields.pop();
                 }
                 if !sub.is_empty() {
-                    node.child(&element).union_with(&sub);
+                    node.put(element, sub);
                 }
             }
         }
@@ -424,7 +452,7 @@ fn walk<'v>(
                 if matches!(shape, Shape::Keyed(_)) && !atomic_items {
                     walk_item(schema, fields, item, &mut sub)?;
                 }
-                node.child(&element).union_with(&sub);
+                node.put(element, sub);
             }
         }
         _ => node.own = true,
@@ -450,7 +478,7 @@ fn walk_item<'v>(
                 fields.pop();
             }
             if !sub.is_empty() {
-                node.child(&format!("f:{key}")).union_with(&sub);
+                node.put(format!("f:{key}"), sub);
             }
         }
     }
@@ -863,7 +891,7 @@ fn store_entries(object: &mut Value, mut entries: Vec<Entry>) {
                     .iter_mut()
                     .find(|a| a.api_version == entry.api_version)
                 {
-                    Some(a) => a.fields.union_with(&entry.fields),
+                    Some(a) => a.fields.absorb(entry.fields),
                     None => ancient.push(Entry {
                         manager: "ancient-changes".into(),
                         time: None,
@@ -876,7 +904,7 @@ fn store_entries(object: &mut Value, mut entries: Vec<Entry>) {
                     .iter_mut()
                     .find(|a| a.api_version == entry.api_version)
                 {
-                    Some(a) => a.fields.union_with(&entry.fields),
+                    Some(a) => a.fields.absorb(entry.fields),
                     None => ancient.push(entry),
                 }
             } else {
@@ -1072,7 +1100,11 @@ pub(crate) fn record_update(
     };
     let diff = diff(schema, &before, &after)?;
     if !diff.is_empty() {
-        let changed = diff.changed();
+        let changed = if list.is_empty() {
+            FieldSet::default()
+        } else {
+            diff.changed()
+        };
         let me = Entry {
             manager: writer.manager.to_string(),
             apply: false,
@@ -1090,11 +1122,17 @@ pub(crate) fn record_update(
             }
         }
         list.retain(|e| !e.same_writer(&me));
-        let fields = mine
-            .union(&diff.added)
-            .union(&diff.modified)
-            .difference(&diff.removed);
-        list.push(Entry { fields, ..me });
+        let Diff {
+            added,
+            modified,
+            removed,
+        } = diff;
+        mine.absorb(added);
+        mine.absorb(modified);
+        if !removed.is_empty() {
+            mine = mine.difference(&removed);
+        }
+        list.push(Entry { fields: mine, ..me });
     }
     store_entries(new, list);
     Ok(())

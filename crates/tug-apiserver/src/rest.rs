@@ -90,6 +90,18 @@ fn decode(resource: &Resource, kv: &KeyValue) -> Result<Value, ApiError> {
     Ok(object)
 }
 
+/// What a write answers: the object as written, at its new revision. Read
+/// back from the store only where the stored form differs.
+fn as_written(resource: &Resource, mut object: Value, kv: &KeyValue) -> Result<Value, ApiError> {
+    if convert::converts(resource) {
+        return decode(resource, kv);
+    }
+    object["kind"] = json!(resource.kind);
+    object["apiVersion"] = json!(resource.api_version());
+    object["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+    Ok(object)
+}
+
 /// The stored form of an object: its storage version, without its
 /// resourceVersion (the store's revision says it).
 fn encode(resource: &Resource, object: &Value) -> Bytes {
@@ -367,7 +379,7 @@ impl ApiState {
         }
         match created {
             Ok(kv) => Ok(with_warnings(
-                json_response(StatusCode::CREATED, &decode(resource, &kv)?),
+                json_response(StatusCode::CREATED, &as_written(resource, object, &kv)?),
                 &warnings,
             )),
             Err(tug_store::Error::AlreadyExists { .. }) => Err(ApiError::already_exists(
@@ -1176,7 +1188,10 @@ impl ApiState {
             Err(_) => allocate::release(self.store.as_ref(), &claimed).await,
         }
         match written {
-            Ok(kv) => Ok(json_response(StatusCode::OK, &decode(resource, &kv)?)),
+            Ok(kv) => Ok(json_response(
+                StatusCode::OK,
+                &as_written(resource, updated, &kv)?,
+            )),
             Err(err) => Err(write_error(resource, name, err)),
         }
     }
