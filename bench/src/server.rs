@@ -1,0 +1,88 @@
+//! A real `tug server` for the API-level benchmarks, started from a binary
+//! and reached through the kube crate's client with the admin kubeconfig.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use kube::Client;
+
+/// A running `tug server`.
+pub(crate) struct Server {
+    child: Child,
+    pub(crate) client: Client,
+    pub(crate) started_to_ready: Duration,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    pub(crate) async fn start(tug: &Path, dir: &Path, datastore: Option<&str>) -> anyhow::Result<Self> {
+        let port = crate::support::free_port()?;
+        let kubeconfig = dir.join("kubeconfig.yaml");
+        let mut command = Command::new(tug);
+        command
+            .args(["server", "--bind-address", "127.0.0.1", "--disable-agent"])
+            .arg(format!("--https-listen-port={port}"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--write-kubeconfig")
+            .arg(&kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(endpoint) = datastore {
+            command.arg(format!("--datastore-endpoint={endpoint}"));
+        }
+        let begun = Instant::now();
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", tug.display()))?;
+        // /readyz answers anonymous clients: a raw TLS-less probe would not
+        // do, so wait for the kubeconfig and ask through the client.
+        let deadline = begun + Duration::from_secs(30);
+        let client = loop {
+            if Instant::now() > deadline {
+                bail!("tug server was not ready within 30 s");
+            }
+            if let Ok(config) = kube::config::Kubeconfig::read_from(&kubeconfig)
+                && let Ok(config) = kube::Config::from_custom_kubeconfig(
+                    config,
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await
+                && let Ok(client) = Client::try_from(config)
+                && get(&client, "/readyz").await.is_ok()
+            {
+                break client;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        Ok(Self {
+            started_to_ready: begun.elapsed(),
+            child,
+            client,
+        })
+    }
+
+    pub(crate) fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    }
+}
+
+/// GET `path` through the client, answering the body.
+pub(crate) async fn get(client: &Client, path: &str) -> anyhow::Result<String> {
+    let request = http::Request::get(path).body(Vec::new())?;
+    Ok(client.request_text(request).await?)
+}
