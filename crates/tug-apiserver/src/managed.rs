@@ -1464,14 +1464,7 @@ mod tests {
             "metadata": {"name": "cm", "uid": "u", "labels": {"app": "x"}},
             "data": {"a": "1"}
         });
-        record_update(
-            CM,
-            Scope::Main { has_status: false },
-            None,
-            &mut created,
-            &writer("kubectl-create", "T1"),
-        )
-        .unwrap();
+        update_cm(None, &mut created, "kubectl-create", "T1").unwrap();
         let entries = created["metadata"]["managedFields"].as_array().unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0]["operation"], "Update");
@@ -1484,14 +1477,7 @@ mod tests {
         // A label added by another writer moves that field to it alone.
         let mut labelled = created.clone();
         labelled["metadata"]["labels"]["tier"] = json!("web");
-        record_update(
-            CM,
-            Scope::Main { has_status: false },
-            Some(&created),
-            &mut labelled,
-            &writer("kubectl-label", "T2"),
-        )
-        .unwrap();
+        update_cm(Some(&created), &mut labelled, "kubectl-label", "T2").unwrap();
         assert_eq!(
             fields_of(&labelled, "kubectl-label"),
             json!({"f:metadata": {"f:labels": {"f:tier": {}}}})
@@ -1503,38 +1489,17 @@ mod tests {
 
         // Nothing changed: nothing recorded, the time stays.
         let mut same = labelled.clone();
-        record_update(
-            CM,
-            Scope::Main { has_status: false },
-            Some(&labelled),
-            &mut same,
-            &writer("kubectl-label", "T3"),
-        )
-        .unwrap();
+        update_cm(Some(&labelled), &mut same, "kubectl-label", "T3").unwrap();
         assert_eq!(same, labelled);
 
         // `[{}]` forgets them, and an untracked object stays so.
         let mut reset = labelled.clone();
         reset["metadata"]["managedFields"] = json!([{}]);
-        record_update(
-            CM,
-            Scope::Main { has_status: false },
-            Some(&labelled),
-            &mut reset,
-            &writer("x", "T4"),
-        )
-        .unwrap();
+        update_cm(Some(&labelled), &mut reset, "x", "T4").unwrap();
         assert!(reset["metadata"].get("managedFields").is_none());
         let mut later = reset.clone();
         later["data"]["b"] = json!("2");
-        record_update(
-            CM,
-            Scope::Main { has_status: false },
-            Some(&reset),
-            &mut later,
-            &writer("x", "T5"),
-        )
-        .unwrap();
+        update_cm(Some(&reset), &mut later, "x", "T5").unwrap();
         assert!(later["metadata"].get("managedFields").is_none());
     }
 
@@ -1544,17 +1509,35 @@ mod tests {
 
     const CM_SCOPE: Scope = Scope::Main { has_status: false };
 
-    #[test]
-    fn apply_creates_owns_exactly_its_config_and_prunes_what_it_drops() {
-        let first = apply(
+    fn apply_cm(
+        live: Option<&Value>,
+        data: Value,
+        manager: &'static str,
+        now: &'static str,
+        force: bool,
+    ) -> Result<Value, ApplyError> {
+        apply(
             CM,
             CM_SCOPE,
-            None,
-            &config(json!({"a": "1", "b": "2"})),
-            &writer("kubectl", "T1"),
-            false,
+            live,
+            &config(data),
+            &writer(manager, now),
+            force,
         )
-        .unwrap();
+    }
+
+    fn update_cm(
+        old: Option<&Value>,
+        new: &mut Value,
+        manager: &'static str,
+        now: &'static str,
+    ) -> Result<(), String> {
+        record_update(CM, CM_SCOPE, old, new, &writer(manager, now))
+    }
+
+    #[test]
+    fn apply_creates_owns_exactly_its_config_and_prunes_what_it_drops() {
+        let first = apply_cm(None, json!({"a": "1", "b": "2"}), "kubectl", "T1", false).unwrap();
         assert_eq!(first["data"], json!({"a": "1", "b": "2"}));
         assert_eq!(
             fields_of(&first, "kubectl"),
@@ -1563,57 +1546,32 @@ mod tests {
         assert_eq!(first["metadata"]["managedFields"][0]["operation"], "Apply");
 
         // The same config again changes nothing, not even the time.
-        let again = apply(
-            CM,
-            CM_SCOPE,
+        let again = apply_cm(
             Some(&first),
-            &config(json!({"a": "1", "b": "2"})),
-            &writer("kubectl", "T2"),
+            json!({"a": "1", "b": "2"}),
+            "kubectl",
+            "T2",
             false,
         )
         .unwrap();
         assert_eq!(again, first);
 
-        let dropped = apply(
-            CM,
-            CM_SCOPE,
-            Some(&first),
-            &config(json!({"a": "1"})),
-            &writer("kubectl", "T3"),
-            false,
-        )
-        .unwrap();
+        let dropped = apply_cm(Some(&first), json!({"a": "1"}), "kubectl", "T3", false).unwrap();
         assert_eq!(dropped["data"], json!({"a": "1"}));
         assert_eq!(dropped["metadata"]["managedFields"][0]["time"], "T3");
 
         // Co-owned by a creator, a dropped field stays.
         let mut created = config(json!({"a": "1", "b": "2"}));
-        record_update(
-            CM,
-            CM_SCOPE,
-            None,
-            &mut created,
-            &writer("kubectl-create", "T1"),
-        )
-        .unwrap();
-        let applied = apply(
-            CM,
-            CM_SCOPE,
+        update_cm(None, &mut created, "kubectl-create", "T1").unwrap();
+        let applied = apply_cm(
             Some(&created),
-            &config(json!({"a": "1", "b": "2"})),
-            &writer("kubectl", "T2"),
+            json!({"a": "1", "b": "2"}),
+            "kubectl",
+            "T2",
             false,
         )
         .unwrap();
-        let dropped = apply(
-            CM,
-            CM_SCOPE,
-            Some(&applied),
-            &config(json!({"a": "1"})),
-            &writer("kubectl", "T3"),
-            false,
-        )
-        .unwrap();
+        let dropped = apply_cm(Some(&applied), json!({"a": "1"}), "kubectl", "T3", false).unwrap();
         assert_eq!(dropped["data"], json!({"a": "1", "b": "2"}));
     }
 
@@ -1624,38 +1582,14 @@ mod tests {
             "manager": "kubectl", "operation": "Apply", "apiVersion": "v1", "time": "T1",
             "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:a": {}, "f:b": {}}}
         }]);
-        let applied = apply(
-            CM,
-            CM_SCOPE,
-            Some(&live),
-            &config(json!({"a": "9"})),
-            &writer("kubectl", "T2"),
-            false,
-        )
-        .unwrap();
+        let applied = apply_cm(Some(&live), json!({"a": "9"}), "kubectl", "T2", false).unwrap();
         assert_eq!(applied["data"], json!({"a": "9"}));
     }
 
     #[test]
     fn a_second_applier_conflicts_unless_it_agrees_or_forces() {
-        let a = apply(
-            CM,
-            CM_SCOPE,
-            None,
-            &config(json!({"x": "2"})),
-            &writer("a", "T1"),
-            false,
-        )
-        .unwrap();
-        let refused = apply(
-            CM,
-            CM_SCOPE,
-            Some(&a),
-            &config(json!({"x": "3"})),
-            &writer("b", "T2"),
-            false,
-        )
-        .unwrap_err();
+        let a = apply_cm(None, json!({"x": "2"}), "a", "T1", false).unwrap();
+        let refused = apply_cm(Some(&a), json!({"x": "3"}), "b", "T2", false).unwrap_err();
         assert_eq!(
             refused,
             ApplyError::Conflicts(vec![("\"a\"".into(), ".data.x".into())])
@@ -1665,47 +1599,23 @@ mod tests {
             "Apply failed with 1 conflict: conflict with \"a\": .data.x"
         );
 
-        let shared = apply(
-            CM,
-            CM_SCOPE,
-            Some(&a),
-            &config(json!({"x": "2"})),
-            &writer("b", "T2"),
-            false,
-        )
-        .unwrap();
+        let shared = apply_cm(Some(&a), json!({"x": "2"}), "b", "T2", false).unwrap();
         assert_eq!(fields_of(&shared, "a"), json!({"f:data": {"f:x": {}}}));
         assert_eq!(fields_of(&shared, "b"), json!({"f:data": {"f:x": {}}}));
 
-        let forced = apply(
-            CM,
-            CM_SCOPE,
-            Some(&a),
-            &config(json!({"x": "3"})),
-            &writer("b", "T2"),
-            true,
-        )
-        .unwrap();
+        let forced = apply_cm(Some(&a), json!({"x": "3"}), "b", "T2", true).unwrap();
         assert_eq!(forced["data"]["x"], "3");
         assert_eq!(fields_of(&forced, "a"), Value::Null);
 
         // Updaters are named with their version.
         let mut updated = a.clone();
         updated["data"]["y"] = json!("1");
-        record_update(
-            CM,
-            CM_SCOPE,
-            Some(&a),
-            &mut updated,
-            &writer("editor", "T3"),
-        )
-        .unwrap();
-        let refused = apply(
-            CM,
-            CM_SCOPE,
+        update_cm(Some(&a), &mut updated, "editor", "T3").unwrap();
+        let refused = apply_cm(
             Some(&updated),
-            &config(json!({"x": "9", "y": "9"})),
-            &writer("b", "T4"),
+            json!({"x": "9", "y": "9"}),
+            "b",
+            "T4",
             false,
         )
         .unwrap_err();
