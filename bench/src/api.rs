@@ -46,7 +46,6 @@ struct Args {
     json: Option<PathBuf>,
 }
 
-
 /// A pod of realistic size (~3 KiB as JSON): labels, annotations, two
 /// containers with env, resources, probes and mounts.
 fn pod(name: &str) -> Vec<u8> {

@@ -23,7 +23,11 @@ impl Drop for Server {
 }
 
 impl Server {
-    pub(crate) async fn start(tug: &Path, dir: &Path, datastore: Option<&str>) -> anyhow::Result<Self> {
+    pub(crate) async fn start(
+        tug: &Path,
+        dir: &Path,
+        datastore: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let port = crate::support::free_port()?;
         let kubeconfig = dir.join("kubeconfig.yaml");
         let mut command = Command::new(tug);

@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tug_api::convert::{self, storage_prefix};
 use tug_api::format::timestamp;
@@ -58,6 +59,9 @@ pub struct Target {
 }
 
 type Query = HashMap<String, String>;
+
+/// Deletions a DELETE of a collection makes at once.
+const DELETE_COLLECTION_WORKERS: usize = 32;
 
 fn now_seconds() -> i64 {
     SystemTime::now()
@@ -1233,13 +1237,21 @@ impl ApiState {
             })
             .await
             .map_err(from_store)?;
-        let mut items = Vec::new();
+        let mut chosen = Vec::new();
         for kv in listed.kvs {
-            let object = decode(resource, &kv)?;
-            if !matches(&object, &labels, &fields) {
-                continue;
+            if matches(&decode(resource, &kv)?, &labels, &fields) {
+                chosen.push(kv);
             }
-            match self.delete_object(resource, kv, &options, query).await {
+        }
+        // Several at once: each waits for its own durable write.
+        let results: Vec<Result<Value, ApiError>> = futures::stream::iter(chosen)
+            .map(|kv| self.delete_object(resource, kv, &options, query))
+            .buffered(DELETE_COLLECTION_WORKERS)
+            .collect()
+            .await;
+        let mut items = Vec::new();
+        for result in results {
+            match result {
                 Ok(mut deleted) => {
                     if let Some(deleted) = deleted.as_object_mut() {
                         deleted.remove("kind");

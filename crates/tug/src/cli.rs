@@ -18,6 +18,60 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run a server: the control plane and its store.
     Server(ServerArgs),
+    /// Register simulated nodes and play kubelet for their pods, through
+    /// the API only (to test and measure the control plane at scale).
+    SimNodes(SimNodesArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct SimNodesArgs {
+    /// The API server, e.g. https://127.0.0.1:6443 (default: the kubeconfig's).
+    #[arg(long, value_name = "URL")]
+    pub(crate) server: Option<String>,
+
+    /// The kubeconfig to authenticate with.
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    pub(crate) kubeconfig: PathBuf,
+
+    /// How many nodes (at most 16384).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub(crate) count: usize,
+
+    /// Each node's CPU capacity.
+    #[arg(long, default_value = "32", value_name = "CPUS")]
+    pub(crate) cpu: String,
+
+    /// Each node's memory capacity.
+    #[arg(long, default_value = "256Gi", value_name = "QUANTITY")]
+    pub(crate) memory: String,
+
+    /// Each node's pod capacity.
+    #[arg(long, default_value_t = 110, value_name = "N")]
+    pub(crate) pods: u32,
+
+    /// A label for every node, key=value (repeatable).
+    #[arg(long = "labels", value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub(crate) labels: Vec<String>,
+
+    /// A taint for every node, key=value:Effect or key:Effect (repeatable).
+    #[arg(long = "taints", value_name = "TAINT", value_delimiter = ',')]
+    pub(crate) taints: Vec<String>,
+
+    /// The nodes' name prefix; they are named <prefix>0, <prefix>1, ...
+    #[arg(long, default_value = "sim-", value_name = "PREFIX")]
+    pub(crate) name_prefix: String,
+
+    /// Milliseconds from a pod's binding to its running.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub(crate) start_delay_ms: u64,
+
+    /// Milliseconds from a pod's running to its readiness.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub(crate) ready_delay_ms: u64,
+
+    /// API writes in flight at once.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub(crate) writers: usize,
 }
 
 #[derive(clap::Args, Debug)]

@@ -6,6 +6,7 @@
 
 mod cli;
 mod server;
+mod sim;
 
 use clap::Parser;
 
@@ -36,6 +37,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             cli::Command::Server(args) => server::run(server::Config::try_from(args)?).await,
+            cli::Command::SimNodes(args) => sim::run(args).await,
         }
     });
     match result {

@@ -1167,7 +1167,7 @@ mod kube_client {
 
     use super::Server;
 
-    async fn client(server: &Server) -> kube::Client {
+    pub(super) async fn client(server: &Server) -> kube::Client {
         let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).unwrap();
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -3290,4 +3290,256 @@ fn server_side_apply_refuses_bad_requests_as_upstream() {
         body["message"],
         "Apply failed with 1 conflict: conflict with \"before-first-apply\" using v1: .data.a"
     );
+}
+
+/// Simulated nodes (`tug_sim`, `tug sim-nodes`) against a real server.
+mod sim_nodes {
+    use std::future::Future;
+    use std::time::{Duration, Instant};
+
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use kube::api::{Api, DeleteParams, PostParams};
+
+    use super::Server;
+
+    /// Polls `check` until it answers `Some`, failing after `seconds`.
+    async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pod(name: &str, node: &str, annotations: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {
+                "nodeName": node,
+                "restartPolicy": "Always",
+                "containers": [{"name": "app", "image": "registry.local/app:1"}],
+            },
+        }))
+        .unwrap()
+    }
+
+    async fn get_pod(pods: &Api<Pod>, name: &str) -> Pod {
+        pods.get(name).await.unwrap()
+    }
+
+    fn condition(pod: &Pod, kind: &str) -> Option<String> {
+        pod.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == kind)
+            .map(|c| c.status.clone())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn simulated_nodes_register_renew_leases_and_play_kubelet() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path());
+        let client = super::kube_client::client(&server).await;
+        let sim = tug_sim::SimNodes::start(
+            client.clone(),
+            tug_sim::Config {
+                count: 3,
+                lease_interval: Duration::from_millis(500),
+                ..tug_sim::Config::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(sim.node_names(), ["sim-0", "sim-1", "sim-2"]);
+
+        // Registered and Ready, as kubectl shows them.
+        let listed = server.ok(&["get", "nodes", "--no-headers"]);
+        let rows: Vec<Vec<&str>> = listed.lines().map(super::columns).collect();
+        assert_eq!(rows.len(), 3, "{listed}");
+        assert!(rows.iter().all(|r| r[1] == "Ready"), "{listed}");
+        let nodes: Api<Node> = Api::all(client.clone());
+        let node = nodes.get("sim-1").await.unwrap();
+        let status = node.status.unwrap();
+        assert_eq!(status.capacity.unwrap()["pods"].0, "110");
+        assert_eq!(node.spec.unwrap().pod_cidr.as_deref(), Some("10.64.1.0/24"));
+
+        // Leases are renewed.
+        let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+        let renewed = |lease: Lease| lease.spec.unwrap().renew_time.unwrap().0;
+        let first = renewed(leases.get("sim-2").await.unwrap());
+        eventually(10, "a lease renewal", || async {
+            let now = renewed(leases.get("sim-2").await.unwrap());
+            (now > first).then_some(())
+        })
+        .await;
+
+        // A pod bound to a simulated node runs, with an address of the node's range.
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        pods.create(
+            &PostParams::default(),
+            &pod("web", "sim-1", serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+        let running = eventually(10, "web running and ready", || async {
+            let pod = get_pod(&pods, "web").await;
+            (condition(&pod, "Ready").as_deref() == Some("True")).then_some(pod)
+        })
+        .await;
+        let status = running.status.unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert!(
+            status.pod_ip.as_deref().unwrap().starts_with("10.64.1."),
+            "{:?}",
+            status.pod_ip
+        );
+        let wide = server.ok(&["get", "pod", "web", "-o", "wide", "--no-headers"]);
+        let row = super::columns(&wide);
+        assert_eq!(
+            (row[1], row[2], row[6]),
+            ("1/1", "Running", "sim-1"),
+            "{wide}"
+        );
+
+        // Staged faults: a crash, then not ready.
+        sim.crash("default", "web").await.unwrap();
+        eventually(10, "web crash-looping", || async {
+            let pod = get_pod(&pods, "web").await;
+            let container = pod.status?.container_statuses?.into_iter().next()?;
+            let waiting = container.state?.waiting?.reason?;
+            (container.restart_count == 1 && waiting == "CrashLoopBackOff").then_some(())
+        })
+        .await;
+        pods.create(
+            &PostParams::default(),
+            &pod("api", "sim-0", serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+        eventually(10, "api ready", || async {
+            (condition(&get_pod(&pods, "api").await, "Ready").as_deref() == Some("True"))
+                .then_some(())
+        })
+        .await;
+        sim.set_ready("default", "api", false).await.unwrap();
+        eventually(10, "api not ready", || async {
+            (condition(&get_pod(&pods, "api").await, "Ready").as_deref() == Some("False"))
+                .then_some(())
+        })
+        .await;
+
+        // A job's pod told to succeed does.
+        pods.create(
+            &PostParams::default(),
+            &pod(
+                "task",
+                "sim-2",
+                serde_json::json!({"sim.tug.dev/succeed-after": "0"}),
+            ),
+        )
+        .await
+        .unwrap();
+        eventually(10, "task succeeded", || async {
+            let phase = get_pod(&pods, "task").await.status?.phase?;
+            (phase == "Succeeded").then_some(())
+        })
+        .await;
+
+        // Graceful deletion: still there, terminating, then gone after the grace period.
+        pods.delete("api", &DeleteParams::default().grace_period(1))
+            .await
+            .unwrap();
+        let terminating = get_pod(&pods, "api").await;
+        assert!(terminating.metadata.deletion_timestamp.is_some());
+        eventually(10, "api gone", || async {
+            pods.get_opt("api").await.unwrap().is_none().then_some(())
+        })
+        .await;
+
+        // A node whose lease is stopped is no longer renewed, while the
+        // others are: sim-2's stays put over three renewals of sim-0's.
+        sim.stop_lease("sim-2").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut held = renewed(leases.get("sim-2").await.unwrap());
+        let mut other = renewed(leases.get("sim-0").await.unwrap());
+        let mut renewals = 0;
+        while renewals < 3 {
+            assert!(Instant::now() < deadline, "sim-2's lease was still renewed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = renewed(leases.get("sim-2").await.unwrap());
+            let now_other = renewed(leases.get("sim-0").await.unwrap());
+            if now != held {
+                (held, other, renewals) = (now, now_other, 0);
+            } else if now_other > other {
+                (other, renewals) = (now_other, renewals + 1);
+            }
+        }
+
+        let stats = sim.stats();
+        assert_eq!(stats.nodes, 3);
+        assert!(stats.writes > 0 && stats.rss_bytes > 0, "{stats:?}");
+        sim.shutdown().await;
+    }
+
+    #[test]
+    fn tug_sim_nodes_registers_nodes_until_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path());
+        let mut sim = std::process::Command::new(env!("CARGO_BIN_EXE_tug"))
+            .args(["sim-nodes", "--count", "2", "--name-prefix", "edge-"])
+            .arg("--kubeconfig")
+            .arg(&server.kubeconfig)
+            .args([
+                "--labels",
+                "zone=a",
+                "--taints",
+                "dedicated=edge:NoSchedule",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(sim.stdout.as_mut().unwrap()),
+            &mut first,
+        )
+        .unwrap();
+        assert_eq!(first, "tug sim-nodes: 2 nodes registered\n");
+        let listed = server.ok(&[
+            "get",
+            "nodes",
+            "-l",
+            "zone=a",
+            "-o",
+            "jsonpath={.items[*].metadata.name} {.items[0].spec.taints[0].key}",
+        ]);
+        assert_eq!(listed, "edge-0 edge-1 dedicated");
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &sim.id().to_string()])
+            .status();
+        let status = sim.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+
+        let bad = std::process::Command::new(env!("CARGO_BIN_EXE_tug"))
+            .args(["sim-nodes", "--count", "1", "--taints", "x=y:Never"])
+            .arg("--kubeconfig")
+            .arg(&server.kubeconfig)
+            .output()
+            .unwrap();
+        assert!(!bad.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&bad.stderr).trim(),
+            "tug: --taints \"x=y:Never\": the effect must be NoSchedule, PreferNoSchedule or NoExecute"
+        );
+    }
 }

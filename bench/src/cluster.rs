@@ -1,0 +1,333 @@
+//! Control-plane benchmarks at scale with simulated nodes (`tug_sim`, in
+//! this process, its own CPU and memory reported apart): a real `tug
+//! server` (SQLite, then etcd) and KWOK's CI workload.
+//!
+//! `cargo build --release -p tug -p tug-bench && target/release/cluster-bench`
+//!
+//! Per backend: N nodes registered and Ready; M pods created (bound
+//! round-robin to the nodes: no scheduler yet) until all are Running; all
+//! deleted (grace period 1 s, so the simulated kubelet finishes each) until
+//! none is left; the server's RSS idle, with the nodes, and with the pods.
+//! Density and scheduling figures need the scheduler and controllers
+//! (issue #6) and are reported as not yet possible.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+
+mod server;
+mod support;
+
+use server::Server;
+
+#[derive(Parser)]
+struct Args {
+    /// The tug binary to start.
+    #[arg(long, default_value = "target/release/tug")]
+    tug: PathBuf,
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 5_000)]
+    nodes: usize,
+    /// Pods.
+    #[arg(long, default_value_t = 10_000)]
+    pods: usize,
+    /// Concurrent clients creating and deleting.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Backends to run: sqlite, etcd.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,etcd")]
+    backends: Vec<String>,
+    /// Where to write the results as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// The namespace the workload's pods live in.
+const NAMESPACE: &str = "bench";
+/// How long any phase may take before the run is declared failed.
+const PHASE_LIMIT: Duration = Duration::from_secs(600);
+
+/// A small pod, as KWOK's benchmark creates.
+fn pod(name: &str, node: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"app": "fake-pod"}},
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "fake-container", "image": "fake-image"}],
+        },
+    }))
+    .expect("a valid pod")
+}
+
+struct Figures {
+    backend: String,
+    started_to_ready: Duration,
+    create_p50_ms: f64,
+    create_p99_ms: f64,
+    nodes_ready: Duration,
+    pods_running: Duration,
+    pods_deleted: Duration,
+    rss_idle: f64,
+    rss_nodes: f64,
+    rss_pods: f64,
+    sim_cpu: f64,
+    sim_rss: f64,
+}
+
+impl Figures {
+    fn total(&self) -> Duration {
+        self.nodes_ready + self.pods_running + self.pods_deleted
+    }
+}
+
+/// Polls `done` every 20 ms until it holds, or fails after the phase limit.
+async fn until<F, Fut>(what: &str, mut done: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + PHASE_LIMIT;
+    while !done().await? {
+        if Instant::now() > deadline {
+            bail!("{what} did not happen within {PHASE_LIMIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// How many of the listed objects satisfy `count`, reading in pages.
+async fn count_nodes_ready(client: &Client) -> anyhow::Result<usize> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut ready = 0;
+    let mut params = ListParams::default().labels("type=sim").limit(5_000);
+    loop {
+        let page = nodes.list(&params).await?;
+        ready += page
+            .items
+            .iter()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(ready),
+        }
+    }
+}
+
+async fn count_pods(client: &Client, field_selector: Option<&str>) -> anyhow::Result<usize> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let mut params = ListParams::default().limit(5_000);
+    if let Some(selector) = field_selector {
+        params = params.fields(selector);
+    }
+    let mut count = 0;
+    loop {
+        let page = pods.list_metadata(&params).await?;
+        count += page.items.len();
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(count),
+        }
+    }
+}
+
+async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
+    let dir = tempfile::tempdir()?;
+    let etcd = match backend {
+        "sqlite" => None,
+        "etcd" => Some(support::start_etcd(&dir.path().join("etcd")).await?),
+        other => bail!("unknown backend {other:?}"),
+    };
+    let server =
+        Server::start(&args.tug, dir.path(), etcd.as_ref().map(|e| e.url.as_str())).await?;
+    let client = server.client.clone();
+    let started_to_ready = server.started_to_ready;
+    let rss_idle = server.rss_mib();
+    let (cpu_before, _) = tug_sim::process_usage();
+
+    // KWOK's workload, 1: the nodes, Ready.
+    let begun = Instant::now();
+    let sim = tug_sim::SimNodes::start(
+        client.clone(),
+        tug_sim::Config {
+            count: args.nodes,
+            writers: args.clients,
+            ..tug_sim::Config::default()
+        },
+    )
+    .await
+    .context("registering the simulated nodes")?;
+    until("all nodes Ready", || async {
+        Ok(count_nodes_ready(&client).await? == args.nodes)
+    })
+    .await?;
+    let nodes_ready = begun.elapsed();
+    let rss_nodes = server.rss_mib();
+
+    // 2: the pods, Running.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": NAMESPACE}}))?;
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await?;
+    let names = sim.node_names();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let failures = Arc::new(AtomicUsize::new(0));
+    let begun = Instant::now();
+    let mut latencies: Vec<Duration> = futures::stream::iter(0..args.pods)
+        .map(|i| {
+            let (pods, failures) = (pods.clone(), failures.clone());
+            let pod = pod(&format!("fake-pod-{i}"), &names[i % names.len()]);
+            async move {
+                let sent = Instant::now();
+                if pods.create(&PostParams::default(), &pod).await.is_err() {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                sent.elapsed()
+            }
+        })
+        .buffer_unordered(args.clients)
+        .collect()
+        .await;
+    latencies.sort();
+    if failures.load(Ordering::Relaxed) > 0 {
+        bail!("{} pod creates failed", failures.load(Ordering::Relaxed));
+    }
+    until("all pods Running", || async {
+        Ok(count_pods(&client, Some("status.phase=Running")).await? == args.pods)
+    })
+    .await?;
+    let pods_running = begun.elapsed();
+    let rss_pods = server.rss_mib();
+
+    // 3: every pod deleted, each finished by its simulated kubelet.
+    let begun = Instant::now();
+    pods.delete_collection(
+        &DeleteParams::default().grace_period(1),
+        &ListParams::default(),
+    )
+    .await?;
+    until("all pods gone", || async {
+        Ok(count_pods(&client, None).await? == 0)
+    })
+    .await?;
+    let pods_deleted = begun.elapsed();
+
+    let stats = sim.stats();
+    sim.shutdown().await;
+    let (cpu_after, sim_rss) = tug_sim::process_usage();
+    drop(server);
+    drop(etcd);
+    Ok(Figures {
+        backend: backend.to_string(),
+        started_to_ready,
+        create_p50_ms: support::percentile_ms(&latencies, 0.5),
+        create_p99_ms: support::percentile_ms(&latencies, 0.99),
+        nodes_ready,
+        pods_running,
+        pods_deleted,
+        rss_idle,
+        rss_nodes,
+        rss_pods,
+        sim_cpu: cpu_after - cpu_before,
+        sim_rss: sim_rss.max(stats.rss_bytes) as f64 / (1024.0 * 1024.0),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    println!(
+        "machine: {}; {} simulated nodes, {} pods",
+        support::machine(),
+        args.nodes,
+        args.pods
+    );
+    let mut all = Vec::new();
+    for backend in &args.backends {
+        let f = run_backend(&args, backend).await?;
+        let b = &f.backend;
+        println!(
+            "{b:<8} start to /readyz                          {:>8.0} ms",
+            f.started_to_ready.as_secs_f64() * 1000.0
+        );
+        println!(
+            "{b:<8} pod creates, {} clients                  p50 {:.2} ms, p99 {:.2} ms",
+            args.clients, f.create_p50_ms, f.create_p99_ms
+        );
+        println!(
+            "{b:<8} nodes registered and Ready               {:>8.2} s",
+            f.nodes_ready.as_secs_f64()
+        );
+        println!(
+            "{b:<8} pods Running                             {:>8.2} s ({:.0} pods/s)",
+            f.pods_running.as_secs_f64(),
+            args.pods as f64 / f.pods_running.as_secs_f64()
+        );
+        println!(
+            "{b:<8} pods deleted (grace 1 s)                 {:>8.2} s",
+            f.pods_deleted.as_secs_f64()
+        );
+        println!(
+            "{b:<8} KWOK workload in all                     {:>8.2} s",
+            f.total().as_secs_f64()
+        );
+        println!(
+            "{b:<8} server RSS idle / with nodes / with pods {:>6.1} / {:.1} / {:.1} MiB ({:.1} MiB per 1,000 pods)",
+            f.rss_idle,
+            f.rss_nodes,
+            f.rss_pods,
+            (f.rss_pods - f.rss_nodes) / (args.pods as f64 / 1000.0)
+        );
+        println!(
+            "{b:<8} simulator's own CPU / RSS                {:>8.1} s / {:.1} MiB",
+            f.sim_cpu, f.sim_rss
+        );
+        all.push(f);
+    }
+    println!(
+        "density (10,000 pods through 100 Deployments): not yet possible (needs the controllers, issue #6)"
+    );
+    println!("scheduling throughput: not yet possible (needs the scheduler, issue #6)");
+    if let Some(path) = &args.json {
+        let results: Vec<serde_json::Value> = all
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "backend": f.backend,
+                    "start_to_readyz_ms": f.started_to_ready.as_secs_f64() * 1000.0,
+                    "create_p50_ms": f.create_p50_ms,
+                    "create_p99_ms": f.create_p99_ms,
+                    "nodes": args.nodes,
+                    "pods": args.pods,
+                    "nodes_ready_s": f.nodes_ready.as_secs_f64(),
+                    "pods_running_s": f.pods_running.as_secs_f64(),
+                    "pods_deleted_s": f.pods_deleted.as_secs_f64(),
+                    "total_s": f.total().as_secs_f64(),
+                    "server_rss_idle_mib": f.rss_idle,
+                    "server_rss_nodes_mib": f.rss_nodes,
+                    "server_rss_pods_mib": f.rss_pods,
+                    "sim_cpu_s": f.sim_cpu,
+                    "sim_rss_mib": f.sim_rss,
+                })
+            })
+            .collect();
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+    }
+    Ok(())
+}
