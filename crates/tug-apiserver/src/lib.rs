@@ -7,8 +7,7 @@
 //! [`auth::Authorizer`] -> [`discovery`] or [`rest`] -> the store.
 //! Every error leaves as a Kubernetes `Status` built in [`status`].
 //!
-//! Start at [`run`]. RBAC, admission, server-side apply, protobuf bodies
-//! beyond a few kinds, and the watch cache are not here yet; see
+//! Start at [`run`]. RBAC and admission are not here yet; see
 //! ARCHITECTURE.md.
 
 pub mod allocate;

@@ -1,17 +1,29 @@
 //! Protobuf request bodies (`application/vnd.kubernetes.protobuf`), which
 //! kubectl 1.32+ sends for `create configmap|secret|namespace` and a few
-//! other commands, decoded into the JSON the rest of the server handles.
+//! other commands, and Go clients configured for protobuf send for every
+//! built-in kind, decoded into the JSON the rest of the server handles.
 //!
 //! The envelope is the 4 bytes `k8s\0` and a `runtime.Unknown` message
 //! (typeMeta, raw, contentEncoding, contentType); `raw` is the object. Each
-//! kind is decoded through a table of its fields (numbers from upstream's
-//! `generated.proto`); fields not in the table are skipped, as protobuf
-//! readers do. Kinds without a table are refused with 415.
+//! kind is decoded through a table of its fields, generated from upstream's
+//! `generated.proto` and `types.go` by `scripts/gen-protobuf-tables` into
+//! `protobuf_tables.rs`. The JSON is what Go's encoder writes for the
+//! object the Go client had: see `Kind` for which empty values it omits.
+//! Decoding is strict: a field number not in the table (one newer than the
+//! tables) answers 415 rather than being dropped, and so do kinds without a
+//! table.
 
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
+#[path = "protobuf_tables.rs"]
+mod tables;
+
 const MAGIC: &[u8] = b"k8s\0";
+
+/// How deep messages may nest, as serde_json's limit for JSON bodies: the
+/// decoder recurses, and CRD schemas nest without bound.
+const DEPTH_MAX: usize = 128;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProtobufError {
@@ -28,38 +40,104 @@ fn malformed(what: &str) -> ProtobufError {
 }
 
 /// How one field is turned into JSON.
+///
+/// A field is written only when it is on the wire. Go clients put every
+/// non-pointer field there, empty or not, so what is absent is a nil
+/// pointer, slice or map, which Go's encoder omits too. Of what is on the
+/// wire, a non-pointer field whose JSON tag says `omitempty` is omitted when
+/// zero, as Go does; scalars therefore come in pairs (`String` and
+/// `OptString`, `Flag` and `Bool`, `Int64` and `OptInt`), the first for
+/// those fields, the second for pointers and fields without `omitempty`.
 #[derive(Clone, Copy)]
 enum Kind {
+    /// A plain string with `omitempty`: "" is omitted.
     String,
-    /// A `*bool`: written only when set, so false is kept.
+    /// A `*string`, or a string without `omitempty`: "" is kept.
+    OptString,
+    /// A `*bool`, or a bool without `omitempty`: false is kept.
     Bool,
-    /// A plain `bool`: always written; false is JSON's omitted default.
+    /// A plain bool with `omitempty`: false is omitted.
     Flag,
-    /// A plain integer: always written; zero is omitted.
+    /// A plain int32 or int64 with `omitempty`: zero is omitted. Both are
+    /// varints on the wire, a negative int32 sign-extended to 64 bits.
     Int64,
-    /// A pointer integer: written only when set, so zero is kept.
+    /// A pointer integer, or one without `omitempty`: zero is kept.
     OptInt,
+    /// A `*float64` (wire type fixed64): zero is kept.
+    Double,
+    /// A `[]byte` with `omitempty`, as base64: empty is omitted.
+    Bytes,
     /// A `*intstr.IntOrString`: {type, intVal, strVal}, written when set.
     IntOrString,
-    /// A plain `intstr.IntOrString`: always written; the zero int is omitted.
+    /// A plain `intstr.IntOrString`: the zero int is omitted.
     PlainIntOrString,
+    /// A `resource.Quantity`, as its string.
+    Quantity,
+    /// A `metav1.Time`, to the second; the zero time is omitted.
+    Time,
+    /// A `metav1.MicroTime`, to the microsecond; the zero time is omitted.
+    MicroTime,
+    /// A message whose `raw` bytes (field 1) are JSON, embedded parsed:
+    /// `runtime.RawExtension`, `metav1.FieldsV1`, apiextensions' `JSON`.
+    RawJson,
+    /// A message {items = 1} standing for a Go `[]string` (`ExtraValue`,
+    /// `AttestationValue`): the list.
+    StringList,
+    Message(&'static [Field]),
     /// An embedded struct whose fields JSON writes in the parent's.
     Inline(&'static [Field]),
-    /// `map<string, Quantity>`.
-    QuantityMap,
-    /// A `*resource.Quantity`, as its string.
-    Quantity,
-    /// Read and dropped: what the server computes (status) or owns.
-    Ignore,
-    /// A field tug does not decode yet: refused (415) unless empty, so
-    /// that nothing a client sent is silently lost.
-    Unsupported,
-    Time,
-    Message(&'static [Field]),
+    /// apiextensions' `JSONSchemaPropsOrArray`, `...OrBool` and
+    /// `...OrStringArray`, whose table this is: one of a list, a schema or
+    /// a bool, as their `MarshalJSON` picks.
+    SchemaOr(&'static [Field]),
     StringMap,
     BytesMap,
+    /// `map<string, Quantity>`.
+    QuantityMap,
+    /// Any other `map<string, V>`: the table of its entry message, whose
+    /// key is field 1 and value field 2.
+    Map(&'static [Field]),
     RepeatedString,
+    /// Repeated int32 or int64, packed or not.
+    RepeatedInt,
     RepeatedMessage(&'static [Field]),
+    /// `[]JSON` (a CRD schema's `enum`): see `RawJson`.
+    RepeatedRawJson,
+}
+
+impl Kind {
+    /// The table of a map's entry message; none for other kinds.
+    fn entry_table(self) -> Option<&'static [Field]> {
+        match self {
+            Kind::StringMap => Some(STRING_ENTRY),
+            Kind::BytesMap => Some(BYTES_ENTRY),
+            Kind::QuantityMap => Some(QUANTITY_ENTRY),
+            Kind::Map(entry) => Some(entry),
+            _ => None,
+        }
+    }
+
+    fn is_repeated(self) -> bool {
+        matches!(
+            self,
+            Kind::RepeatedString
+                | Kind::RepeatedInt
+                | Kind::RepeatedMessage(_)
+                | Kind::RepeatedRawJson
+        )
+    }
+
+    /// What Go writes for a map value missing from its entry: its zero.
+    fn zero(self) -> Value {
+        match self {
+            Kind::String | Kind::OptString | Kind::Bytes => json!(""),
+            Kind::Bool | Kind::Flag => json!(false),
+            Kind::Int64 | Kind::OptInt | Kind::Double => json!(0),
+            Kind::Quantity => json!("0"),
+            Kind::Message(_) | Kind::Inline(_) => json!({}),
+            _ => Value::Null,
+        }
+    }
 }
 
 struct Field {
@@ -72,60 +150,24 @@ const fn field(number: u64, name: &'static str, kind: Kind) -> Field {
     Field { number, name, kind }
 }
 
-const OWNER_REFERENCE: &[Field] = &[
-    field(5, "apiVersion", Kind::String),
-    field(1, "kind", Kind::String),
-    field(3, "name", Kind::String),
-    field(4, "uid", Kind::String),
-    field(6, "controller", Kind::Bool),
-    field(7, "blockOwnerDeletion", Kind::Bool),
+// Go writes every entry of a map, empty values too: one omitted as empty
+// comes back as its kind's zero in `map_entry`.
+const STRING_ENTRY: &[Field] = &[
+    field(1, "key", Kind::OptString),
+    field(2, "value", Kind::OptString),
 ];
 
-const OBJECT_META: &[Field] = &[
-    field(1, "name", Kind::String),
-    field(2, "generateName", Kind::String),
-    field(3, "namespace", Kind::String),
-    field(4, "selfLink", Kind::Ignore),
-    field(17, "managedFields", Kind::Ignore),
-    field(5, "uid", Kind::String),
-    field(6, "resourceVersion", Kind::String),
-    field(7, "generation", Kind::Int64),
-    field(8, "creationTimestamp", Kind::Time),
-    field(9, "deletionTimestamp", Kind::Time),
-    field(10, "deletionGracePeriodSeconds", Kind::Int64),
-    field(11, "labels", Kind::StringMap),
-    field(12, "annotations", Kind::StringMap),
-    field(
-        13,
-        "ownerReferences",
-        Kind::RepeatedMessage(OWNER_REFERENCE),
-    ),
-    field(14, "finalizers", Kind::RepeatedString),
+const BYTES_ENTRY: &[Field] = &[
+    field(1, "key", Kind::OptString),
+    field(2, "value", Kind::Bytes),
 ];
 
-const CONFIG_MAP: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(2, "data", Kind::StringMap),
-    field(3, "binaryData", Kind::BytesMap),
-    field(4, "immutable", Kind::Bool),
+const QUANTITY_ENTRY: &[Field] = &[
+    field(1, "key", Kind::OptString),
+    field(2, "value", Kind::Quantity),
 ];
 
-const SECRET: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(2, "data", Kind::BytesMap),
-    field(3, "type", Kind::String),
-    field(4, "stringData", Kind::StringMap),
-    field(5, "immutable", Kind::Bool),
-];
-
-const NAMESPACE_SPEC: &[Field] = &[field(1, "finalizers", Kind::RepeatedString)];
-
-const NAMESPACE: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(2, "spec", Kind::Message(NAMESPACE_SPEC)),
-    field(3, "status", Kind::Ignore),
-];
-
+// The messages behind the special kinds.
 const INT_OR_STRING: &[Field] = &[
     field(1, "type", Kind::Int64),
     field(2, "intVal", Kind::Int64),
@@ -134,670 +176,14 @@ const INT_OR_STRING: &[Field] = &[
 
 const QUANTITY: &[Field] = &[field(1, "string", Kind::String)];
 
-const LABEL_SELECTOR_REQUIREMENT: &[Field] = &[
-    field(1, "key", Kind::String),
-    field(2, "operator", Kind::String),
-    field(3, "values", Kind::RepeatedString),
-];
+const STRING_LIST: &[Field] = &[field(1, "items", Kind::RepeatedString)];
 
-const LABEL_SELECTOR: &[Field] = &[
-    field(1, "matchLabels", Kind::StringMap),
-    field(
-        2,
-        "matchExpressions",
-        Kind::RepeatedMessage(LABEL_SELECTOR_REQUIREMENT),
-    ),
-];
-
-const CONTAINER_PORT: &[Field] = &[
-    field(1, "name", Kind::String),
-    field(2, "hostPort", Kind::Int64),
-    field(3, "containerPort", Kind::Int64),
-    field(4, "protocol", Kind::String),
-    field(5, "hostIP", Kind::String),
-];
-
-const ENV_VAR: &[Field] = &[
-    field(1, "name", Kind::String),
-    field(2, "value", Kind::String),
-    field(3, "valueFrom", Kind::Unsupported),
-];
-
-const RESOURCE_REQUIREMENTS: &[Field] = &[
-    field(1, "limits", Kind::QuantityMap),
-    field(2, "requests", Kind::QuantityMap),
-    field(3, "claims", Kind::Unsupported),
-];
-
-const CONTAINER: &[Field] = &[
-    field(1, "name", Kind::String),
-    field(2, "image", Kind::String),
-    field(3, "command", Kind::RepeatedString),
-    field(4, "args", Kind::RepeatedString),
-    field(5, "workingDir", Kind::String),
-    field(6, "ports", Kind::RepeatedMessage(CONTAINER_PORT)),
-    field(19, "envFrom", Kind::Unsupported),
-    field(7, "env", Kind::RepeatedMessage(ENV_VAR)),
-    field(8, "resources", Kind::Message(RESOURCE_REQUIREMENTS)),
-    field(23, "resizePolicy", Kind::Unsupported),
-    field(24, "restartPolicy", Kind::String),
-    field(25, "restartPolicyRules", Kind::Unsupported),
-    field(9, "volumeMounts", Kind::Unsupported),
-    field(21, "volumeDevices", Kind::Unsupported),
-    field(10, "livenessProbe", Kind::Unsupported),
-    field(11, "readinessProbe", Kind::Unsupported),
-    field(22, "startupProbe", Kind::Unsupported),
-    field(12, "lifecycle", Kind::Unsupported),
-    field(13, "terminationMessagePath", Kind::String),
-    field(20, "terminationMessagePolicy", Kind::String),
-    field(14, "imagePullPolicy", Kind::String),
-    field(15, "securityContext", Kind::Unsupported),
-    field(16, "stdin", Kind::Flag),
-    field(17, "stdinOnce", Kind::Flag),
-    field(18, "tty", Kind::Flag),
-];
-
-const POD_SPEC: &[Field] = &[
-    field(1, "volumes", Kind::Unsupported),
-    field(20, "initContainers", Kind::RepeatedMessage(CONTAINER)),
-    field(2, "containers", Kind::RepeatedMessage(CONTAINER)),
-    field(34, "ephemeralContainers", Kind::Unsupported),
-    field(3, "restartPolicy", Kind::String),
-    field(4, "terminationGracePeriodSeconds", Kind::OptInt),
-    field(5, "activeDeadlineSeconds", Kind::OptInt),
-    field(6, "dnsPolicy", Kind::String),
-    field(7, "nodeSelector", Kind::StringMap),
-    field(8, "serviceAccountName", Kind::String),
-    field(9, "serviceAccount", Kind::String),
-    field(21, "automountServiceAccountToken", Kind::Bool),
-    field(10, "nodeName", Kind::String),
-    field(11, "hostNetwork", Kind::Flag),
-    field(12, "hostPID", Kind::Flag),
-    field(13, "hostIPC", Kind::Flag),
-    field(27, "shareProcessNamespace", Kind::Bool),
-    field(14, "securityContext", Kind::Unsupported),
-    field(
-        15,
-        "imagePullSecrets",
-        Kind::RepeatedMessage(LOCAL_OBJECT_REFERENCE),
-    ),
-    field(16, "hostname", Kind::String),
-    field(17, "subdomain", Kind::String),
-    field(18, "affinity", Kind::Unsupported),
-    field(19, "schedulerName", Kind::String),
-    field(22, "tolerations", Kind::Unsupported),
-    field(23, "hostAliases", Kind::Unsupported),
-    field(24, "priorityClassName", Kind::String),
-    field(25, "priority", Kind::OptInt),
-    field(26, "dnsConfig", Kind::Unsupported),
-    field(28, "readinessGates", Kind::Unsupported),
-    field(29, "runtimeClassName", Kind::String),
-    field(30, "enableServiceLinks", Kind::Bool),
-    field(31, "preemptionPolicy", Kind::String),
-    field(32, "overhead", Kind::QuantityMap),
-    field(33, "topologySpreadConstraints", Kind::Unsupported),
-    field(35, "setHostnameAsFQDN", Kind::Bool),
-    field(36, "os", Kind::Unsupported),
-    field(37, "hostUsers", Kind::Bool),
-    field(38, "schedulingGates", Kind::Unsupported),
-    field(39, "resourceClaims", Kind::Unsupported),
-    field(40, "resources", Kind::Message(RESOURCE_REQUIREMENTS)),
-    field(41, "hostnameOverride", Kind::String),
-];
-
-const POD_TEMPLATE_SPEC: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(2, "spec", Kind::Message(POD_SPEC)),
-];
-
-const ROLLING_UPDATE_DEPLOYMENT: &[Field] = &[
-    field(1, "maxUnavailable", Kind::IntOrString),
-    field(2, "maxSurge", Kind::IntOrString),
-];
-
-const DEPLOYMENT_STRATEGY: &[Field] = &[
-    field(1, "type", Kind::String),
-    field(2, "rollingUpdate", Kind::Message(ROLLING_UPDATE_DEPLOYMENT)),
-];
-
-const DEPLOYMENT_SPEC: &[Field] = &[
-    field(1, "replicas", Kind::OptInt),
-    field(2, "selector", Kind::Message(LABEL_SELECTOR)),
-    field(3, "template", Kind::Message(POD_TEMPLATE_SPEC)),
-    field(4, "strategy", Kind::Message(DEPLOYMENT_STRATEGY)),
-    field(5, "minReadySeconds", Kind::Int64),
-    field(6, "revisionHistoryLimit", Kind::OptInt),
-    field(7, "paused", Kind::Flag),
-    field(9, "progressDeadlineSeconds", Kind::OptInt),
-];
-
-const DEPLOYMENT: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(2, "spec", Kind::Message(DEPLOYMENT_SPEC)),
-    field(3, "status", Kind::Ignore),
-];
-
-const LOCAL_OBJECT_REFERENCE: &[Field] = &[field(1, "name", Kind::String)];
-
-const OBJECT_REFERENCE: &[Field] = &[
-    field(1, "kind", Kind::String),
-    field(2, "namespace", Kind::String),
-    field(3, "name", Kind::String),
-    field(4, "uid", Kind::String),
-    field(5, "apiVersion", Kind::String),
-    field(6, "resourceVersion", Kind::String),
-    field(7, "fieldPath", Kind::String),
-];
-
-const JOB_SPEC: &[Field] = &[
-    field(1, "parallelism", Kind::OptInt),
-    field(2, "completions", Kind::OptInt),
-    field(3, "activeDeadlineSeconds", Kind::OptInt),
-    field(4, "selector", Kind::Message(LABEL_SELECTOR)),
-    field(5, "manualSelector", Kind::Bool),
-    field(6, "template", Kind::Message(POD_TEMPLATE_SPEC)),
-    field(7, "backoffLimit", Kind::OptInt),
-    field(8, "ttlSecondsAfterFinished", Kind::OptInt),
-    field(9, "completionMode", Kind::String),
-    field(10, "suspend", Kind::Bool),
-    field(11, "podFailurePolicy", Kind::Unsupported),
-    field(12, "backoffLimitPerIndex", Kind::OptInt),
-    field(13, "maxFailedIndexes", Kind::OptInt),
-    field(14, "podReplacementPolicy", Kind::String),
-    field(15, "managedBy", Kind::String),
-    field(16, "successPolicy", Kind::Unsupported),
-];
-
-const JOB: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(2, "spec", Kind::Message(JOB_SPEC)),
-    field(3, "status", Kind::Ignore),
-];
-
-const JOB_TEMPLATE_SPEC: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(2, "spec", Kind::Message(JOB_SPEC)),
-];
-
-const CRON_JOB_SPEC: &[Field] = &[
-    field(1, "schedule", Kind::String),
-    field(2, "startingDeadlineSeconds", Kind::OptInt),
-    field(3, "concurrencyPolicy", Kind::String),
-    field(4, "suspend", Kind::Bool),
-    field(5, "jobTemplate", Kind::Message(JOB_TEMPLATE_SPEC)),
-    field(6, "successfulJobsHistoryLimit", Kind::OptInt),
-    field(7, "failedJobsHistoryLimit", Kind::OptInt),
-    field(8, "timeZone", Kind::String),
-];
-
-const CRON_JOB: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(2, "spec", Kind::Message(CRON_JOB_SPEC)),
-    field(3, "status", Kind::Ignore),
-];
-
-const SERVICE_PORT: &[Field] = &[
-    field(1, "name", Kind::String),
-    field(2, "protocol", Kind::String),
-    field(3, "port", Kind::Int64),
-    field(4, "targetPort", Kind::PlainIntOrString),
-    field(5, "nodePort", Kind::Int64),
-    field(6, "appProtocol", Kind::String),
-];
-
-const SERVICE_SPEC: &[Field] = &[
-    field(1, "ports", Kind::RepeatedMessage(SERVICE_PORT)),
-    field(2, "selector", Kind::StringMap),
-    field(3, "clusterIP", Kind::String),
-    field(4, "type", Kind::String),
-    field(5, "externalIPs", Kind::RepeatedString),
-    field(7, "sessionAffinity", Kind::String),
-    field(8, "loadBalancerIP", Kind::String),
-    field(9, "loadBalancerSourceRanges", Kind::RepeatedString),
-    field(10, "externalName", Kind::String),
-    field(11, "externalTrafficPolicy", Kind::String),
-    field(12, "healthCheckNodePort", Kind::Int64),
-    field(13, "publishNotReadyAddresses", Kind::Flag),
-    field(
-        14,
-        "sessionAffinityConfig",
-        Kind::Message(&[field(
-            1,
-            "clientIP",
-            Kind::Message(&[field(1, "timeoutSeconds", Kind::OptInt)]),
-        )]),
-    ),
-    field(17, "ipFamilyPolicy", Kind::String),
-    field(18, "clusterIPs", Kind::RepeatedString),
-    field(19, "ipFamilies", Kind::RepeatedString),
-    field(20, "allocateLoadBalancerNodePorts", Kind::Bool),
-    field(21, "loadBalancerClass", Kind::String),
-    field(22, "internalTrafficPolicy", Kind::String),
-    field(23, "trafficDistribution", Kind::String),
-];
-
-const SERVICE: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(2, "spec", Kind::Message(SERVICE_SPEC)),
-    field(3, "status", Kind::Ignore),
-];
-
-const SERVICE_ACCOUNT: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(2, "secrets", Kind::RepeatedMessage(OBJECT_REFERENCE)),
-    field(
-        3,
-        "imagePullSecrets",
-        Kind::RepeatedMessage(LOCAL_OBJECT_REFERENCE),
-    ),
-    field(4, "automountServiceAccountToken", Kind::Bool),
-];
-
-const RESOURCE_QUOTA: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(
-        2,
-        "spec",
-        Kind::Message(&[
-            field(1, "hard", Kind::QuantityMap),
-            field(2, "scopes", Kind::RepeatedString),
-            field(
-                3,
-                "scopeSelector",
-                Kind::Message(&[field(
-                    1,
-                    "matchExpressions",
-                    Kind::RepeatedMessage(&[
-                        field(1, "scopeName", Kind::String),
-                        field(2, "operator", Kind::String),
-                        field(3, "values", Kind::RepeatedString),
-                    ]),
-                )]),
-            ),
-        ]),
-    ),
-    field(3, "status", Kind::Ignore),
-];
-
-const POLICY_RULE: &[Field] = &[
-    field(1, "verbs", Kind::RepeatedString),
-    field(2, "apiGroups", Kind::RepeatedString),
-    field(3, "resources", Kind::RepeatedString),
-    field(4, "resourceNames", Kind::RepeatedString),
-    field(5, "nonResourceURLs", Kind::RepeatedString),
-];
-
-/// Role and ClusterRole.
-const ROLE: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(2, "rules", Kind::RepeatedMessage(POLICY_RULE)),
-    field(
-        3,
-        "aggregationRule",
-        Kind::Message(&[field(
-            1,
-            "clusterRoleSelectors",
-            Kind::RepeatedMessage(LABEL_SELECTOR),
-        )]),
-    ),
-];
-
-/// RoleBinding and ClusterRoleBinding.
-const ROLE_BINDING: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(
-        2,
-        "subjects",
-        Kind::RepeatedMessage(&[
-            field(1, "kind", Kind::String),
-            field(2, "apiGroup", Kind::String),
-            field(3, "name", Kind::String),
-            field(4, "namespace", Kind::String),
-        ]),
-    ),
-    field(
-        3,
-        "roleRef",
-        Kind::Message(&[
-            field(1, "apiGroup", Kind::String),
-            field(2, "kind", Kind::String),
-            field(3, "name", Kind::String),
-        ]),
-    ),
-];
-
-const PRIORITY_CLASS: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(2, "value", Kind::OptInt),
-    field(3, "globalDefault", Kind::Flag),
-    field(4, "description", Kind::String),
-    field(5, "preemptionPolicy", Kind::String),
-];
-
-const POD_DISRUPTION_BUDGET: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(
-        2,
-        "spec",
-        Kind::Message(&[
-            field(1, "minAvailable", Kind::IntOrString),
-            field(2, "selector", Kind::Message(LABEL_SELECTOR)),
-            field(3, "maxUnavailable", Kind::IntOrString),
-            field(4, "unhealthyPodEvictionPolicy", Kind::String),
-        ]),
-    ),
-    field(3, "status", Kind::Ignore),
-];
-
-const INGRESS_BACKEND: &[Field] = &[
-    field(
-        3,
-        "resource",
-        Kind::Message(&[
-            field(1, "apiGroup", Kind::String),
-            field(2, "kind", Kind::String),
-            field(3, "name", Kind::String),
-        ]),
-    ),
-    field(
-        4,
-        "service",
-        Kind::Message(&[
-            field(1, "name", Kind::String),
-            field(
-                2,
-                "port",
-                Kind::Message(&[
-                    field(1, "name", Kind::String),
-                    field(2, "number", Kind::Int64),
-                ]),
-            ),
-        ]),
-    ),
-];
-
-const INGRESS_RULE: &[Field] = &[
-    field(1, "host", Kind::String),
-    field(
-        2,
-        "ingressRuleValue",
-        Kind::Inline(&[field(
-            1,
-            "http",
-            Kind::Message(&[field(
-                1,
-                "paths",
-                Kind::RepeatedMessage(&[
-                    field(1, "path", Kind::String),
-                    field(2, "backend", Kind::Message(INGRESS_BACKEND)),
-                    field(3, "pathType", Kind::String),
-                ]),
-            )]),
-        )]),
-    ),
-];
-
-const INGRESS: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(
-        2,
-        "spec",
-        Kind::Message(&[
-            field(1, "defaultBackend", Kind::Message(INGRESS_BACKEND)),
-            field(
-                2,
-                "tls",
-                Kind::RepeatedMessage(&[
-                    field(1, "hosts", Kind::RepeatedString),
-                    field(2, "secretName", Kind::String),
-                ]),
-            ),
-            field(3, "rules", Kind::RepeatedMessage(INGRESS_RULE)),
-            field(4, "ingressClassName", Kind::String),
-        ]),
-    ),
-    field(3, "status", Kind::Ignore),
-];
-
-const CROSS_VERSION_OBJECT_REFERENCE: &[Field] = &[
-    field(1, "kind", Kind::String),
-    field(2, "name", Kind::String),
-    field(3, "apiVersion", Kind::String),
-];
-
-const HPA_V2: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(
-        2,
-        "spec",
-        Kind::Message(&[
-            field(
-                1,
-                "scaleTargetRef",
-                Kind::Message(CROSS_VERSION_OBJECT_REFERENCE),
-            ),
-            field(2, "minReplicas", Kind::OptInt),
-            field(3, "maxReplicas", Kind::OptInt),
-            field(
-                4,
-                "metrics",
-                Kind::RepeatedMessage(&[
-                    field(1, "type", Kind::String),
-                    field(2, "object", Kind::Unsupported),
-                    field(3, "pods", Kind::Unsupported),
-                    field(
-                        4,
-                        "resource",
-                        Kind::Message(&[
-                            field(1, "name", Kind::String),
-                            field(
-                                2,
-                                "target",
-                                Kind::Message(&[
-                                    field(1, "type", Kind::String),
-                                    field(2, "value", Kind::Quantity),
-                                    field(3, "averageValue", Kind::Quantity),
-                                    field(4, "averageUtilization", Kind::OptInt),
-                                ]),
-                            ),
-                        ]),
-                    ),
-                    field(5, "external", Kind::Unsupported),
-                    field(7, "containerResource", Kind::Unsupported),
-                ]),
-            ),
-            field(5, "behavior", Kind::Unsupported),
-        ]),
-    ),
-    field(3, "status", Kind::Ignore),
-];
-
-const HPA_V1: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(
-        2,
-        "spec",
-        Kind::Message(&[
-            field(
-                1,
-                "scaleTargetRef",
-                Kind::Message(CROSS_VERSION_OBJECT_REFERENCE),
-            ),
-            field(2, "minReplicas", Kind::OptInt),
-            field(3, "maxReplicas", Kind::OptInt),
-            field(4, "targetCPUUtilizationPercentage", Kind::OptInt),
-        ]),
-    ),
-    field(3, "status", Kind::Ignore),
-];
-
-const RESOURCE_ATTRIBUTES: &[Field] = &[
-    field(1, "namespace", Kind::String),
-    field(2, "verb", Kind::String),
-    field(3, "group", Kind::String),
-    field(4, "version", Kind::String),
-    field(5, "resource", Kind::String),
-    field(6, "subresource", Kind::String),
-    field(7, "name", Kind::String),
-    field(8, "fieldSelector", Kind::Unsupported),
-    field(9, "labelSelector", Kind::Unsupported),
-];
-
-const NON_RESOURCE_ATTRIBUTES: &[Field] = &[
-    field(1, "path", Kind::String),
-    field(2, "verb", Kind::String),
-];
-
-const ACCESS_REVIEW_SPEC: &[Field] = &[
-    field(1, "resourceAttributes", Kind::Message(RESOURCE_ATTRIBUTES)),
-    field(
-        2,
-        "nonResourceAttributes",
-        Kind::Message(NON_RESOURCE_ATTRIBUTES),
-    ),
-];
-
-const SELF_SUBJECT_ACCESS_REVIEW: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(2, "spec", Kind::Message(ACCESS_REVIEW_SPEC)),
-    field(3, "status", Kind::Ignore),
-];
-
-const SUBJECT_ACCESS_REVIEW_SPEC: &[Field] = &[
-    field(1, "resourceAttributes", Kind::Message(RESOURCE_ATTRIBUTES)),
-    field(
-        2,
-        "nonResourceAttributes",
-        Kind::Message(NON_RESOURCE_ATTRIBUTES),
-    ),
-    field(3, "user", Kind::String),
-    field(4, "groups", Kind::RepeatedString),
-    field(5, "extra", Kind::Unsupported),
-    field(6, "uid", Kind::String),
-];
-
-/// SubjectAccessReview and LocalSubjectAccessReview.
-const SUBJECT_ACCESS_REVIEW: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(2, "spec", Kind::Message(SUBJECT_ACCESS_REVIEW_SPEC)),
-    field(3, "status", Kind::Ignore),
-];
-
-const SELF_SUBJECT_RULES_REVIEW: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(
-        2,
-        "spec",
-        Kind::Message(&[field(1, "namespace", Kind::String)]),
-    ),
-    field(3, "status", Kind::Ignore),
-];
-
-const TOKEN_REVIEW: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(
-        2,
-        "spec",
-        Kind::Message(&[
-            field(1, "token", Kind::String),
-            field(2, "audiences", Kind::RepeatedString),
-        ]),
-    ),
-    field(3, "status", Kind::Ignore),
-];
-
-const TOKEN_REQUEST: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(
-        2,
-        "spec",
-        Kind::Message(&[
-            field(1, "audiences", Kind::RepeatedString),
-            field(
-                3,
-                "boundObjectRef",
-                Kind::Message(&[
-                    field(1, "kind", Kind::String),
-                    field(2, "apiVersion", Kind::String),
-                    field(3, "name", Kind::String),
-                    field(4, "uid", Kind::String),
-                ]),
-            ),
-            field(4, "expirationSeconds", Kind::OptInt),
-        ]),
-    ),
-    field(3, "status", Kind::Ignore),
-];
-
-const EVICTION: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(
-        2,
-        "deleteOptions",
-        Kind::Message(&[
-            field(1, "gracePeriodSeconds", Kind::OptInt),
-            field(
-                2,
-                "preconditions",
-                Kind::Message(&[
-                    field(1, "uid", Kind::String),
-                    field(2, "resourceVersion", Kind::String),
-                ]),
-            ),
-            field(3, "orphanDependents", Kind::Bool),
-            field(4, "propagationPolicy", Kind::String),
-            field(5, "dryRun", Kind::RepeatedString),
-            field(
-                6,
-                "ignoreStoreReadErrorWithClusterBreakingPotential",
-                Kind::Bool,
-            ),
-        ]),
-    ),
-];
-
-const BINDING: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(2, "target", Kind::Message(OBJECT_REFERENCE)),
-];
-
-const SELF_SUBJECT_REVIEW: &[Field] = &[
-    field(1, "metadata", Kind::Message(OBJECT_META)),
-    field(2, "status", Kind::Ignore),
-];
-
+/// The table of a top-level kind, e.g. ("apps/v1", "Deployment").
 fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
-    match (api_version, kind) {
-        ("authentication.k8s.io/v1", "SelfSubjectReview") => Some(SELF_SUBJECT_REVIEW),
-        ("authentication.k8s.io/v1", "TokenReview") => Some(TOKEN_REVIEW),
-        ("authentication.k8s.io/v1", "TokenRequest") => Some(TOKEN_REQUEST),
-        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => Some(SELF_SUBJECT_ACCESS_REVIEW),
-        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => Some(SELF_SUBJECT_RULES_REVIEW),
-        ("authorization.k8s.io/v1", "SubjectAccessReview" | "LocalSubjectAccessReview") => {
-            Some(SUBJECT_ACCESS_REVIEW)
-        }
-        ("v1", "ConfigMap") => Some(CONFIG_MAP),
-        ("v1", "Secret") => Some(SECRET),
-        ("v1", "Namespace") => Some(NAMESPACE),
-        ("apps/v1", "Deployment") => Some(DEPLOYMENT),
-        ("autoscaling/v2", "HorizontalPodAutoscaler") => Some(HPA_V2),
-        ("autoscaling/v1", "HorizontalPodAutoscaler") => Some(HPA_V1),
-        ("batch/v1", "Job") => Some(JOB),
-        ("batch/v1", "CronJob") => Some(CRON_JOB),
-        ("v1", "Service") => Some(SERVICE),
-        ("v1", "ServiceAccount") => Some(SERVICE_ACCOUNT),
-        ("v1", "ResourceQuota") => Some(RESOURCE_QUOTA),
-        ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => Some(ROLE),
-        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => {
-            Some(ROLE_BINDING)
-        }
-        ("scheduling.k8s.io/v1", "PriorityClass") => Some(PRIORITY_CLASS),
-        ("policy/v1", "PodDisruptionBudget") => Some(POD_DISRUPTION_BUDGET),
-        ("policy/v1", "Eviction") => Some(EVICTION),
-        ("v1", "Binding") => Some(BINDING),
-        ("networking.k8s.io/v1", "Ingress") => Some(INGRESS),
-        _ => None,
-    }
+    tables::KINDS
+        .iter()
+        .find(|(v, k, _)| *v == api_version && *k == kind)
+        .map(|(_, _, fields)| *fields)
 }
 
 struct Reader<'a> {
@@ -806,8 +192,10 @@ struct Reader<'a> {
 
 enum Wire<'a> {
     Varint(u64),
+    Fixed64(u64),
+    /// No field has wire type fixed32 (float32 or fixed32): read, unused.
+    Fixed32,
     Bytes(&'a [u8]),
-    Fixed,
 }
 
 impl<'a> Reader<'a> {
@@ -845,8 +233,11 @@ impl<'a> Reader<'a> {
         let value = match tag & 7 {
             0 => Wire::Varint(self.varint()?),
             1 => {
-                self.take(8)?;
-                Wire::Fixed
+                let bytes: [u8; 8] = self
+                    .take(8)?
+                    .try_into()
+                    .map_err(|_| malformed("a fixed64 field is not 8 bytes"))?;
+                Wire::Fixed64(u64::from_le_bytes(bytes))
             }
             2 => {
                 let len =
@@ -855,7 +246,7 @@ impl<'a> Reader<'a> {
             }
             5 => {
                 self.take(4)?;
-                Wire::Fixed
+                Wire::Fixed32
             }
             other => return Err(malformed(&format!("unsupported wire type {other}"))),
         };
@@ -871,140 +262,231 @@ fn base64(bytes: &[u8]) -> Value {
     json!(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-fn map_entry(
-    bytes: &[u8],
-    value_as_bytes: bool,
-    quantity: bool,
-) -> Result<(String, Value), ProtobufError> {
+fn wrong_wire_type(field: &Field) -> ProtobufError {
+    malformed(&format!("field {} has the wrong wire type", field.name))
+}
+
+/// A float64 as Go's encoder writes it: whole numbers without a fraction.
+fn double(value: f64) -> Result<Value, ProtobufError> {
+    if !value.is_finite() {
+        return Err(malformed("a float field is not a finite number"));
+    }
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        Ok(json!(value as i64))
+    } else {
+        Ok(json!(value))
+    }
+}
+
+/// Seconds and nanoseconds of a `Time` or `MicroTime`; none for Go's zero
+/// time, which Go clients send as an empty message.
+fn time(bytes: &[u8]) -> Result<Option<(i64, i64)>, ProtobufError> {
+    /// Go's zero time, 0001-01-01T00:00:00Z, in Unix seconds.
+    const YEAR_ONE: i64 = -62_135_596_800;
+    /// The years RFC 3339 can write, 0000 to 9999, as Go's encoder checks.
+    const WRITABLE: std::ops::RangeInclusive<i64> = -62_167_219_200..=253_402_300_799;
+    let (mut seconds, mut nanos) = (0i64, 0i64);
     let mut reader = Reader { bytes };
-    let (mut key, mut value) = (
-        String::new(),
-        if value_as_bytes {
-            base64(&[])
-        } else {
-            json!("")
-        },
-    );
-    while let Some((number, field)) = reader.next()? {
-        match (number, field) {
-            (1, Wire::Bytes(b)) => key = text(b)?,
-            (2, Wire::Bytes(b)) if value_as_bytes => value = base64(b),
-            (2, Wire::Bytes(b)) if quantity => {
-                value = message(b, QUANTITY)?
-                    .get("string")
-                    .cloned()
-                    .unwrap_or(json!("0"));
-            }
-            (2, Wire::Bytes(b)) => value = json!(text(b)?),
+    while let Some((number, value)) = reader.next()? {
+        match (number, value) {
+            (1, Wire::Varint(v)) => seconds = v as i64,
+            (2, Wire::Varint(v)) => nanos = v as i64,
             _ => {}
         }
     }
+    // Go's time.Unix carries nanoseconds beyond a second into the seconds.
+    let seconds = seconds.saturating_add(nanos.div_euclid(1_000_000_000));
+    let nanos = nanos.rem_euclid(1_000_000_000);
+    if bytes.is_empty() || (seconds == YEAR_ONE && nanos == 0) {
+        return Ok(None);
+    }
+    if !WRITABLE.contains(&seconds) {
+        return Err(malformed("a time is outside the years 0000 to 9999"));
+    }
+    Ok(Some((seconds, nanos)))
+}
+
+/// `2006-01-02T15:04:05.000000Z`, Go's RFC3339Micro in UTC.
+fn micro_time(seconds: i64, nanos: i64) -> String {
+    let whole = tug_api::format::timestamp(seconds);
+    let whole = whole.strip_suffix('Z').unwrap_or(&whole);
+    format!("{whole}.{:06}Z", nanos / 1000)
+}
+
+fn int_or_string(bytes: &[u8], depth: usize) -> Result<Value, ProtobufError> {
+    let parts = message(bytes, INT_OR_STRING, depth)?;
+    Ok(if parts["type"] == 1 {
+        parts.get("strVal").cloned().unwrap_or(json!(""))
+    } else {
+        parts.get("intVal").cloned().unwrap_or(json!(0))
+    })
+}
+
+/// The JSON in the `raw` bytes (field 1) of a `RawJson` message; none when
+/// empty, which Go writes as null.
+fn raw_json(field: &Field, bytes: &[u8]) -> Result<Option<Value>, ProtobufError> {
+    /// The tag that starts self-described CBOR, which Go clients may send.
+    const CBOR: &[u8] = &[0xd9, 0xd9, 0xf7];
+    let mut raw: &[u8] = &[];
+    let mut reader = Reader { bytes };
+    while let Some((number, value)) = reader.next()? {
+        if let (1, Wire::Bytes(b)) = (number, value) {
+            raw = b;
+        }
+    }
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    if raw.starts_with(CBOR) {
+        return Err(ProtobufError::UnsupportedField(format!(
+            "{} (CBOR)",
+            field.name
+        )));
+    }
+    serde_json::from_slice(raw)
+        .map(Some)
+        .map_err(|err| malformed(&format!("field {} is not JSON: {err}", field.name)))
+}
+
+/// A `JSONSchemaPropsOr...` as its Go `MarshalJSON` writes it: a non-empty
+/// list if there is one, else the schema, else OrBool's bool; none for an
+/// empty OrArray or OrStringArray, which Go writes as null.
+fn schema_or(mut parts: Value, fields: &[Field]) -> Option<Value> {
+    // Lists are only made for their first element, so present is non-empty.
+    for name in ["jSONSchemas", "property", "schema"] {
+        if let Some(value) = parts.get_mut(name) {
+            return Some(value.take());
+        }
+    }
+    let allows = fields.iter().any(|f| f.name == "allows");
+    allows.then(|| json!(parts["allows"].as_bool().unwrap_or(false)))
+}
+
+/// A field with a single value: its JSON, or none when omitted.
+fn single(field: &Field, wire: Wire<'_>, depth: usize) -> Result<Option<Value>, ProtobufError> {
+    Ok(match (field.kind, wire) {
+        (Kind::String, Wire::Bytes([])) => None,
+        (Kind::String | Kind::OptString, Wire::Bytes(b)) => Some(json!(text(b)?)),
+        (Kind::Flag, Wire::Varint(0)) => None,
+        (Kind::Bool | Kind::Flag, Wire::Varint(v)) => Some(json!(v != 0)),
+        (Kind::Int64, Wire::Varint(0)) => None,
+        (Kind::Int64 | Kind::OptInt, Wire::Varint(v)) => Some(json!(v as i64)),
+        (Kind::Double, Wire::Fixed64(bits)) => Some(double(f64::from_bits(bits))?),
+        (Kind::Bytes, Wire::Bytes([])) => None,
+        (Kind::Bytes, Wire::Bytes(b)) => Some(base64(b)),
+        (Kind::IntOrString, Wire::Bytes(b)) => Some(int_or_string(b, depth)?),
+        (Kind::PlainIntOrString, Wire::Bytes(b)) => {
+            Some(int_or_string(b, depth)?).filter(|value| *value != json!(0))
+        }
+        (Kind::Quantity, Wire::Bytes(b)) => {
+            let quantity = message(b, QUANTITY, depth)?;
+            Some(quantity.get("string").cloned().unwrap_or(json!("0")))
+        }
+        (Kind::Time, Wire::Bytes(b)) => {
+            time(b)?.map(|(seconds, _)| json!(tug_api::format::timestamp(seconds)))
+        }
+        (Kind::MicroTime, Wire::Bytes(b)) => {
+            time(b)?.map(|(seconds, nanos)| json!(micro_time(seconds, nanos)))
+        }
+        (Kind::RawJson, Wire::Bytes(b)) => raw_json(field, b)?,
+        (Kind::StringList, Wire::Bytes(b)) => {
+            let mut list = message(b, STRING_LIST, depth)?;
+            Some(list.get_mut("items").map_or_else(|| json!([]), Value::take))
+        }
+        (Kind::Message(inner), Wire::Bytes(b)) => Some(message(b, inner, depth)?),
+        (Kind::SchemaOr(inner), Wire::Bytes(b)) => schema_or(message(b, inner, depth)?, inner),
+        _ => return Err(wrong_wire_type(field)),
+    })
+}
+
+/// Adds one element (or, for packed integers, several) to a list.
+fn repeated(
+    field: &Field,
+    wire: Wire<'_>,
+    list: &mut Vec<Value>,
+    depth: usize,
+) -> Result<(), ProtobufError> {
+    match (field.kind, wire) {
+        (Kind::RepeatedString, Wire::Bytes(b)) => list.push(json!(text(b)?)),
+        (Kind::RepeatedInt, Wire::Varint(v)) => list.push(json!(v as i64)),
+        (Kind::RepeatedInt, Wire::Bytes(packed)) => {
+            let mut reader = Reader { bytes: packed };
+            while !reader.bytes.is_empty() {
+                list.push(json!(reader.varint()? as i64));
+            }
+        }
+        (Kind::RepeatedMessage(inner), Wire::Bytes(b)) => list.push(message(b, inner, depth)?),
+        (Kind::RepeatedRawJson, Wire::Bytes(b)) => {
+            list.push(raw_json(field, b)?.unwrap_or(Value::Null));
+        }
+        _ => return Err(wrong_wire_type(field)),
+    }
+    Ok(())
+}
+
+/// One entry of a map: its key and value, the value's zero if missing.
+fn map_entry(
+    field: &Field,
+    entry: &'static [Field],
+    wire: Wire<'_>,
+    depth: usize,
+) -> Result<(String, Value), ProtobufError> {
+    let Wire::Bytes(b) = wire else {
+        return Err(wrong_wire_type(field));
+    };
+    let mut pair = message(b, entry, depth)?;
+    let key = match pair.get("key") {
+        Some(Value::String(key)) => key.clone(),
+        _ => String::new(),
+    };
+    let value = match pair.get_mut("value") {
+        Some(value) => value.take(),
+        None => entry
+            .iter()
+            .find(|f| f.number == 2)
+            .map_or(Value::Null, |f| f.kind.zero()),
+    };
     Ok((key, value))
 }
 
-/// A timestamp; Go's zero time (year 1), which it writes for unset ones, is none.
-fn time(bytes: &[u8]) -> Result<Option<Value>, ProtobufError> {
-    let mut reader = Reader { bytes };
-    let mut seconds = 0i64;
-    while let Some((number, field)) = reader.next()? {
-        if let (1, Wire::Varint(v)) = (number, field) {
-            seconds = v as i64;
-        }
-    }
-    Ok((seconds > 0).then(|| json!(tug_api::format::timestamp(seconds))))
-}
-
-fn message(bytes: &[u8], fields: &'static [Field]) -> Result<Value, ProtobufError> {
+/// Decodes a message through its table; `depth` is how much deeper
+/// messages may still nest.
+fn message(bytes: &[u8], fields: &'static [Field], depth: usize) -> Result<Value, ProtobufError> {
+    let depth = depth
+        .checked_sub(1)
+        .ok_or_else(|| malformed("messages nested too deep"))?;
     let mut object = Map::new();
     let mut reader = Reader { bytes };
-    while let Some((number, value)) = reader.next()? {
+    while let Some((number, wire)) = reader.next()? {
         let Some(field) = fields.iter().find(|f| f.number == number) else {
             return Err(ProtobufError::UnsupportedField(format!("number {number}")));
         };
-        let wrong = || malformed(&format!("field {} has the wrong wire type", field.name));
-        match (field.kind, value) {
-            // Go writes every non-pointer field, empty or not; JSON omits
-            // the empty ones, and so do we.
-            (Kind::String, Wire::Bytes(b)) => {
-                if !b.is_empty() {
-                    object.insert(field.name.into(), json!(text(b)?));
-                }
+        if let Some(entry) = field.kind.entry_table() {
+            let (key, value) = map_entry(field, entry, wire, depth)?;
+            let Value::Object(map) = object.entry(field.name).or_insert_with(|| json!({})) else {
+                return Err(malformed(&format!(
+                    "field {} clashes with an inline field",
+                    field.name
+                )));
+            };
+            map.insert(key, value);
+        } else if field.kind.is_repeated() {
+            let Value::Array(list) = object.entry(field.name).or_insert_with(|| json!([])) else {
+                return Err(malformed(&format!(
+                    "field {} clashes with an inline field",
+                    field.name
+                )));
+            };
+            repeated(field, wire, list, depth)?;
+        } else if let Kind::Inline(inner) = field.kind {
+            let Wire::Bytes(b) = wire else {
+                return Err(wrong_wire_type(field));
+            };
+            if let Value::Object(inner) = message(b, inner, depth)? {
+                object.extend(inner);
             }
-            (Kind::Bool, Wire::Varint(v)) => {
-                object.insert(field.name.into(), json!(v != 0));
-            }
-            (Kind::Flag, Wire::Varint(v)) => {
-                if v != 0 {
-                    object.insert(field.name.into(), json!(true));
-                }
-            }
-            (Kind::Int64, Wire::Varint(v)) => {
-                if v != 0 {
-                    object.insert(field.name.into(), json!(v as i64));
-                }
-            }
-            (Kind::OptInt, Wire::Varint(v)) => {
-                object.insert(field.name.into(), json!(v as i64));
-            }
-            (Kind::IntOrString | Kind::PlainIntOrString, Wire::Bytes(b)) => {
-                let parts = message(b, INT_OR_STRING)?;
-                let value = if parts["type"] == 1 {
-                    parts.get("strVal").cloned().unwrap_or(json!(""))
-                } else {
-                    parts.get("intVal").cloned().unwrap_or(json!(0))
-                };
-                if matches!(field.kind, Kind::IntOrString) || value != json!(0) {
-                    object.insert(field.name.into(), value);
-                }
-            }
-            (Kind::Quantity, Wire::Bytes(b)) => {
-                let quantity = message(b, QUANTITY)?;
-                object.insert(
-                    field.name.into(),
-                    quantity.get("string").cloned().unwrap_or(json!("0")),
-                );
-            }
-            (Kind::Inline(inner), Wire::Bytes(b)) => {
-                if let Value::Object(fields) = message(b, inner)? {
-                    object.extend(fields);
-                }
-            }
-            (Kind::QuantityMap, Wire::Bytes(b)) => {
-                let (key, value) = map_entry(b, false, true)?;
-                let map = object.entry(field.name).or_insert_with(|| json!({}));
-                map[key] = value;
-            }
-            (Kind::Ignore, _) => {}
-            (Kind::Unsupported, Wire::Bytes([])) => {}
-            (Kind::Unsupported, _) => {
-                return Err(ProtobufError::UnsupportedField(field.name.to_string()));
-            }
-            (Kind::Time, Wire::Bytes(b)) => {
-                if let Some(time) = time(b)? {
-                    object.insert(field.name.into(), time);
-                }
-            }
-            (Kind::Message(inner), Wire::Bytes(b)) => {
-                object.insert(field.name.into(), message(b, inner)?);
-            }
-            (Kind::StringMap | Kind::BytesMap, Wire::Bytes(b)) => {
-                let (key, value) = map_entry(b, matches!(field.kind, Kind::BytesMap), false)?;
-                let map = object.entry(field.name).or_insert_with(|| json!({}));
-                map[key] = value;
-            }
-            (Kind::RepeatedString, Wire::Bytes(b)) => {
-                let list = object.entry(field.name).or_insert_with(|| json!([]));
-                list.as_array_mut()
-                    .expect("made a list")
-                    .push(json!(text(b)?));
-            }
-            (Kind::RepeatedMessage(inner), Wire::Bytes(b)) => {
-                let list = object.entry(field.name).or_insert_with(|| json!([]));
-                list.as_array_mut()
-                    .expect("made a list")
-                    .push(message(b, inner)?);
-            }
-            _ => return Err(wrong()),
+        } else if let Some(value) = single(field, wire, depth)? {
+            object.insert(field.name.into(), value);
         }
     }
     Ok(Value::Object(object))
@@ -1039,7 +521,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     }
     let fields = schema(&api_version, &kind)
         .ok_or_else(|| ProtobufError::UnsupportedKind(format!("{api_version}/{kind}")))?;
-    let mut object = message(raw.unwrap_or_default(), fields)?;
+    let mut object = message(raw.unwrap_or_default(), fields, DEPTH_MAX)?;
     object["apiVersion"] = json!(api_version);
     object["kind"] = json!(kind);
     Ok(object)
@@ -1083,6 +565,62 @@ mod tests {
         bytes_field(2, raw, &mut body);
         bytes_field(4, b"application/vnd.kubernetes.protobuf", &mut body);
         body
+    }
+
+    /// A protobuf message built field by field, as a Go client writes it.
+    #[derive(Default)]
+    struct Proto(Vec<u8>);
+
+    impl Proto {
+        fn int(mut self, number: u64, value: i64) -> Self {
+            varint(number << 3, &mut self.0);
+            varint(value as u64, &mut self.0);
+            self
+        }
+
+        fn double(mut self, number: u64, value: f64) -> Self {
+            varint(number << 3 | 1, &mut self.0);
+            self.0.extend_from_slice(&value.to_bits().to_le_bytes());
+            self
+        }
+
+        fn bytes(mut self, number: u64, bytes: &[u8]) -> Self {
+            bytes_field(number, bytes, &mut self.0);
+            self
+        }
+
+        fn text(self, number: u64, text: &str) -> Self {
+            self.bytes(number, text.as_bytes())
+        }
+
+        fn nested(self, number: u64, inner: Proto) -> Self {
+            self.bytes(number, &inner.0)
+        }
+    }
+
+    fn quantity(text: &str) -> Proto {
+        Proto::default().text(1, text)
+    }
+
+    fn int_or_string_int(value: i64) -> Proto {
+        Proto::default().int(1, 0).int(2, value)
+    }
+
+    fn int_or_string_str(text: &str) -> Proto {
+        Proto::default().int(1, 1).text(3, text)
+    }
+
+    /// apiextensions' `JSON` and `runtime.RawExtension`: {raw = 1}.
+    fn embedded(json: &str) -> Proto {
+        Proto::default().text(1, json)
+    }
+
+    fn named(name: &str) -> Proto {
+        Proto::default().text(1, name)
+    }
+
+    fn decoded(api_version: &str, kind: &str, raw: Proto) -> Value {
+        decode(&envelope(api_version, kind, &raw.0)).unwrap()
     }
 
     #[test]
@@ -1155,23 +693,13 @@ mod tests {
             decode(&envelope("v1", "ConfigMap", &raw)),
             Err(ProtobufError::UnsupportedField("number 99".into()))
         );
-        // A pod template with a probe: refused; an empty one: fine.
-        let mut probe = Vec::new();
-        bytes_field(1, b"exec", &mut probe);
-        let mut container = Vec::new();
-        bytes_field(1, b"c", &mut container);
-        bytes_field(10, &probe, &mut container);
-        let mut pod_spec = Vec::new();
-        bytes_field(2, &container, &mut pod_spec);
-        let mut template = Vec::new();
-        bytes_field(2, &pod_spec, &mut template);
-        let mut spec = Vec::new();
-        bytes_field(3, &template, &mut spec);
-        let mut raw = Vec::new();
-        bytes_field(2, &spec, &mut raw);
+        // Embedded JSON in a form tug cannot read (CBOR): refused too.
+        let revision = Proto::default()
+            .nested(1, named("r1"))
+            .nested(2, Proto::default().bytes(1, &[0xd9, 0xd9, 0xf7, 0xa0]));
         assert_eq!(
-            decode(&envelope("apps/v1", "Deployment", &raw)),
-            Err(ProtobufError::UnsupportedField("livenessProbe".into()))
+            decode(&envelope("apps/v1", "ControllerRevision", &revision.0)),
+            Err(ProtobufError::UnsupportedField("data (CBOR)".into()))
         );
     }
 
@@ -1242,8 +770,14 @@ mod tests {
             Err(ProtobufError::Malformed(_))
         ));
         assert_eq!(
-            decode(&envelope("apps/v1", "DaemonSet", b"")),
-            Err(ProtobufError::UnsupportedKind("apps/v1/DaemonSet".into()))
+            decode(&envelope(
+                "flowcontrol.apiserver.k8s.io/v1",
+                "FlowSchema",
+                b""
+            )),
+            Err(ProtobufError::UnsupportedKind(
+                "flowcontrol.apiserver.k8s.io/v1/FlowSchema".into()
+            ))
         );
         // A truncated object inside a valid envelope.
         let mut raw = Vec::new();
@@ -1253,5 +787,432 @@ mod tests {
             decode(&envelope("v1", "ConfigMap", &raw)),
             Err(ProtobufError::Malformed(_))
         ));
+        // A schema nested deeper than the decoder recurses.
+        let mut schema = Proto::default().text(5, "object");
+        for _ in 0..DEPTH_MAX {
+            schema = Proto::default().nested(28, schema);
+        }
+        let version = Proto::default()
+            .text(1, "v1")
+            .nested(4, Proto::default().nested(1, schema));
+        let crd = Proto::default().nested(2, Proto::default().nested(7, version));
+        assert_eq!(
+            decode(&envelope(
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                &crd.0
+            )),
+            Err(ProtobufError::Malformed("messages nested too deep".into()))
+        );
+    }
+
+    #[test]
+    fn every_kind_served_has_a_table() {
+        for resource in tug_api::registry::RESOURCES {
+            let own = std::iter::once("");
+            for subresource in own.chain(resource.subresources.iter().copied()) {
+                let (group, version, kind) = resource.subresource_kind(subresource);
+                let api_version = if group.is_empty() {
+                    version.to_string()
+                } else {
+                    format!("{group}/{version}")
+                };
+                assert!(
+                    schema(&api_version, kind).is_some(),
+                    "no protobuf table for {api_version} {kind}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_pod_with_probes_volumes_affinity_and_security_context() {
+        let config_volume = Proto::default().text(1, "config").nested(
+            2,
+            Proto::default().nested(
+                19,
+                Proto::default()
+                    .nested(1, named("web-config"))
+                    .nested(2, Proto::default().text(1, "app.conf").text(2, "app.conf"))
+                    .int(3, 0o644),
+            ),
+        );
+        let empty_dir = Proto::default().text(1, "").nested(2, quantity("1Gi"));
+        let scratch_volume = Proto::default()
+            .text(1, "scratch")
+            .nested(2, Proto::default().nested(2, empty_dir));
+        let http_get = Proto::default()
+            .text(1, "/healthz")
+            .nested(2, int_or_string_int(8080))
+            .text(4, "HTTP");
+        let liveness = Proto::default()
+            .nested(1, Proto::default().nested(2, http_get))
+            .int(2, 5)
+            .int(3, 0);
+        let exec = Proto::default().text(1, "cat").text(1, "/tmp/ready");
+        let readiness = Proto::default()
+            .nested(1, Proto::default().nested(1, exec))
+            .int(4, 10);
+        let tcp_socket = Proto::default().nested(1, int_or_string_str("http"));
+        let startup = Proto::default()
+            .nested(1, Proto::default().nested(3, tcp_socket))
+            .int(6, 30);
+        let capabilities = Proto::default().text(1, "NET_BIND_SERVICE").text(2, "ALL");
+        let container_security = Proto::default()
+            .nested(1, capabilities)
+            .int(2, 0)
+            .int(5, 1)
+            .int(7, 0);
+        let mount = Proto::default()
+            .text(1, "config")
+            .int(2, 1)
+            .text(3, "/etc/app");
+        let container = Proto::default()
+            .text(1, "web")
+            .text(2, "nginx:1.27")
+            .nested(9, mount)
+            .nested(10, liveness)
+            .nested(11, readiness)
+            .nested(22, startup)
+            .nested(15, container_security);
+        // supplementalGroups: packed, as proto3 writers send them, then not.
+        let pod_security = Proto::default()
+            .int(2, 1000)
+            .int(6, 0)
+            .bytes(4, &[1, 2])
+            .int(4, 3)
+            .int(5, 2000)
+            .nested(10, Proto::default().text(1, "RuntimeDefault"));
+        let requirement = Proto::default()
+            .text(1, "kubernetes.io/os")
+            .text(2, "In")
+            .text(3, "linux");
+        let term = Proto::default().nested(1, requirement);
+        let node_affinity = Proto::default().nested(1, Proto::default().nested(1, term));
+        let selector = Proto::default().bytes(1, &entry("app", b"web"));
+        let pod_term = Proto::default()
+            .nested(1, selector)
+            .text(3, "kubernetes.io/hostname");
+        let weighted = Proto::default().int(1, 100).nested(2, pod_term);
+        let anti_affinity = Proto::default().nested(2, weighted);
+        let affinity = Proto::default()
+            .nested(1, node_affinity)
+            .nested(3, anti_affinity);
+        let spec = Proto::default()
+            .nested(1, config_volume)
+            .nested(1, scratch_volume)
+            .nested(2, container)
+            .nested(14, pod_security)
+            .nested(18, affinity);
+        let raw = Proto::default().nested(1, named("web")).nested(2, spec);
+        let pod = decoded("v1", "Pod", raw);
+        assert_eq!(pod["metadata"], json!({"name": "web"}));
+        assert_eq!(
+            pod["spec"],
+            json!({
+                "volumes": [
+                    {
+                        "name": "config",
+                        "configMap": {
+                            "name": "web-config",
+                            "items": [{"key": "app.conf", "path": "app.conf"}],
+                            "defaultMode": 420,
+                        },
+                    },
+                    {"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}},
+                ],
+                "containers": [{
+                    "name": "web",
+                    "image": "nginx:1.27",
+                    "volumeMounts": [{"name": "config", "readOnly": true, "mountPath": "/etc/app"}],
+                    "livenessProbe": {
+                        "httpGet": {"path": "/healthz", "port": 8080, "scheme": "HTTP"},
+                        "initialDelaySeconds": 5,
+                    },
+                    "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 10},
+                    "startupProbe": {"tcpSocket": {"port": "http"}, "failureThreshold": 30},
+                    "securityContext": {
+                        "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]},
+                        "privileged": false,
+                        "runAsNonRoot": true,
+                        "allowPrivilegeEscalation": false,
+                    },
+                }],
+                "securityContext": {
+                    "runAsUser": 1000,
+                    "runAsGroup": 0,
+                    "supplementalGroups": [1, 2, 3],
+                    "fsGroup": 2000,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [{
+                                "matchExpressions": [
+                                    {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+                                ],
+                            }],
+                        },
+                    },
+                    "podAntiAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [{
+                            "weight": 100,
+                            "podAffinityTerm": {
+                                "labelSelector": {"matchLabels": {"app": "web"}},
+                                "topologyKey": "kubernetes.io/hostname",
+                            },
+                        }],
+                    },
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn zeros_are_kept_or_omitted_as_go_writes_them() {
+        // hostPort is a plain int with omitempty: 0 is omitted.
+        // containerPort is a plain int without omitempty: 0 is kept.
+        let port = Proto::default().int(2, 0).int(3, 0);
+        // stdin and image: plain, with omitempty.
+        let container = Proto::default()
+            .text(1, "c")
+            .text(2, "")
+            .nested(6, port)
+            .int(16, 0);
+        let spec = Proto::default()
+            // terminationGracePeriodSeconds is a *int64: 0 is kept.
+            .int(4, 0)
+            .nested(2, container)
+            // hostNetwork: a plain bool with omitempty; nodeName: a string.
+            .int(11, 0)
+            .text(10, "")
+            // enableServiceLinks is a *bool: false is kept.
+            .int(30, 0);
+        let pod = decoded("v1", "Pod", Proto::default().nested(2, spec));
+        assert_eq!(
+            pod["spec"],
+            json!({
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "c", "ports": [{"containerPort": 0}]}],
+                "enableServiceLinks": false,
+            })
+        );
+    }
+
+    #[test]
+    fn a_statefulset_with_volume_claim_templates() {
+        let mount = Proto::default()
+            .text(1, "data")
+            .text(3, "/var/lib/postgresql");
+        let container = Proto::default()
+            .text(1, "db")
+            .text(2, "postgres:17")
+            .nested(9, mount);
+        let template = Proto::default()
+            .nested(1, Proto::default().bytes(11, &entry("app", b"db")))
+            .nested(2, Proto::default().nested(2, container));
+        let resources = Proto::default().bytes(2, &entry("storage", &quantity("10Gi").0));
+        let claim_spec = Proto::default()
+            .text(1, "ReadWriteOnce")
+            .nested(2, resources)
+            // storageClassName is a *string: "" (no class) is kept.
+            .text(5, "");
+        let claim = Proto::default()
+            .nested(1, named("data"))
+            .nested(2, claim_spec);
+        let spec = Proto::default()
+            .int(1, 3)
+            .nested(2, Proto::default().bytes(1, &entry("app", b"db")))
+            .nested(3, template)
+            .nested(4, claim)
+            .text(5, "db")
+            .text(6, "")
+            .nested(7, Proto::default().text(1, "RollingUpdate"))
+            .int(9, 0);
+        let raw = Proto::default()
+            .nested(1, named("db"))
+            .nested(2, spec)
+            .nested(3, Proto::default());
+        let statefulset = decoded("apps/v1", "StatefulSet", raw);
+        assert_eq!(
+            statefulset["spec"],
+            json!({
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "db"}},
+                "template": {
+                    "metadata": {"labels": {"app": "db"}},
+                    "spec": {"containers": [{
+                        "name": "db",
+                        "image": "postgres:17",
+                        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql"}],
+                    }]},
+                },
+                "volumeClaimTemplates": [{
+                    "metadata": {"name": "data"},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": "10Gi"}},
+                        "storageClassName": "",
+                    },
+                }],
+                "serviceName": "db",
+                "updateStrategy": {"type": "RollingUpdate"},
+            })
+        );
+        // Status is decoded too; the server decides what of it to keep.
+        assert_eq!(statefulset["status"], json!({}));
+    }
+
+    #[test]
+    fn a_crd_with_a_nested_schema() {
+        fn schema_type(name: &str) -> Proto {
+            Proto::default().text(5, name)
+        }
+        fn property(name: &str, schema: Proto) -> Vec<u8> {
+            entry(name, &schema.0)
+        }
+        let size = schema_type("integer")
+            .nested(8, embedded("3"))
+            .double(9, 10.5)
+            .double(11, 1.0);
+        // items: a JSONSchemaPropsOrArray holding one schema.
+        let tag = schema_type("string")
+            .nested(20, embedded("\"a\""))
+            .nested(20, embedded("\"b\""));
+        let tags = schema_type("array").nested(24, Proto::default().nested(1, tag));
+        // additionalProperties: a JSONSchemaPropsOrBool, schema or bool.
+        let labels = schema_type("object").nested(
+            30,
+            Proto::default().int(1, 1).nested(2, schema_type("string")),
+        );
+        let extra = schema_type("object")
+            .nested(30, Proto::default().int(1, 0))
+            .int(38, 0);
+        let spec_schema = schema_type("object")
+            .text(23, "size")
+            .bytes(29, &property("size", size))
+            .bytes(29, &property("tags", tags))
+            .bytes(29, &property("labels", labels))
+            .bytes(29, &property("extra", extra));
+        let root = schema_type("object").bytes(29, &property("spec", spec_schema));
+        let version = Proto::default()
+            .text(1, "v1")
+            .int(2, 1)
+            .int(3, 1)
+            .nested(4, Proto::default().nested(1, root))
+            .nested(5, Proto::default().nested(1, Proto::default()));
+        let names = Proto::default()
+            .text(1, "widgets")
+            .text(2, "widget")
+            .text(4, "Widget")
+            .text(5, "WidgetList");
+        let spec = Proto::default()
+            .text(1, "example.com")
+            .nested(3, names)
+            .text(4, "Namespaced")
+            .nested(7, version);
+        let raw = Proto::default()
+            .nested(1, named("widgets.example.com"))
+            .nested(2, spec);
+        let crd = decoded("apiextensions.k8s.io/v1", "CustomResourceDefinition", raw);
+        assert_eq!(
+            crd["spec"],
+            json!({
+                "group": "example.com",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+                "scope": "Namespaced",
+                "versions": [{
+                    "name": "v1",
+                    "served": true,
+                    "storage": true,
+                    "schema": {"openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {"spec": {
+                            "type": "object",
+                            "required": ["size"],
+                            "properties": {
+                                "size": {"type": "integer", "default": 3, "maximum": 10.5, "minimum": 1},
+                                "tags": {"type": "array", "items": {"type": "string", "enum": ["a", "b"]}},
+                                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                                "extra": {
+                                    "type": "object",
+                                    "additionalProperties": false,
+                                    "x-kubernetes-preserve-unknown-fields": false,
+                                },
+                            },
+                        }},
+                    }},
+                    "subresources": {"status": {}},
+                }],
+            })
+        );
+    }
+
+    #[test]
+    fn special_messages_take_their_json_form() {
+        // MicroTime, to the microsecond; an empty (zero) one is omitted.
+        let renewed = Proto::default().int(1, 1_795_459_074).int(2, 123_456_789);
+        let lease_spec = Proto::default()
+            .text(1, "a")
+            .int(2, 15)
+            .nested(3, Proto::default())
+            .nested(4, renewed);
+        let lease = decoded(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Proto::default().nested(2, lease_spec),
+        );
+        assert_eq!(
+            lease["spec"],
+            json!({"holderIdentity": "a", "leaseDurationSeconds": 15, "renewTime": "2026-11-23T18:37:54.123456Z"})
+        );
+
+        // ExtraValue, a []string in Go, is a list.
+        let scopes = Proto::default().text(1, "read").text(1, "write");
+        let review_spec = Proto::default()
+            .nested(1, Proto::default().text(2, "get").text(5, "pods"))
+            .text(3, "jane")
+            .bytes(5, &entry("scopes", &scopes.0));
+        let review = decoded(
+            "authorization.k8s.io/v1",
+            "SubjectAccessReview",
+            Proto::default().nested(2, review_spec),
+        );
+        assert_eq!(
+            review["spec"],
+            json!({
+                "resourceAttributes": {"verb": "get", "resource": "pods"},
+                "user": "jane",
+                "extra": {"scopes": ["read", "write"]},
+            })
+        );
+
+        // RawExtension and FieldsV1 hold JSON, embedded as such.
+        let managed = Proto::default()
+            .text(1, "kubectl")
+            .text(2, "Update")
+            .text(3, "apps/v1")
+            .nested(4, Proto::default().int(1, 1_795_459_074))
+            .text(6, "FieldsV1")
+            .nested(7, embedded(r#"{"f:data":{}}"#));
+        let revision = Proto::default()
+            .nested(1, named("r1").nested(17, managed))
+            .nested(2, embedded(r#"{"spec":{"x":1}}"#))
+            .int(3, 2);
+        let revision = decoded("apps/v1", "ControllerRevision", revision);
+        assert_eq!(revision["data"], json!({"spec": {"x": 1}}));
+        assert_eq!(revision["revision"], 2);
+        assert_eq!(
+            revision["metadata"]["managedFields"],
+            json!([{
+                "manager": "kubectl",
+                "operation": "Update",
+                "apiVersion": "apps/v1",
+                "time": "2026-11-23T18:37:54Z",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:data": {}},
+            }])
+        );
     }
 }

@@ -159,7 +159,7 @@ impl ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json, application/vnd.kubernetes.protobuf (for the kinds kubectl create makes and the access reviews); got {content_type:?}"
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml, application/yaml, application/vnd.kubernetes.protobuf; got {content_type:?}"
             ),
         )
     }

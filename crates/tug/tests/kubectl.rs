@@ -1690,8 +1690,8 @@ fn kubectl_create_deployment_sends_protobuf_that_is_understood() {
         columns(table.lines().nth(1).unwrap())[..4],
         ["web", "0/3", "0", "0"]
     );
-    // Fields not decoded yet are refused with 415, never half-read: a
-    // job made from a cron job whose pods have probes.
+    // Every field of every kind is read: a job made from a cron job whose
+    // pods have probes (sent as protobuf) keeps them.
     server.ok(&[
         "create",
         "cronjob",
@@ -1699,10 +1699,22 @@ fn kubectl_create_deployment_sends_protobuf_that_is_understood() {
         "--image=busybox:1.36",
         "--schedule=* * * * *",
     ]);
-    let probe = r#"{"spec":{"jobTemplate":{"spec":{"template":{"spec":{"containers":[{"name":"tick","livenessProbe":{"exec":{"command":["true"]}}}]}}}}}}"#;
+    let probe = r#"{"spec":{"jobTemplate":{"spec":{"template":{"spec":{"containers":[{"name":"tick","livenessProbe":{"exec":{"command":["true"]},"periodSeconds":7}}]}}}}}}"#;
     server.ok(&["patch", "cronjob", "tick", "-p", probe]);
-    let err = server.fails(&["create", "job", "j", "--from=cronjob/tick"]);
-    assert!(err.contains("unknown format"), "{err}");
+    assert_eq!(
+        server.ok(&["create", "job", "j", "--from=cronjob/tick"]),
+        "job.batch/j created\n"
+    );
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "job",
+            "j",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].livenessProbe}"
+        ]),
+        r#"{"exec":{"command":["true"]},"periodSeconds":7}"#
+    );
 }
 
 #[test]
