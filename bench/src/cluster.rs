@@ -26,6 +26,11 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 mod server;
 mod support;
 
+/// As the `tug` binary's, so that the simulator's memory is what
+/// `tug sim-nodes` would use.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use server::Server;
 
 #[derive(Parser)]
@@ -171,6 +176,7 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
     )
     .await
     .context("registering the simulated nodes")?;
+    // The simulator's own counts say when to look; the API says when it is so.
     until("all nodes Ready", || async {
         Ok(count_nodes_ready(&client).await? == args.nodes)
     })
@@ -208,6 +214,10 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
     if failures.load(Ordering::Relaxed) > 0 {
         bail!("{} pod creates failed", failures.load(Ordering::Relaxed));
     }
+    until("the simulator to run every pod", || async {
+        Ok(sim.stats().running >= args.pods)
+    })
+    .await?;
     until("all pods Running", || async {
         Ok(count_pods(&client, Some("status.phase=Running")).await? == args.pods)
     })
@@ -221,6 +231,10 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
         &DeleteParams::default().grace_period(1),
         &ListParams::default(),
     )
+    .await?;
+    until("the simulator to see every pod go", || async {
+        Ok(sim.stats().pods == 0)
+    })
     .await?;
     until("all pods gone", || async {
         Ok(count_pods(&client, None).await? == 0)
