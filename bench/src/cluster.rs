@@ -309,7 +309,7 @@ async fn main() -> anyhow::Result<()> {
             (f.rss_pods - f.rss_nodes) / (args.pods as f64 / 1000.0)
         );
         println!(
-            "{b:<8} simulator's own CPU / RSS                {:>8.1} s / {:.1} MiB",
+            "{b:<8} benchmark process CPU / RSS              {:>8.1} s / {:.1} MiB",
             f.sim_cpu, f.sim_rss
         );
         all.push(f);
