@@ -44,6 +44,63 @@ fn container(container: &mut Value) {
     {
         set(port, "protocol", json!("TCP"));
     }
+    for kind in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(probe) = container.get_mut(kind).filter(|p| p.is_object()) {
+            probe_defaults(probe);
+        }
+    }
+    for handler in ["postStart", "preStop"] {
+        if let Some(http) = container
+            .get_mut("lifecycle")
+            .and_then(|l| l.get_mut(handler))
+            .and_then(|h| h.get_mut("httpGet"))
+            .filter(|h| h.is_object())
+        {
+            http_get_defaults(http);
+        }
+    }
+    for env in container
+        .get_mut("env")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(field_ref) = env
+            .get_mut("valueFrom")
+            .and_then(|v| v.get_mut("fieldRef"))
+            .filter(|f| f.is_object())
+        {
+            set(field_ref, "apiVersion", json!("v1"));
+        }
+    }
+}
+
+/// SetDefaults_Probe and SetDefaults_HTTPGetAction.
+fn probe_defaults(probe: &mut Value) {
+    set(probe, "timeoutSeconds", json!(1));
+    set(probe, "periodSeconds", json!(10));
+    set(probe, "successThreshold", json!(1));
+    set(probe, "failureThreshold", json!(3));
+    if let Some(http) = probe.get_mut("httpGet").filter(|h| h.is_object()) {
+        http_get_defaults(http);
+    }
+}
+
+fn http_get_defaults(http: &mut Value) {
+    set(http, "path", json!("/"));
+    set(http, "scheme", json!("HTTP"));
+}
+
+/// Volume sources' file modes (0644) as upstream's SetDefaults_*VolumeSource.
+fn volume_defaults(volume: &mut Value) {
+    for source in ["configMap", "secret", "downwardAPI", "projected"] {
+        if let Some(source) = volume.get_mut(source).filter(|s| s.is_object()) {
+            set(source, "defaultMode", json!(420));
+        }
+    }
+    if let Some(host_path) = volume.get_mut("hostPath").filter(|h| h.is_object()) {
+        set(host_path, "type", json!(""));
+    }
 }
 
 /// A pod spec's defaults, in a pod or in a template.
@@ -57,6 +114,14 @@ pub fn pod_spec(spec: &mut Value) {
     set(spec, "schedulerName", json!("default-scheduler"));
     set(spec, "securityContext", json!({}));
     set(spec, "enableServiceLinks", json!(true));
+    for volume in spec
+        .get_mut("volumes")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        volume_defaults(volume);
+    }
     for field in ["containers", "initContainers"] {
         for c in spec
             .get_mut(field)
@@ -275,6 +340,43 @@ mod tests {
         assert_eq!(qos_class(&limited), "Guaranteed");
         let requested = json!({"containers": [{"resources": {"requests": {"cpu": "100m"}}}]});
         assert_eq!(qos_class(&requested), "Burstable");
+    }
+
+    #[test]
+    fn probes_volumes_and_field_refs_get_upstreams_defaults() {
+        let mut spec = json!({
+            "containers": [{
+                "name": "c", "image": "x:1",
+                "livenessProbe": {"httpGet": {"port": 8080}, "periodSeconds": 5},
+                "readinessProbe": {"exec": {"command": ["true"]}},
+                "env": [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+            }],
+            "volumes": [
+                {"name": "a", "configMap": {"name": "cm"}},
+                {"name": "b", "secret": {"secretName": "s", "defaultMode": 256}},
+                {"name": "c", "hostPath": {"path": "/data"}},
+                {"name": "d", "emptyDir": {}},
+            ],
+        });
+        pod_spec(&mut spec);
+        let container = &spec["containers"][0];
+        assert_eq!(
+            container["livenessProbe"],
+            json!({"httpGet": {"port": 8080, "path": "/", "scheme": "HTTP"}, "periodSeconds": 5,
+                   "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3})
+        );
+        assert_eq!(container["readinessProbe"]["periodSeconds"], 10);
+        assert_eq!(
+            container["env"][0]["valueFrom"]["fieldRef"]["apiVersion"],
+            "v1"
+        );
+        assert_eq!(spec["volumes"][0]["configMap"]["defaultMode"], 420);
+        assert_eq!(
+            spec["volumes"][1]["secret"]["defaultMode"], 256,
+            "kept when set"
+        );
+        assert_eq!(spec["volumes"][2]["hostPath"]["type"], "");
+        assert_eq!(spec["volumes"][3], json!({"name": "d", "emptyDir": {}}));
     }
 
     #[test]

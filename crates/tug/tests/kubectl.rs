@@ -1713,7 +1713,7 @@ fn kubectl_create_deployment_sends_protobuf_that_is_understood() {
             "-o",
             "jsonpath={.spec.template.spec.containers[0].livenessProbe}"
         ]),
-        r#"{"exec":{"command":["true"]},"periodSeconds":7}"#
+        r#"{"exec":{"command":["true"]},"failureThreshold":3,"periodSeconds":7,"successThreshold":1,"timeoutSeconds":1}"#
     );
 }
 
