@@ -426,22 +426,7 @@ fn walk<'v>(
 ) -> Result<(), String> {
     let shape = schema.shape(fields, value);
     match (&shape, value) {
-        (Shape::Granular, Value::Object(map)) => {
-            for (key, child) in map {
-                let element = format!("f:{key}");
-                let mut sub = FieldSet::default();
-                if child.is_null() || child.as_object().is_some_and(Map::is_empty) {
-                    sub.own = true;
-                } else {
-                    fields.push(key);
-                    walk(schema, fields, child, &mut sub)?;
-                    fields.pop();
-                }
-                if !sub.is_empty() {
-                    node.put(element, sub);
-                }
-            }
-        }
+        (Shape::Granular, Value::Object(_)) => walk_item(schema, fields, value, node)?,
         (Shape::Keyed(_) | Shape::Set, Value::Array(list)) => {
             let atomic_items = Schema::atomic_items(fields);
             for (element, item) in items(fields, &shape, list)? {
@@ -460,7 +445,8 @@ fn walk<'v>(
     Ok(())
 }
 
-/// The fields of one item of a keyed list (always a struct).
+/// The fields of a struct or map merged key by key (an item of a keyed
+/// list is one): its null or empty children are members themselves.
 fn walk_item<'v>(
     schema: Schema<'_>,
     fields: &mut Vec<&'v str>,
@@ -551,16 +537,8 @@ fn compare<'v>(
         (Some(old), Some(new)) => {
             let shape = schema.shape(fields, new);
             match (&shape, old, new) {
-                (Shape::Granular, Value::Object(a), Value::Object(b)) => {
-                    let keys: std::collections::BTreeSet<&String> =
-                        a.keys().chain(b.keys()).collect();
-                    for key in keys {
-                        fields.push(key);
-                        path.push(format!("f:{key}"));
-                        compare(schema, fields, path, a.get(key), b.get(key), out)?;
-                        path.pop();
-                        fields.pop();
-                    }
+                (Shape::Granular, Value::Object(_), Value::Object(_)) => {
+                    compare_item(schema, fields, path, old, new, out)?;
                 }
                 (Shape::Keyed(_) | Shape::Set, Value::Array(a), Value::Array(b)) => {
                     let before = items(fields, &shape, a)?;
@@ -612,6 +590,8 @@ fn compare<'v>(
     Ok(())
 }
 
+/// Compares two structs or maps merged key by key (or whatever two values
+/// stand where one is expected).
 fn compare_item<'v>(
     schema: Schema<'_>,
     fields: &mut Vec<&'v str>,
@@ -653,20 +633,8 @@ fn merge_at<'v>(
 ) -> Result<Value, String> {
     let shape = schema.shape(fields, config);
     match (&shape, live, config) {
-        (Shape::Granular, Value::Object(live), Value::Object(config)) => {
-            let mut out = live.clone();
-            for (key, value) in config {
-                if value.is_null() {
-                    out.remove(key);
-                    continue;
-                }
-                fields.push(key);
-                let merged =
-                    merge_at(schema, fields, live.get(key).unwrap_or(&Value::Null), value)?;
-                fields.pop();
-                out.insert(key.clone(), merged);
-            }
-            Ok(Value::Object(out))
+        (Shape::Granular, Value::Object(_), Value::Object(_)) => {
+            merge_item(schema, fields, live, config)
         }
         (Shape::Keyed(_) | Shape::Set, Value::Array(live), Value::Array(config)) => {
             let before = items(fields, &shape, live)?;
