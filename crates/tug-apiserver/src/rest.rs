@@ -338,6 +338,7 @@ impl ApiState {
         if object.get("spec").is_some() {
             object["metadata"]["generation"] = json!(1);
         }
+        reset_status(resource, &mut object);
         tug_api::defaults::apply(resource.group, resource.plural, &mut object);
         if let Some(manager) = manager {
             record(resource, None, &mut object, manager, None);
@@ -2278,6 +2279,32 @@ fn scale_of(resource: &Resource, object: &Value) -> Value {
 }
 
 /// A failed write of one object, in the API's words.
+/// A new object's status, as upstream's PrepareForCreate leaves it: what
+/// the client sent is dropped where the status has its own subresource
+/// (its controller writes it there), except a Node's, which its kubelet
+/// registers with. Pods, Services and Namespaces get theirs in defaults.
+fn reset_status(resource: &Resource, object: &mut Value) {
+    if !resource.subresources.contains(&"status") || resource.kind == "Node" {
+        return;
+    }
+    let initial = match (resource.group, resource.plural) {
+        ("networking.k8s.io", "ingresses") => json!({"loadBalancer": {}}),
+        ("policy", "poddisruptionbudgets") => json!({
+            "currentHealthy": 0, "desiredHealthy": 0, "disruptionsAllowed": 0, "expectedPods": 0,
+        }),
+        ("", "persistentvolumes" | "persistentvolumeclaims") => json!({"phase": "Pending"}),
+        ("autoscaling", "horizontalpodautoscalers") => json!({"desiredReplicas": 0}),
+        _ if tug_api::registry::is_custom(resource) => {
+            if let Some(object) = object.as_object_mut() {
+                object.remove("status");
+            }
+            return;
+        }
+        _ => json!({}),
+    };
+    object["status"] = initial;
+}
+
 /// Whether two versions of an object differ only in resourceVersion.
 fn same_but_version(a: &Value, b: &Value) -> bool {
     let without = |v: &Value| {

@@ -3555,3 +3555,43 @@ mod sim_nodes {
         );
     }
 }
+
+#[test]
+fn a_create_drops_the_status_a_client_sends_but_a_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let curl = Curl::admin(&server);
+    let json = "application/json";
+    let (code, created) = curl.send(
+        "POST",
+        "/apis/apps/v1/namespaces/default/deployments",
+        json,
+        br#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web"},
+            "spec":{"selector":{"matchLabels":{"app":"web"}},"template":{"metadata":{"labels":{"app":"web"}},
+            "spec":{"containers":[{"name":"web","image":"nginx:1"}]}}},
+            "status":{"replicas":5,"readyReplicas":5}}"#,
+    );
+    assert_eq!(
+        (code, &created["status"]),
+        (201, &serde_json::json!({})),
+        "{created}"
+    );
+    let (code, created) = curl.send(
+        "POST",
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+        json,
+        br#"{"apiVersion":"policy/v1","kind":"PodDisruptionBudget","metadata":{"name":"pdb"},
+            "spec":{"minAvailable":1},"status":{"disruptionsAllowed":3}}"#,
+    );
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["status"]["disruptionsAllowed"], 0);
+    let (code, created) = curl.send(
+        "POST",
+        "/api/v1/nodes",
+        json,
+        br#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1"},
+            "status":{"capacity":{"pods":"110"}}}"#,
+    );
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["status"]["capacity"]["pods"], "110");
+}
