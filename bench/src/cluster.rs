@@ -1,6 +1,6 @@
-//! Control-plane benchmarks at scale with simulated nodes (`tug_sim`, in
-//! this process, its own CPU and memory reported apart): a real `tug
-//! server` (SQLite, then etcd) and KWOK's CI workload.
+//! Control-plane benchmarks at scale with simulated nodes (`tug sim-nodes`,
+//! a process of its own, so that its CPU and memory stand apart): a real
+//! `tug server` (SQLite, then etcd) and KWOK's CI workload.
 //!
 //! `cargo build --release -p tug -p tug-bench && target/release/cluster-bench`
 //!
@@ -26,10 +26,85 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 mod server;
 mod support;
 
-/// As the `tug` binary's, so that the simulator's memory is what
-/// `tug sim-nodes` would use.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// What `tug sim-nodes` last reported: (nodes, pods, running).
+type Counts = Arc<std::sync::Mutex<Option<(usize, usize, usize)>>>;
+
+/// A running `tug sim-nodes`, reporting its counts every 50 ms.
+struct Simulator {
+    child: std::process::Child,
+    counts: Counts,
+}
+
+impl Simulator {
+    /// Starts it and returns once its nodes are registered.
+    fn start(args: &Args, kubeconfig: &std::path::Path) -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(&args.tug)
+            .args(["sim-nodes", "--report-interval-ms", "50"])
+            .arg(format!("--count={}", args.nodes))
+            .arg(format!("--writers={}", args.clients))
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting tug sim-nodes")?;
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+        match lines.next() {
+            Some(Ok(line)) if line.ends_with("nodes registered") => {}
+            other => bail!("tug sim-nodes did not register its nodes: {other:?}"),
+        }
+        let counts: Counts = Arc::default();
+        let shared = counts.clone();
+        // "tug sim-nodes: N nodes, P pods (R running), ..."
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let numbers: Vec<usize> = line
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|n| n.parse().ok())
+                    .take(3)
+                    .collect();
+                if let [nodes, pods, running] = numbers[..] {
+                    *shared.lock().expect("counts lock") = Some((nodes, pods, running));
+                }
+            }
+        });
+        Ok(Self { child, counts })
+    }
+
+    fn counts(&self) -> (usize, usize, usize) {
+        self.counts.lock().expect("counts lock").unwrap_or_default()
+    }
+
+    /// CPU seconds so far and peak resident MiB, from /proc.
+    fn usage(&self) -> (f64, f64) {
+        let pid = self.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let cpu = (ticks(11) + ticks(12)) as f64 / 100.0;
+        let peak = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0);
+        (cpu, peak)
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 use server::Server;
 
@@ -162,20 +237,10 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
     let client = server.client.clone();
     let started_to_ready = server.started_to_ready;
     let rss_idle = server.rss_mib();
-    let (cpu_before, _) = tug_sim::process_usage();
 
     // KWOK's workload, 1: the nodes, Ready.
     let begun = Instant::now();
-    let sim = tug_sim::SimNodes::start(
-        client.clone(),
-        tug_sim::Config {
-            count: args.nodes,
-            writers: args.clients,
-            ..tug_sim::Config::default()
-        },
-    )
-    .await
-    .context("registering the simulated nodes")?;
+    let sim = Simulator::start(args, &server::kubeconfig_path(dir.path()))?;
     // The simulator's own counts say when to look; the API says when it is so.
     until("all nodes Ready", || async {
         Ok(count_nodes_ready(&client).await? == args.nodes)
@@ -191,7 +256,7 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
     namespaces
         .create(&PostParams::default(), &namespace)
         .await?;
-    let names = sim.node_names();
+    let names: Vec<String> = (0..args.nodes).map(|i| format!("sim-{i}")).collect();
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     let failures = Arc::new(AtomicUsize::new(0));
     let begun = Instant::now();
@@ -215,7 +280,7 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
         bail!("{} pod creates failed", failures.load(Ordering::Relaxed));
     }
     until("the simulator to run every pod", || async {
-        Ok(sim.stats().running >= args.pods)
+        Ok(sim.counts().2 >= args.pods)
     })
     .await?;
     until("all pods Running", || async {
@@ -233,7 +298,7 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
     )
     .await?;
     until("the simulator to see every pod go", || async {
-        Ok(sim.stats().pods == 0)
+        Ok(sim.counts().1 == 0)
     })
     .await?;
     until("all pods gone", || async {
@@ -242,9 +307,8 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
     .await?;
     let pods_deleted = begun.elapsed();
 
-    let stats = sim.stats();
-    sim.shutdown().await;
-    let (cpu_after, sim_rss) = tug_sim::process_usage();
+    let (sim_cpu, sim_rss) = sim.usage();
+    drop(sim);
     drop(server);
     drop(etcd);
     Ok(Figures {
@@ -258,8 +322,8 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
         rss_idle,
         rss_nodes,
         rss_pods,
-        sim_cpu: cpu_after - cpu_before,
-        sim_rss: sim_rss.max(stats.rss_bytes) as f64 / (1024.0 * 1024.0),
+        sim_cpu,
+        sim_rss,
     })
 }
 
@@ -309,7 +373,7 @@ async fn main() -> anyhow::Result<()> {
             (f.rss_pods - f.rss_nodes) / (args.pods as f64 / 1000.0)
         );
         println!(
-            "{b:<8} benchmark process CPU / RSS              {:>8.1} s / {:.1} MiB",
+            "{b:<8} simulator's CPU / peak RSS                {:>8.1} s / {:.1} MiB",
             f.sim_cpu, f.sim_rss
         );
         all.push(f);

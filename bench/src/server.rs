@@ -29,7 +29,7 @@ impl Server {
         datastore: Option<&str>,
     ) -> anyhow::Result<Self> {
         let port = crate::support::free_port()?;
-        let kubeconfig = dir.join("kubeconfig.yaml");
+        let kubeconfig = kubeconfig_path(dir);
         let mut command = Command::new(tug);
         command
             .args(["server", "--bind-address", "127.0.0.1", "--disable-agent"])
@@ -89,4 +89,9 @@ impl Server {
 pub(crate) async fn get(client: &Client, path: &str) -> anyhow::Result<String> {
     let request = http::Request::get(path).body(Vec::new())?;
     Ok(client.request_text(request).await?)
+}
+
+/// Where the server started in `dir` writes its admin kubeconfig.
+pub(crate) fn kubeconfig_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("kubeconfig.yaml")
 }

@@ -72,6 +72,10 @@ pub(crate) struct SimNodesArgs {
     /// API writes in flight at once.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub(crate) writers: usize,
+
+    /// Milliseconds between reports of the nodes, pods and own usage.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub(crate) report_interval_ms: u64,
 }
 
 #[derive(clap::Args, Debug)]

@@ -10,9 +10,6 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::cli::SimNodesArgs;
 
-/// How often the simulator reports its nodes, pods and own usage.
-const REPORT_INTERVAL: Duration = Duration::from_secs(10);
-
 pub(crate) async fn run(args: SimNodesArgs) -> anyhow::Result<()> {
     let config = config(&args)?;
     let kubeconfig = Kubeconfig::read_from(&args.kubeconfig)
@@ -30,7 +27,7 @@ pub(crate) async fn run(args: SimNodesArgs) -> anyhow::Result<()> {
     let count = config.count;
     let sim = tug_sim::SimNodes::start(client, config).await?;
     println!("tug sim-nodes: {count} nodes registered");
-    let mut report = tokio::time::interval(REPORT_INTERVAL);
+    let mut report = tokio::time::interval(Duration::from_millis(args.report_interval_ms.max(10)));
     report.tick().await;
     let signal = crate::server::wait_for_signal();
     tokio::pin!(signal);
