@@ -10,5 +10,6 @@ pub mod convert;
 pub mod defaults;
 pub mod format;
 pub mod jsonpath;
+pub mod quantity;
 pub mod registry;
 pub mod selector;

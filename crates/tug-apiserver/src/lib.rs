@@ -18,6 +18,7 @@ pub mod discovery;
 mod managed;
 pub mod namespaces;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;
@@ -95,6 +96,9 @@ fn node_token(config: &Config) -> anyhow::Result<String> {
 pub struct Started {
     pub address: SocketAddr,
     pub kubeconfig_path: PathBuf,
+    /// The scheduler's own credentials (`system:kube-scheduler`), in
+    /// `<data-dir>/server/cred/scheduler.kubeconfig`.
+    pub scheduler_kubeconfig: PathBuf,
 }
 
 /// The namespaces every cluster has.
@@ -277,6 +281,15 @@ pub async fn run(
             config.kubeconfig_path.display()
         )
     })?;
+    let cred = config.data_dir.join("server/cred");
+    let scheduler_kubeconfig = cred.join("scheduler.kubeconfig");
+    let scheduler = ca.client("system:kube-scheduler", &[])?;
+    pki::write_private(
+        &scheduler_kubeconfig,
+        pki::kubeconfig(&server_url, ca.cert_pem(), &scheduler).as_bytes(),
+        0o600,
+    )
+    .with_context(|| format!("writing {}", scheduler_kubeconfig.display()))?;
     let shared = Arc::new(server::Shared {
         api: Arc::new(rest::ApiState {
             store: store.clone(),
@@ -297,6 +310,7 @@ pub async fn run(
     started(Started {
         address,
         kubeconfig_path: config.kubeconfig_path.clone(),
+        scheduler_kubeconfig,
     });
     server::serve(listener, acceptor, server::router(shared), shutdown).await;
     Ok(())

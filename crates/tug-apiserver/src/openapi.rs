@@ -8,8 +8,7 @@
 //! structure), each kind's marked with its group-version-kind, which is how
 //! `kubectl explain` finds it. A document holds every schema its kinds
 //! reference, since references resolve only within it. Documents are built
-//! once, on first request. `/openapi/v2` is not served (kubectl copes with
-//! its 404).
+//! once, on first request. `/openapi/v2` is in `openapi_v2`.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -98,7 +97,7 @@ kinds!(
 /// The schemas of a group-version's kinds and all they reference, keyed by
 /// upstream's names (`io.k8s.api.core.v1.Pod`), refs as
 /// `#/components/schemas/...`.
-fn schemas(resources: &[&'static Resource]) -> Map<String, Value> {
+pub(crate) fn schemas(resources: &[&'static Resource]) -> Map<String, Value> {
     let mut generator = SchemaSettings::openapi3().into_generator();
     let mut kinds = Vec::new();
     let mut custom = Vec::new();
@@ -412,6 +411,7 @@ fn custom_schemas() -> &'static std::sync::RwLock<CustomSchemas> {
 pub fn set_custom_schemas(schemas: CustomSchemas) {
     *custom_schemas().write().expect("custom schemas lock") = schemas;
     documents().lock().expect("documents lock").clear();
+    crate::openapi_v2::invalidate();
 }
 
 /// What a custom resource's structural schema refuses in an object: wrong
@@ -652,7 +652,7 @@ fn check_bounds(
 
 /// A custom kind's schema name, as upstream names it: the group reversed,
 /// then version and kind (`com.example.v1.Widget`).
-fn custom_schema_name(resource: &Resource) -> String {
+pub(crate) fn custom_schema_name(resource: &Resource) -> String {
     let mut parts: Vec<&str> = resource.group.split('.').collect();
     parts.reverse();
     format!("{}.{}.{}", parts.join("."), resource.version, resource.kind)

@@ -24,7 +24,7 @@ use crate::auth::{
 };
 use crate::rest::{ApiState, BODY_BYTES_MAX, Target, method_allowed};
 use crate::status::ApiError;
-use crate::{auth, discovery, openapi};
+use crate::{auth, discovery, openapi, openapi_v2};
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -257,6 +257,23 @@ async fn route(
         authorize(shared, user, &attributes)?;
     }
     let (group, version, rest) = match segments.as_slice() {
+        ["openapi", "v2"] => {
+            let protobuf = headers
+                .get(header::ACCEPT)
+                .and_then(|accept| accept.to_str().ok())
+                .is_some_and(|accept| accept.contains("protobuf"));
+            let body = openapi_v2::document(protobuf);
+            let content_type = if protobuf {
+                openapi_v2::PROTOBUF
+            } else {
+                "application/json"
+            };
+            let mut response = Response::new(Body::from(body));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            return Ok(response);
+        }
         ["openapi", "v3"] => return Ok(json(openapi::root())),
         ["openapi", "v3", "api", version] => {
             return openapi::group_version("", version)

@@ -143,6 +143,11 @@ pub(crate) struct ServerArgs {
     #[arg(long)]
     pub(crate) disable_agent: bool,
 
+    /// Do not run the scheduler (k3s's flag): pods stay Pending unless
+    /// another scheduler binds them.
+    #[arg(long)]
+    pub(crate) disable_scheduler: bool,
+
     /// How often history older than one interval is compacted away, in
     /// seconds (kube-apiserver's --etcd-compaction-interval).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]

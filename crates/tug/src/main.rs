@@ -5,6 +5,7 @@
 //! components together. Start reading at [`cli::Command`].
 
 mod cli;
+mod leader;
 mod server;
 mod sim;
 

@@ -18,6 +18,7 @@ pub(crate) struct Config {
     pub(crate) store: tug_store::Config,
     pub(crate) compaction_interval: Duration,
     pub(crate) api: tug_apiserver::Config,
+    pub(crate) disable_scheduler: bool,
 }
 
 fn check_cidr(flag: &str, value: &str) -> anyhow::Result<()> {
@@ -87,6 +88,7 @@ impl TryFrom<ServerArgs> for Config {
                 node_token: args.token,
             },
             data_dir: args.data_dir,
+            disable_scheduler: args.disable_scheduler,
             store,
             compaction_interval: Duration::from_secs(args.compaction_interval),
         })
@@ -112,11 +114,13 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let data_dir = config.data_dir.clone();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let api = tokio::spawn(tug_apiserver::run(
         config.api.clone(),
         store.clone(),
         shutdown.clone(),
         move |started| {
+            let _ = started_tx.send(started.scheduler_kubeconfig.clone());
             println!("kubeconfig: {}", started.kubeconfig_path.display());
             tracing::info!(
                 address = %started.address,
@@ -125,6 +129,11 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
                 "tug server is running"
             );
         },
+    ));
+    let components = tokio::spawn(run_components(
+        started_rx,
+        config.disable_scheduler,
+        shutdown.clone(),
     ));
 
     let api_ended = tokio::select! {
@@ -141,12 +150,58 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         };
     }
     tracing::info!("shutting down");
+    let _ = components.await;
     compactor
         .await
         .context("the compactor stopped abnormally")?;
     drop(store);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The scheduler, leader-elected, once the API serves.
+async fn run_components(
+    started: tokio::sync::oneshot::Receiver<PathBuf>,
+    disable_scheduler: bool,
+    shutdown: CancellationToken,
+) {
+    let Ok(scheduler_kubeconfig) = started.await else {
+        return;
+    };
+    if disable_scheduler {
+        return;
+    }
+    let client = match client_from(&scheduler_kubeconfig).await {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "the scheduler cannot reach the API");
+            return;
+        }
+    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "tug".into());
+    let identity = format!("{host}_{}", uuid::Uuid::new_v4());
+    let election = crate::leader::Election::new(client.clone(), "kube-scheduler", &identity);
+    let config = tug_scheduler::Config {
+        instance: format!("{}-{host}", tug_scheduler::DEFAULT_SCHEDULER),
+        ..tug_scheduler::Config::default()
+    };
+    crate::leader::run_elected(election, shutdown, move |leading| {
+        tug_scheduler::run(client.clone(), config.clone(), leading)
+    })
+    .await;
+}
+
+/// A client with the credentials of a kubeconfig file.
+pub(crate) async fn client_from(path: &std::path::Path) -> anyhow::Result<kube::Client> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let kubeconfig =
+        Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .context("the kubeconfig")?;
+    kube::Client::try_from(config).context("the API client")
 }
 
 pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {

@@ -1033,12 +1033,29 @@ fn kubectl_describe_shows_a_pods_events() {
     )
     .unwrap();
     server.ok(&["create", "-f", event.to_str().unwrap()]);
-    let described = server.ok(&["describe", "pod", "p1"]);
+    // With no nodes, the scheduler says so (once it has tried).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let described = loop {
+        let described = server.ok(&["describe", "pod", "p1"]);
+        if described.contains("FailedScheduling") || std::time::Instant::now() > deadline {
+            break described;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert!(
-        described.contains("QoS Class:        BestEffort"),
+        described
+            .lines()
+            .any(|l| columns(l) == ["QoS", "Class:", "BestEffort"]),
         "{described}"
     );
     let events = described.split("Events:").nth(1).unwrap();
+    assert!(
+        events
+            .lines()
+            .any(|l| columns(l).starts_with(&["Warning", "FailedScheduling"])
+                && l.ends_with("default-scheduler  no nodes available to schedule pods")),
+        "{described}"
+    );
     assert!(
         events
             .lines()
@@ -2326,6 +2343,33 @@ fn unknown_fields_are_refused_or_dropped_with_a_warning_as_field_validation_asks
         String::from_utf8_lossy(&patched.stderr),
         "Warning: unknown field \"spec.bogus\"\n"
     );
+    // A `kind: List`, as `get -o yaml` prints several objects, is checked
+    // by kubectl itself against /openapi/v2: it applies back as it came...
+    server.ok(&["create", "configmap", "settings", "--from-literal=a=1"]);
+    let list = dir.path().join("list.yaml");
+    std::fs::write(&list, server.ok(&["get", "deploy,configmap", "-o", "yaml"])).unwrap();
+    let applied = server.ok(&["apply", "-f", list.to_str().unwrap()]);
+    assert!(
+        applied.contains("deployment.apps/web") && applied.contains("configmap/settings"),
+        "{applied}"
+    );
+    // ...and an unknown field in one of its items is kubectl's error.
+    std::fs::write(
+        &list,
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: fine}\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {name: web2}\n  spec:\n    selector: {matchLabels: {app: web}}\n    template:\n      metadata: {labels: {app: web}}\n      spec:\n        containers:\n        - {name: web, image: busybox, imagee: typo}\n",
+    )
+    .unwrap();
+    let err = server.fails(&["create", "-f", list.to_str().unwrap()]);
+    assert!(
+        err.contains("unknown field \"imagee\" in io.k8s.api.core.v1.Container"),
+        "{err}"
+    );
+    server.fails(&["get", "configmap", "fine"]);
+    let created = server.ok(&["create", "-f", list.to_str().unwrap(), "--validate=false"]);
+    assert!(
+        created.contains("deployment.apps/web2 created"),
+        "{created}"
+    );
 }
 
 #[test]
@@ -3305,6 +3349,9 @@ fn server_side_apply_refuses_bad_requests_as_upstream() {
 }
 
 /// Simulated nodes (`tug_sim`, `tug sim-nodes`) against a real server.
+#[path = "kubectl/scheduler.rs"]
+mod scheduler;
+
 mod sim_nodes {
     use std::future::Future;
     use std::time::{Duration, Instant};
@@ -3316,7 +3363,7 @@ mod sim_nodes {
     use super::Server;
 
     /// Polls `check` until it answers `Some`, failing after `seconds`.
-    async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
+    pub(super) async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Option<T>>,

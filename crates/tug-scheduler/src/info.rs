@@ -1,0 +1,406 @@
+//! What scheduling needs of a pod and of a node, read once from the API
+//! objects: requests as numbers, tolerations, selectors, ports.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{
+    Container, Node, NodeSelector, Pod, PreferredSchedulingTerm, Taint, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use tug_api::quantity;
+
+/// A container without requests still counts this much when nodes are
+/// scored (upstream's non-zero defaults), so that such pods spread.
+pub const DEFAULT_MILLI_CPU: i64 = 100;
+pub const DEFAULT_MEMORY: i64 = 200 * 1024 * 1024;
+
+/// Amounts of resources: CPU in thousandths of a core, the rest in units.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub milli_cpu: i64,
+    pub memory: i64,
+    pub ephemeral_storage: i64,
+    /// Extended resources (`example.com/gpu`), hugepages and the like.
+    pub scalar: BTreeMap<String, i64>,
+}
+
+impl Resources {
+    pub fn from_map(map: Option<&BTreeMap<String, Quantity>>) -> Self {
+        let mut resources = Resources::default();
+        for (name, amount) in map.into_iter().flatten() {
+            let clamp = |v: i128| v.clamp(i64::MIN.into(), i64::MAX.into()) as i64;
+            match name.as_str() {
+                "cpu" => resources.milli_cpu = quantity::milli(&amount.0).map_or(0, clamp),
+                "memory" => resources.memory = quantity::value(&amount.0).map_or(0, clamp),
+                "ephemeral-storage" => {
+                    resources.ephemeral_storage = quantity::value(&amount.0).map_or(0, clamp)
+                }
+                "pods" => {}
+                other => {
+                    resources.scalar.insert(
+                        other.to_string(),
+                        quantity::value(&amount.0).map_or(0, clamp),
+                    );
+                }
+            }
+        }
+        resources
+    }
+
+    pub fn add(&mut self, other: &Resources) {
+        self.milli_cpu += other.milli_cpu;
+        self.memory += other.memory;
+        self.ephemeral_storage += other.ephemeral_storage;
+        for (name, amount) in &other.scalar {
+            *self.scalar.entry(name.clone()).or_default() += amount;
+        }
+    }
+
+    pub fn sub(&mut self, other: &Resources) {
+        self.milli_cpu -= other.milli_cpu;
+        self.memory -= other.memory;
+        self.ephemeral_storage -= other.ephemeral_storage;
+        for (name, amount) in &other.scalar {
+            *self.scalar.entry(name.clone()).or_default() -= amount;
+        }
+    }
+
+    /// Each resource the larger of the two.
+    fn max(&mut self, other: &Resources) {
+        self.milli_cpu = self.milli_cpu.max(other.milli_cpu);
+        self.memory = self.memory.max(other.memory);
+        self.ephemeral_storage = self.ephemeral_storage.max(other.ephemeral_storage);
+        for (name, amount) in &other.scalar {
+            let mine = self.scalar.entry(name.clone()).or_default();
+            *mine = (*mine).max(*amount);
+        }
+    }
+}
+
+/// A host port a pod asks for: protocol, host IP (`0.0.0.0` for any), port.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HostPort {
+    pub protocol: String,
+    pub ip: String,
+    pub port: i32,
+}
+
+impl HostPort {
+    /// Whether two pods asking for these could not share a node.
+    pub fn conflicts(&self, other: &HostPort) -> bool {
+        self.protocol == other.protocol
+            && self.port == other.port
+            && (self.ip == other.ip || self.ip == "0.0.0.0" || other.ip == "0.0.0.0")
+    }
+}
+
+/// A pod as the scheduler sees it.
+#[derive(Debug)]
+pub struct PodInfo {
+    pub pod: Arc<Pod>,
+    pub namespace: String,
+    pub name: String,
+    pub priority: i32,
+    pub requests: Resources,
+    /// Requests with the non-zero defaults, for scoring.
+    pub non_zero: (i64, i64),
+    pub node_name: Option<String>,
+    pub node_selector: BTreeMap<String, String>,
+    pub required_affinity: Option<NodeSelector>,
+    pub preferred_affinity: Vec<PreferredSchedulingTerm>,
+    pub tolerations: Vec<Toleration>,
+    pub host_ports: Vec<HostPort>,
+}
+
+fn container_requests(container: &Container) -> Resources {
+    let resources = container.resources.as_ref();
+    // Limits stand for requests left out (the API defaults them so too).
+    let mut requests = Resources::from_map(resources.and_then(|r| r.limits.as_ref()));
+    let explicit = Resources::from_map(resources.and_then(|r| r.requests.as_ref()));
+    let stated = resources.and_then(|r| r.requests.as_ref());
+    let has = |name: &str| stated.is_some_and(|m| m.contains_key(name));
+    if has("cpu") {
+        requests.milli_cpu = explicit.milli_cpu;
+    }
+    if has("memory") {
+        requests.memory = explicit.memory;
+    }
+    if has("ephemeral-storage") {
+        requests.ephemeral_storage = explicit.ephemeral_storage;
+    }
+    requests.scalar.extend(explicit.scalar);
+    requests
+}
+
+/// What a pod asks of a node, as upstream sums it: its containers
+/// together, or its largest init container (with the sidecars started
+/// before it) if that is more, plus the pod's overhead. With
+/// `non_zero`, containers that ask for no CPU or memory count the
+/// defaults.
+fn pod_requests(pod: &Pod, non_zero: bool) -> Resources {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Resources::default();
+    };
+    let with_defaults = |container: &Container| {
+        let mut requests = container_requests(container);
+        if non_zero {
+            if requests.milli_cpu == 0 {
+                requests.milli_cpu = DEFAULT_MILLI_CPU;
+            }
+            if requests.memory == 0 {
+                requests.memory = DEFAULT_MEMORY;
+            }
+        }
+        requests
+    };
+    let mut total = Resources::default();
+    for container in &spec.containers {
+        total.add(&with_defaults(container));
+    }
+    let mut sidecars = Resources::default();
+    let mut init_peak = Resources::default();
+    for container in spec.init_containers.iter().flatten() {
+        let requests = with_defaults(container);
+        let running_with = if container.restart_policy.as_deref() == Some("Always") {
+            sidecars.add(&requests);
+            total.add(&requests);
+            sidecars.clone()
+        } else {
+            let mut together = requests;
+            together.add(&sidecars);
+            together
+        };
+        init_peak.max(&running_with);
+    }
+    total.max(&init_peak);
+    total.add(&Resources::from_map(spec.overhead.as_ref()));
+    total
+}
+
+impl PodInfo {
+    pub fn new(pod: Arc<Pod>) -> Self {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let requests = pod_requests(&pod, false);
+        let defaults = pod_requests(&pod, true);
+        let node_affinity = spec.affinity.as_ref().and_then(|a| a.node_affinity.clone());
+        let mut host_ports = Vec::new();
+        for container in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
+            for port in container.ports.iter().flatten() {
+                if let Some(host_port) = port.host_port.filter(|p| *p > 0) {
+                    host_ports.push(HostPort {
+                        protocol: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                        ip: port
+                            .host_ip
+                            .clone()
+                            .filter(|ip| !ip.is_empty())
+                            .unwrap_or_else(|| "0.0.0.0".into()),
+                        port: host_port,
+                    });
+                }
+            }
+        }
+        PodInfo {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            priority: spec.priority.unwrap_or(0),
+            requests,
+            non_zero: (defaults.milli_cpu, defaults.memory),
+            node_name: spec.node_name.clone().filter(|n| !n.is_empty()),
+            node_selector: spec.node_selector.clone().unwrap_or_default(),
+            required_affinity: node_affinity.as_ref().and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .clone()
+            }),
+            preferred_affinity: node_affinity
+                .and_then(|a| a.preferred_during_scheduling_ignored_during_execution)
+                .unwrap_or_default(),
+            tolerations: spec.tolerations.clone().unwrap_or_default(),
+            host_ports,
+            pod,
+        }
+    }
+
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A node as the scheduler sees it: what it offers, and what the pods
+/// placed on it (bound or assumed) take.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub unschedulable: bool,
+    pub allocatable: Resources,
+    pub allowed_pods: i64,
+    pub requested: Resources,
+    pub non_zero_requested: (i64, i64),
+    pub pod_count: i64,
+    pub used_ports: Vec<HostPort>,
+}
+
+impl NodeInfo {
+    pub fn new(node: &Node) -> Self {
+        let mut info = NodeInfo::named("");
+        info.set_node(node);
+        info
+    }
+
+    /// A node known only by name, offering nothing until its object is
+    /// seen.
+    pub fn named(name: &str) -> Self {
+        NodeInfo {
+            name: name.to_string(),
+            labels: BTreeMap::new(),
+            taints: Vec::new(),
+            unschedulable: false,
+            allocatable: Resources::default(),
+            allowed_pods: 0,
+            requested: Resources::default(),
+            non_zero_requested: (0, 0),
+            pod_count: 0,
+            used_ports: Vec::new(),
+        }
+    }
+
+    /// Takes what the node object says, keeping what its pods take.
+    /// Answers whether anything that scheduling reads changed.
+    pub fn set_node(&mut self, node: &Node) -> bool {
+        let spec = node.spec.clone().unwrap_or_default();
+        let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
+        let before = (
+            self.labels.clone(),
+            self.taints.clone(),
+            self.unschedulable,
+            self.allocatable.clone(),
+            self.allowed_pods,
+        );
+        self.name = node.metadata.name.clone().unwrap_or_default();
+        self.labels = node.metadata.labels.clone().unwrap_or_default();
+        self.taints = spec.taints.unwrap_or_default();
+        self.unschedulable = spec.unschedulable.unwrap_or(false);
+        self.allocatable = Resources::from_map(allocatable);
+        self.allowed_pods = allocatable
+            .and_then(|a| a.get("pods"))
+            .and_then(|q| quantity::value(&q.0))
+            .map_or(0, |v| v.clamp(0, i64::MAX.into()) as i64);
+        before
+            != (
+                self.labels.clone(),
+                self.taints.clone(),
+                self.unschedulable,
+                self.allocatable.clone(),
+                self.allowed_pods,
+            )
+    }
+
+    pub fn add_pod(&mut self, pod: &PodUsage) {
+        self.requested.add(&pod.requests);
+        self.non_zero_requested.0 += pod.non_zero.0;
+        self.non_zero_requested.1 += pod.non_zero.1;
+        self.pod_count += 1;
+        self.used_ports.extend(pod.host_ports.iter().cloned());
+    }
+
+    pub fn remove_pod(&mut self, pod: &PodUsage) {
+        self.requested.sub(&pod.requests);
+        self.non_zero_requested.0 -= pod.non_zero.0;
+        self.non_zero_requested.1 -= pod.non_zero.1;
+        self.pod_count -= 1;
+        for port in &pod.host_ports {
+            if let Some(i) = self.used_ports.iter().position(|p| p == port) {
+                self.used_ports.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// What a pod placed on a node takes from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodUsage {
+    pub node: String,
+    pub requests: Resources,
+    pub non_zero: (i64, i64),
+    pub host_ports: Vec<HostPort>,
+}
+
+impl PodUsage {
+    pub fn of(info: &PodInfo, node: &str) -> Self {
+        PodUsage {
+            node: node.to_string(),
+            requests: info.requests.clone(),
+            non_zero: info.non_zero,
+            host_ports: info.host_ports.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn pod(spec: serde_json::Value) -> PodInfo {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": spec,
+        }))
+        .unwrap();
+        PodInfo::new(Arc::new(pod))
+    }
+
+    #[test]
+    fn requests_sum_containers_or_the_largest_init_container_plus_overhead() {
+        let info = pod(json!({
+            "containers": [
+                {"name": "a", "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}}},
+                {"name": "b", "resources": {"limits": {"cpu": "200m", "example.com/gpu": "1"}}},
+            ],
+            "initContainers": [
+                {"name": "i1", "resources": {"requests": {"cpu": "1", "memory": "10Mi"}}},
+                {"name": "side", "restartPolicy": "Always", "resources": {"requests": {"cpu": "50m"}}},
+                {"name": "i2", "resources": {"requests": {"cpu": "500m"}}},
+            ],
+            "overhead": {"cpu": "10m"},
+        }));
+        // Containers 300m + sidecar 50m = 350m; init peak: i1 alone 1000m.
+        assert_eq!(info.requests.milli_cpu, 1010);
+        assert_eq!(info.requests.memory, 1 << 30);
+        assert_eq!(info.requests.scalar["example.com/gpu"], 1);
+        // Scoring counts 100m and 200Mi for what asks nothing: i2 with the
+        // sidecar is 550m, below i1's 1000m.
+        assert_eq!(info.non_zero.0, 1010);
+        let empty = pod(json!({"containers": [{"name": "a"}]}));
+        assert_eq!(empty.requests, Resources::default());
+        assert_eq!(empty.non_zero, (DEFAULT_MILLI_CPU, DEFAULT_MEMORY));
+    }
+
+    #[test]
+    fn host_ports_conflict_on_the_same_protocol_port_and_overlapping_ip() {
+        let info = pod(json!({"containers": [{"name": "a", "ports": [
+            {"containerPort": 80, "hostPort": 8080},
+            {"containerPort": 53, "hostPort": 53, "protocol": "UDP", "hostIP": "127.0.0.1"},
+            {"containerPort": 90},
+        ]}]}));
+        assert_eq!(info.host_ports.len(), 2);
+        let any = &info.host_ports[0];
+        let udp = &info.host_ports[1];
+        let other_ip = HostPort {
+            ip: "127.0.0.2".into(),
+            ..udp.clone()
+        };
+        assert!(!udp.conflicts(&other_ip));
+        assert!(any.conflicts(&HostPort {
+            ip: "10.0.0.1".into(),
+            ..any.clone()
+        }));
+        assert!(!any.conflicts(udp));
+    }
+}
