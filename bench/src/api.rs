@@ -340,6 +340,8 @@ async fn main() -> anyhow::Result<()> {
             &args.tug,
             temp.path(),
             etcd.as_ref().map(|e| e.url.as_str()),
+            // The API alone: no scheduler writing about pods it cannot place.
+            &["--disable-scheduler"],
         )
         .await?;
         let client = server.client.clone();

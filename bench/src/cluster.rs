@@ -5,11 +5,13 @@
 //! `cargo build --release -p tug -p tug-bench && target/release/cluster-bench`
 //!
 //! Per backend: N nodes registered and Ready; M pods created (bound
-//! round-robin to the nodes: no scheduler yet) until all are Running; all
-//! deleted (grace period 1 s, so the simulated kubelet finishes each) until
-//! none is left; the server's RSS idle, with the nodes, and with the pods.
-//! Density and scheduling figures need the scheduler and controllers
-//! (issue #6) and are reported as not yet possible.
+//! round-robin to the nodes, as KWOK's workload does) until all are
+//! Running; all deleted (grace period 1 s, so the simulated kubelet
+//! finishes each) until none is left; the server's RSS idle, with the
+//! nodes, and with the pods. Then scheduling end to end: M pods without a
+//! node, from the first create until the scheduler has bound them all.
+//! Density, and scheduling with anti-affinity or topology spread, need
+//! what issue #6 has still to bring and are reported as not yet possible.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -128,6 +130,10 @@ struct Args {
     /// Where to write the results as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run the server without its scheduler (a baseline for what the
+    /// scheduler costs); skips the scheduling figure.
+    #[arg(long)]
+    without_scheduler: bool,
 }
 
 /// The namespace the workload's pods live in.
@@ -155,6 +161,7 @@ struct Figures {
     nodes_ready: Duration,
     pods_running: Duration,
     pods_deleted: Duration,
+    pods_scheduled: Option<Duration>,
     rss_idle: f64,
     rss_nodes: f64,
     rss_pods: f64,
@@ -232,8 +239,18 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
         "etcd" => Some(support::start_etcd(&dir.path().join("etcd")).await?),
         other => bail!("unknown backend {other:?}"),
     };
-    let server =
-        Server::start(&args.tug, dir.path(), etcd.as_ref().map(|e| e.url.as_str())).await?;
+    let extra: &[&str] = if args.without_scheduler {
+        &["--disable-scheduler"]
+    } else {
+        &[]
+    };
+    let server = Server::start(
+        &args.tug,
+        dir.path(),
+        etcd.as_ref().map(|e| e.url.as_str()),
+        extra,
+    )
+    .await?;
     let client = server.client.clone();
     let started_to_ready = server.started_to_ready;
     let rss_idle = server.rss_mib();
@@ -307,6 +324,45 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
     .await?;
     let pods_deleted = begun.elapsed();
 
+    // 4: scheduling, end to end: as many pods again, with no node; the
+    // scheduler binds each (the simulator seeing it bound is the finish).
+    let pods_scheduled = if args.without_scheduler {
+        None
+    } else {
+        let begun = Instant::now();
+        let creates = futures::stream::iter(0..args.pods)
+            .map(|i| {
+                let (pods, failures) = (pods.clone(), failures.clone());
+                let pod = pod(&format!("pending-pod-{i}"), "");
+                async move {
+                    if pods.create(&PostParams::default(), &pod).await.is_err() {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+            .buffer_unordered(args.clients)
+            .collect::<Vec<()>>();
+        creates.await;
+        if failures.load(Ordering::Relaxed) > 0 {
+            bail!("{} pod creates failed", failures.load(Ordering::Relaxed));
+        }
+        until("the scheduler to bind every pod", || async {
+            Ok(sim.counts().1 >= args.pods)
+        })
+        .await?;
+        let scheduled = begun.elapsed();
+        pods.delete_collection(
+            &DeleteParams::default().grace_period(0),
+            &ListParams::default(),
+        )
+        .await?;
+        until("all pods gone", || async {
+            Ok(count_pods(&client, None).await? == 0)
+        })
+        .await?;
+        Some(scheduled)
+    };
+
     let (sim_cpu, sim_rss) = sim.usage();
     drop(sim);
     drop(server);
@@ -319,6 +375,7 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
         nodes_ready,
         pods_running,
         pods_deleted,
+        pods_scheduled,
         rss_idle,
         rss_nodes,
         rss_pods,
@@ -365,6 +422,13 @@ async fn main() -> anyhow::Result<()> {
             "{b:<8} KWOK workload in all                     {:>8.2} s",
             f.total().as_secs_f64()
         );
+        if let Some(scheduled) = f.pods_scheduled {
+            println!(
+                "{b:<8} pods created and scheduled (plain)       {:>8.2} s ({:.0} pods/s)",
+                scheduled.as_secs_f64(),
+                args.pods as f64 / scheduled.as_secs_f64()
+            );
+        }
         println!(
             "{b:<8} server RSS idle / with nodes / with pods {:>6.1} / {:.1} / {:.1} MiB ({:.1} MiB per 1,000 pods)",
             f.rss_idle,
@@ -381,7 +445,9 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "density (10,000 pods through 100 Deployments): not yet possible (needs the controllers, issue #6)"
     );
-    println!("scheduling throughput: not yet possible (needs the scheduler, issue #6)");
+    println!(
+        "scheduling with required anti-affinity and topology spread: not yet possible (plugins to come, issue #6)"
+    );
     if let Some(path) = &args.json {
         let results: Vec<serde_json::Value> = all
             .iter()
@@ -397,6 +463,8 @@ async fn main() -> anyhow::Result<()> {
                     "pods_running_s": f.pods_running.as_secs_f64(),
                     "pods_deleted_s": f.pods_deleted.as_secs_f64(),
                     "total_s": f.total().as_secs_f64(),
+                    "scheduling_plain_s": f.pods_scheduled.map(|d| d.as_secs_f64()),
+                    "scheduling_plain_pods_per_s": f.pods_scheduled.map(|d| args.pods as f64 / d.as_secs_f64()),
                     "server_rss_idle_mib": f.rss_idle,
                     "server_rss_nodes_mib": f.rss_nodes,
                     "server_rss_pods_mib": f.rss_pods,

@@ -27,12 +27,14 @@ impl Server {
         tug: &Path,
         dir: &Path,
         datastore: Option<&str>,
+        extra: &[&str],
     ) -> anyhow::Result<Self> {
         let port = crate::support::free_port()?;
         let kubeconfig = kubeconfig_path(dir);
         let mut command = Command::new(tug);
         command
             .args(["server", "--bind-address", "127.0.0.1", "--disable-agent"])
+            .args(extra)
             .arg(format!("--https-listen-port={port}"))
             .arg("--data-dir")
             .arg(dir.join("data"))

@@ -61,6 +61,8 @@ pub struct Target {
 type Query = HashMap<String, String>;
 
 /// Deletions a DELETE of a collection makes at once.
+/// Tries of one deletion when concurrent writes keep winning.
+const DELETE_ATTEMPTS: u32 = 16;
 const DELETE_COLLECTION_WORKERS: usize = 32;
 
 fn now_seconds() -> i64 {
@@ -1260,7 +1262,7 @@ impl ApiState {
                     }
                     items.push(deleted);
                 }
-                // Gone or changed meanwhile: someone else's change wins.
+                // Gone meanwhile, or refused by the caller's preconditions.
                 Err(err)
                     if err.code == StatusCode::NOT_FOUND || err.code == StatusCode::CONFLICT => {}
                 Err(err) => return Err(err),
@@ -1281,7 +1283,48 @@ impl ApiState {
     /// grace period for pods on a node (marked, then removed by their
     /// node's agent), finalizers (marked, removed with the last one), else
     /// gone at once. Answers the object as it is left (or was).
+    ///
+    /// A write that lands between the read and the deletion (a kubelet's
+    /// status update, say) does not fail it: as upstream's
+    /// GuaranteedUpdate, it reads the object again and retries. Only the
+    /// caller's preconditions answer 409.
     pub(crate) async fn delete_object(
+        &self,
+        resource: &'static Resource,
+        mut current: KeyValue,
+        options: &Value,
+        query: &Query,
+    ) -> Result<Value, ApiError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let err = match self
+                .delete_once(resource, current.clone(), options, query)
+                .await
+            {
+                Err(err) if err.code == StatusCode::CONFLICT && attempts < DELETE_ATTEMPTS => err,
+                other => return other,
+            };
+            let fresh = self
+                .store
+                .get(&current.key, None)
+                .await
+                .map_err(from_store)?
+                .kv;
+            match fresh {
+                // Unchanged: the caller's preconditions refused it.
+                Some(fresh) if fresh.mod_revision == current.mod_revision => return Err(err),
+                Some(fresh) => current = fresh,
+                None => {
+                    let object = decode(resource, &current)?;
+                    let name = object["metadata"]["name"].as_str().unwrap_or("");
+                    return Err(ApiError::not_found(resource.plural, resource.group, name));
+                }
+            }
+        }
+    }
+
+    async fn delete_once(
         &self,
         resource: &'static Resource,
         current: KeyValue,
@@ -2616,6 +2659,64 @@ pub fn method_allowed(resource: &Resource, method: &Method, collection: bool) ->
 mod tests {
     use super::*;
     use tug_api::registry::find;
+
+    #[tokio::test]
+    async fn a_deletion_outlives_a_write_that_lands_after_its_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = tug_store::open(tug_store::Config::Sqlite(tug_store::sqlite::Config {
+            path: dir.path().join("state.db"),
+        }))
+        .await
+        .unwrap();
+        let api = ApiState {
+            store: store.clone(),
+            service_cidr: ServiceCidr::parse("10.43.0.0/16").unwrap(),
+            watches: Arc::new(tokio::sync::Semaphore::new(1)),
+            caches: Caches::new(store.clone()),
+        };
+        let pods = find("", "v1", "pods").unwrap();
+        let pod = json!({"metadata": {"name": "web", "namespace": "default", "uid": "u1"}});
+        let key = "/registry/pods/default/web";
+        let read = store
+            .create(key, encode(pods, &pod), PutOptions::default())
+            .await
+            .unwrap();
+        // A status update lands after the deletion read the object.
+        let mut updated = pod.clone();
+        updated["status"] = json!({"phase": "Running"});
+        store
+            .update(
+                key,
+                encode(pods, &updated),
+                read.mod_revision,
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        let deleted = api
+            .delete_object(pods, read.clone(), &json!({}), &Query::new())
+            .await
+            .unwrap();
+        assert_eq!(deleted["status"]["phase"], "Running");
+        assert!(store.get(key, None).await.unwrap().kv.is_none());
+
+        // The caller's own precondition still refuses.
+        store
+            .create(key, encode(pods, &pod), PutOptions::default())
+            .await
+            .unwrap();
+        let current = store.get(key, None).await.unwrap().kv.unwrap();
+        let refused = api
+            .delete_object(
+                pods,
+                current,
+                &json!({"preconditions": {"uid": "other"}}),
+                &Query::new(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, StatusCode::CONFLICT);
+    }
 
     #[test]
     fn scale_carries_replicas_and_the_selector_as_a_string() {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
-    Container, Node, NodeSelector, Pod, PreferredSchedulingTerm, Taint, Toleration,
+    Container, Node, NodeSelector, Pod, PodSpec, PreferredSchedulingTerm, Taint, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tug_api::quantity;
@@ -180,7 +180,8 @@ fn pod_requests(pod: &Pod, non_zero: bool) -> Resources {
 
 impl PodInfo {
     pub fn new(pod: Arc<Pod>) -> Self {
-        let spec = pod.spec.clone().unwrap_or_default();
+        let default = PodSpec::default();
+        let spec = pod.spec.as_ref().unwrap_or(&default);
         let requests = pod_requests(&pod, false);
         let defaults = pod_requests(&pod, true);
         let node_affinity = spec.affinity.as_ref().and_then(|a| a.node_affinity.clone());

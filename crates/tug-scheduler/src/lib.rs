@@ -168,6 +168,12 @@ impl State {
                     if self.forget(&key) {
                         self.queue.move_all(now);
                     }
+                } else if let Some((usage, assumed)) = self.placed.get_mut(&key)
+                    && usage.node == node
+                {
+                    // Known here (a status update, or our binding seen):
+                    // what it takes does not change.
+                    *assumed = false;
                 } else {
                     let info = PodInfo::new(Arc::new(pod));
                     self.place(&key, PodUsage::of(&info, &node), false);

@@ -440,7 +440,7 @@ impl Store for EtcdStore {
         };
         let end = prefix_end(prefix.as_bytes()).unwrap_or_else(|| vec![0]);
         let mut etcd_options = etcd_client::WatchOptions::new()
-            .with_range(end)
+            .with_range(end.clone())
             .with_start_revision(after + 1)
             .with_prev_key();
         if options.progress_interval.is_some() {
@@ -462,7 +462,7 @@ impl Store for EtcdStore {
             self.client
                 .watch_client()
                 .max_decoding_message_size(REPLY_BYTES_MAX)
-                .watch(key, Some(etcd_options)),
+                .watch(key.clone(), Some(etcd_options)),
         )
         .await?;
         let (requests, mut responses) = stream.split();
@@ -480,7 +480,19 @@ impl Store for EtcdStore {
             progress_requests,
             stop: stop.clone(),
         };
-        tokio::spawn(run_watch(requests, responses, feed, options, after));
+        let mut range = Range {
+            key,
+            end,
+            kv: self.kv(),
+            keys: None,
+        };
+        // Revision 0 would mean "now" to etcd: nothing existed before 1.
+        range.keys = if after <= 0 {
+            Some(0)
+        } else {
+            range.count(after).await.ok()
+        };
+        tokio::spawn(run_watch(requests, responses, feed, options, after, range));
         Ok(Watch::new(
             mailbox,
             Box::new(move || {
@@ -542,12 +554,85 @@ fn to_event(event: &etcd_client::Event) -> Result<Event> {
     })
 }
 
+/// What a watch needs to check a progress revision: its range, a client,
+/// and how many keys the range holds as of the last event seen (`None`
+/// when that could not be read).
+struct Range {
+    key: Vec<u8>,
+    end: Vec<u8>,
+    kv: etcd_client::KvClient,
+    keys: Option<i64>,
+}
+
+impl Range {
+    /// How many keys the range holds at `revision`.
+    async fn count(&self, revision: Revision) -> Result<i64> {
+        let mut kv = self.kv.clone();
+        let options = GetOptions::new()
+            .with_range(self.end.clone())
+            .with_count_only()
+            .with_revision(revision);
+        timed(kv.get(self.key.clone(), Some(options)))
+            .await
+            .map(|r| r.count())
+    }
+
+    /// The highest mod revision among the range's keys at `revision` (0
+    /// when it is empty). etcd applies no revision filter to a count, so
+    /// this asks for the one key last written, sorted by etcd.
+    async fn last_written(&self, revision: Revision) -> Result<Revision> {
+        let mut kv = self.kv.clone();
+        let options = GetOptions::new()
+            .with_range(self.end.clone())
+            .with_keys_only()
+            .with_sort(
+                etcd_client::SortTarget::Mod,
+                etcd_client::SortOrder::Descend,
+            )
+            .with_limit(1)
+            .with_revision(revision);
+        timed(kv.get(self.key.clone(), Some(options)))
+            .await
+            .map(|r| r.kvs().first().map_or(0, |kv| kv.mod_revision()))
+    }
+
+    /// Follows the number of keys through the events seen.
+    fn apply(&mut self, events: &[Event]) {
+        if let Some(keys) = self.keys.as_mut() {
+            for event in events {
+                match event.kind {
+                    EventKind::Put if event.kv.create_revision == event.kv.mod_revision => {
+                        *keys += 1
+                    }
+                    EventKind::Delete => *keys -= 1,
+                    EventKind::Put => {}
+                }
+            }
+        }
+    }
+
+    /// Whether nothing in the range changed after `last` up to
+    /// `revision`: no key written after `last`, and as many keys as after
+    /// `last` (a deletion lowers the count; a deletion and a creation show
+    /// as a write). `false` when it cannot tell.
+    async fn quiet_between(&self, last: Revision, revision: Revision) -> bool {
+        let Some(keys) = self.keys else {
+            return false;
+        };
+        matches!(
+            (self.last_written(revision).await, self.count(revision).await),
+            (Ok(written), Ok(now)) if written <= last && now == keys
+        )
+    }
+}
+
 async fn run_watch(
     mut requests: etcd_client::WatchRequestSender,
     mut responses: WatchResponseStream,
     mut feed: Feed,
     options: WatchOptions,
     mut last: Revision,
+    mut range: Range,
 ) {
     let interval = options.progress_interval.unwrap_or(Duration::MAX);
     let mut quiet_since = tokio::time::Instant::now();
@@ -571,7 +656,18 @@ async fn run_watch(
                         return Err(cancelled(&response, last));
                     }
                     let message = if response.events().is_empty() {
-                        WatchMessage::Progress(header_revision(response.header()).max(last))
+                        // etcd before 3.4.25 and 3.5.8 (Debian 12 ships
+                        // 3.4.23) may answer a progress request while
+                        // this watch still has history to send, with a
+                        // revision past it (etcd-io/etcd#15220): trusted,
+                        // that revision would skip those events. So a
+                        // revision past the last event counts only once
+                        // a read shows nothing changed in between.
+                        let revision = header_revision(response.header());
+                        if revision > last && !range.quiet_between(last, revision).await {
+                            continue;
+                        }
+                        WatchMessage::Progress(revision.max(last))
                     } else {
                         let events = response
                             .events()
@@ -579,6 +675,7 @@ async fn run_watch(
                             .map(to_event)
                             .collect::<Result<Vec<_>>>()?;
                         last = events.last().map_or(last, Event::revision);
+                        range.apply(&events);
                         WatchMessage::Events(events.into())
                     };
                     feed.mailbox.send(message).await.map_err(|()| Error::Closed)?;

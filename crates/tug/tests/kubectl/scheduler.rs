@@ -118,14 +118,17 @@ async fn pods_are_placed_by_resources_and_taints_and_the_rest_say_why_not() {
                    2 Insufficient cpu. preemption: 0/3 nodes are available: \
                    1 Preemption is not helpful for scheduling, \
                    2 No preemption victims found for incoming pod.";
-    let condition = eventually(20, "big unschedulable", || async {
-        scheduled_condition(&pods.get("big").await.ok()?)
+    // Until the scheduler has seen every node, it may say less.
+    let expected = (
+        "False".to_string(),
+        "Unschedulable".to_string(),
+        message.to_string(),
+    );
+    eventually(20, "big unschedulable on all three nodes", || async {
+        let condition = scheduled_condition(&pods.get("big").await.ok()?)?;
+        (condition == expected).then_some(())
     })
     .await;
-    assert_eq!(
-        condition,
-        ("False".into(), "Unschedulable".into(), message.into())
-    );
     let described = server.ok(&["describe", "pod", "big"]);
     assert!(
         described.contains("Warning  FailedScheduling")
