@@ -168,6 +168,43 @@ pub fn qos_class(spec: &Value) -> &'static str {
 }
 
 /// Sets the defaults of a new object of `group`/`plural`.
+/// How long a pod stays on a node that is not ready or unreachable when it
+/// says nothing itself: the DefaultTolerationSeconds admission plugin's 300 s.
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// What the DefaultTolerationSeconds admission plugin adds: a NoExecute
+/// toleration of `node.kubernetes.io/not-ready` and of
+/// `node.kubernetes.io/unreachable` for 300 s, each unless a toleration of
+/// that key (or of every key) with effect NoExecute (or any) is there.
+fn default_toleration_seconds(spec: &mut Value) {
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let tolerations = spec["tolerations"].as_array();
+        let tolerated = tolerations.into_iter().flatten().any(|t| {
+            let key_matches = matches!(t["key"].as_str(), None | Some("")) || t["key"] == key;
+            let effect_matches =
+                matches!(t["effect"].as_str(), None | Some("")) || t["effect"] == "NoExecute";
+            key_matches && effect_matches
+        });
+        if tolerated {
+            continue;
+        }
+        if !spec["tolerations"].is_array() {
+            spec["tolerations"] = json!([]);
+        }
+        if let Some(tolerations) = spec["tolerations"].as_array_mut() {
+            tolerations.push(json!({
+                "key": key,
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS,
+            }));
+        }
+    }
+}
+
 pub fn apply(group: &str, plural: &str, object: &mut Value) {
     match (group, plural) {
         ("", "namespaces") => {
@@ -204,6 +241,7 @@ pub fn apply(group: &str, plural: &str, object: &mut Value) {
             set(&mut object["spec"], "serviceAccountName", json!("default"));
             let account = object["spec"]["serviceAccountName"].clone();
             set(&mut object["spec"], "serviceAccount", account);
+            default_toleration_seconds(&mut object["spec"]);
             let qos = qos_class(&object["spec"]);
             object["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
@@ -302,6 +340,43 @@ pub fn apply(group: &str, plural: &str, object: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pods_tolerate_not_ready_and_unreachable_nodes_for_300_seconds_unless_they_say() {
+        let tolerations = |given: Value| {
+            let mut pod = json!({"spec": {"containers": [{"name": "c", "image": "x"}]}});
+            if !given.is_null() {
+                pod["spec"]["tolerations"] = given;
+            }
+            apply("", "pods", &mut pod);
+            pod["spec"]["tolerations"].clone()
+        };
+        let default = |key: &str| json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300});
+        assert_eq!(
+            tolerations(Value::Null),
+            json!([
+                default("node.kubernetes.io/not-ready"),
+                default("node.kubernetes.io/unreachable")
+            ])
+        );
+        let own = json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5});
+        assert_eq!(
+            tolerations(json!([own.clone()])),
+            json!([own, default("node.kubernetes.io/not-ready")])
+        );
+        // Tolerating every key, or with another effect.
+        let all = json!({"operator": "Exists"});
+        assert_eq!(tolerations(json!([all.clone()])), json!([all]));
+        let soft = json!({"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"});
+        assert_eq!(
+            tolerations(json!([soft.clone()])),
+            json!([
+                soft,
+                default("node.kubernetes.io/not-ready"),
+                default("node.kubernetes.io/unreachable")
+            ])
+        );
+    }
 
     #[test]
     fn image_pull_policy_follows_the_tag() {

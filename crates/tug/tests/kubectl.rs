@@ -1048,6 +1048,15 @@ fn kubectl_describe_shows_a_pods_events() {
             .any(|l| columns(l) == ["QoS", "Class:", "BestEffort"]),
         "{described}"
     );
+    // The DefaultTolerationSeconds admission plugin's tolerations.
+    for key in ["not-ready", "unreachable"] {
+        assert!(
+            described.contains(&format!(
+                "node.kubernetes.io/{key}:NoExecute op=Exists for 300s"
+            )),
+            "{described}"
+        );
+    }
     let events = described.split("Events:").nth(1).unwrap();
     assert!(
         events
