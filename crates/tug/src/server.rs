@@ -171,7 +171,7 @@ async fn run_components(
     if disable_scheduler {
         return;
     }
-    let client = match client_from(&scheduler_kubeconfig).await {
+    let client = match client_from(&scheduler_kubeconfig, None).await {
         Ok(client) => client,
         Err(err) => {
             tracing::error!(error = %format!("{err:#}"), "the scheduler cannot reach the API");
@@ -193,14 +193,24 @@ async fn run_components(
     .await;
 }
 
-/// A client with the credentials of a kubeconfig file.
-pub(crate) async fn client_from(path: &std::path::Path) -> anyhow::Result<kube::Client> {
+/// A client with the credentials of a kubeconfig file, at `server` if
+/// given instead of the kubeconfig's.
+pub(crate) async fn client_from(
+    path: &std::path::Path,
+    server: Option<&str>,
+) -> anyhow::Result<kube::Client> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let kubeconfig =
         Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .context("the kubeconfig")?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .context("the kubeconfig")?;
+    if let Some(server) = server {
+        config.cluster_url = server
+            .parse()
+            .with_context(|| format!("--server {server:?} is not a URL"))?;
+    }
     kube::Client::try_from(config).context("the API client")
 }
 

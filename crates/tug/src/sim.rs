@@ -4,26 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use k8s_openapi::api::core::v1::Taint;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::cli::SimNodesArgs;
 
 pub(crate) async fn run(args: SimNodesArgs) -> anyhow::Result<()> {
     let config = config(&args)?;
-    let kubeconfig = Kubeconfig::read_from(&args.kubeconfig)
-        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
-    let mut client_config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .context("the kubeconfig")?;
-    if let Some(server) = &args.server {
-        client_config.cluster_url = server
-            .parse()
-            .with_context(|| format!("--server {server:?} is not a URL"))?;
-    }
-    let client = kube::Client::try_from(client_config).context("the API client")?;
+    let client = crate::server::client_from(&args.kubeconfig, args.server.as_deref()).await?;
     let count = config.count;
     let sim = tug_sim::SimNodes::start(client, config).await?;
     println!("tug sim-nodes: {count} nodes registered");
