@@ -340,8 +340,9 @@ async fn main() -> anyhow::Result<()> {
             &args.tug,
             temp.path(),
             etcd.as_ref().map(|e| e.url.as_str()),
-            // The API alone: no scheduler writing about pods it cannot place.
-            &["--disable-scheduler"],
+            // The API alone: no scheduler writing about pods it cannot
+            // place, no controllers watching every kind.
+            &["--disable-scheduler", "--disable-controller-manager"],
         )
         .await?;
         let client = server.client.clone();

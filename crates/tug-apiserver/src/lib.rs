@@ -91,6 +91,9 @@ fn node_token(config: &Config) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// The Kubernetes version tug serves, as `/version` says it.
+pub const KUBERNETES_VERSION: &str = "v1.33.0+tug1";
+
 /// What a started API server tells its caller.
 #[derive(Clone, Debug)]
 pub struct Started {
@@ -99,6 +102,9 @@ pub struct Started {
     /// The scheduler's own credentials (`system:kube-scheduler`), in
     /// `<data-dir>/server/cred/scheduler.kubeconfig`.
     pub scheduler_kubeconfig: PathBuf,
+    /// The controller-manager's (`system:kube-controller-manager`), in
+    /// `<data-dir>/server/cred/controller.kubeconfig`.
+    pub controller_kubeconfig: PathBuf,
 }
 
 /// The namespaces every cluster has.
@@ -282,14 +288,21 @@ pub async fn run(
         )
     })?;
     let cred = config.data_dir.join("server/cred");
-    let scheduler_kubeconfig = cred.join("scheduler.kubeconfig");
-    let scheduler = ca.client("system:kube-scheduler", &[])?;
-    pki::write_private(
-        &scheduler_kubeconfig,
-        pki::kubeconfig(&server_url, ca.cert_pem(), &scheduler).as_bytes(),
-        0o600,
-    )
-    .with_context(|| format!("writing {}", scheduler_kubeconfig.display()))?;
+    let component_kubeconfig = |file: &str, user: &str| -> anyhow::Result<PathBuf> {
+        let path = cred.join(file);
+        let identity = ca.client(user, &[])?;
+        pki::write_private(
+            &path,
+            pki::kubeconfig(&server_url, ca.cert_pem(), &identity).as_bytes(),
+            0o600,
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    };
+    let scheduler_kubeconfig =
+        component_kubeconfig("scheduler.kubeconfig", "system:kube-scheduler")?;
+    let controller_kubeconfig =
+        component_kubeconfig("controller.kubeconfig", "system:kube-controller-manager")?;
     let shared = Arc::new(server::Shared {
         api: Arc::new(rest::ApiState {
             store: store.clone(),
@@ -311,6 +324,7 @@ pub async fn run(
         address,
         kubeconfig_path: config.kubeconfig_path.clone(),
         scheduler_kubeconfig,
+        controller_kubeconfig,
     });
     server::serve(listener, acceptor, server::router(shared), shutdown).await;
     Ok(())

@@ -1361,6 +1361,11 @@ impl ApiState {
         if dry {
             return Ok(object);
         }
+        let mut object = object;
+        let policy = propagation(resource, options, query)?;
+        // The garbage collector deletes the dependents first (Foreground)
+        // or orphans them (Orphan), then removes its finalizer.
+        let collector_asked = set_collector_finalizer(&mut object, policy);
         let grace = grace_period(resource, &object, options);
         let marked_grace = object["metadata"]["deletionGracePeriodSeconds"].as_i64();
         let marked = !object["metadata"]["deletionTimestamp"].is_null();
@@ -1368,13 +1373,17 @@ impl ApiState {
         // stopped the pod (it deletes with grace 0) or the last finalizer
         // is removed (see write_update).
         if grace > 0 || has_finalizers(&object) {
-            if marked && marked_grace.is_some_and(|g| g <= grace) {
+            let shortened = !marked || marked_grace.is_some_and(|g| g > grace);
+            if !shortened && !collector_asked {
                 return Ok(object);
             }
-            if grace > 0 || !marked {
+            if grace > 0 || !marked || collector_asked {
                 let mut updated = object;
-                updated["metadata"]["deletionTimestamp"] = json!(timestamp(now_seconds() + grace));
-                updated["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                if shortened {
+                    updated["metadata"]["deletionTimestamp"] =
+                        json!(timestamp(now_seconds() + grace));
+                    updated["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                }
                 if is_namespace(resource) {
                     updated["status"]["phase"] = json!("Terminating");
                 }
@@ -2153,6 +2162,99 @@ fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
     response
 }
 
+/// How a deletion treats the object's dependents.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Propagation {
+    Background,
+    Foreground,
+    Orphan,
+}
+
+/// The propagation a deletion asks for (DeleteOptions' propagationPolicy
+/// or orphanDependents, or the query's), else the resource's default:
+/// Background, but Orphan for core/v1 ReplicationControllers, as
+/// upstream keeps for compatibility.
+fn propagation(
+    resource: &Resource,
+    options: &Value,
+    query: &Query,
+) -> Result<Propagation, ApiError> {
+    let asked = options["propagationPolicy"]
+        .as_str()
+        .or(query.get("propagationPolicy").map(String::as_str));
+    let orphan = options["orphanDependents"]
+        .as_bool()
+        .or(query.get("orphanDependents").map(|v| v == "true"));
+    match (asked, orphan) {
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "DeleteOptions",
+            "meta.k8s.io",
+            "",
+            vec![(
+                "FieldValueInvalid".into(),
+                "propagationPolicy".into(),
+                "Invalid value: \"null\": orphanDependents and deletionPropagation cannot be both set".into(),
+            )],
+        )),
+        (Some("Background"), _) => Ok(Propagation::Background),
+        (Some("Foreground"), _) => Ok(Propagation::Foreground),
+        (Some("Orphan"), _) => Ok(Propagation::Orphan),
+        (Some(other), _) => Err(ApiError::invalid(
+            "DeleteOptions",
+            "meta.k8s.io",
+            "",
+            vec![(
+                "FieldValueNotSupported".into(),
+                "propagationPolicy".into(),
+                format!(
+                    "Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+                ),
+            )],
+        )),
+        (None, Some(true)) => Ok(Propagation::Orphan),
+        (None, Some(false)) => Ok(Propagation::Background),
+        (None, None) if resource.group.is_empty() && resource.plural == "replicationcontrollers" => {
+            Ok(Propagation::Orphan)
+        }
+        (None, None) => Ok(Propagation::Background),
+    }
+}
+
+pub(crate) const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+pub(crate) const ORPHAN_FINALIZER: &str = "orphan";
+
+/// Puts the garbage collector's finalizer for `policy` on `object` (and
+/// takes the other off); answers whether the finalizers changed.
+fn set_collector_finalizer(object: &mut Value, policy: Propagation) -> bool {
+    let wanted = match policy {
+        Propagation::Foreground => Some(FOREGROUND_FINALIZER),
+        Propagation::Orphan => Some(ORPHAN_FINALIZER),
+        Propagation::Background => None,
+    };
+    let Some(wanted) = wanted else {
+        return false;
+    };
+    let other = if wanted == FOREGROUND_FINALIZER {
+        ORPHAN_FINALIZER
+    } else {
+        FOREGROUND_FINALIZER
+    };
+    let mut finalizers: Vec<Value> = object["metadata"]["finalizers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let before = finalizers.clone();
+    finalizers.retain(|f| f != other);
+    if !finalizers.iter().any(|f| f == wanted) {
+        finalizers.push(json!(wanted));
+    }
+    if finalizers == before {
+        return false;
+    }
+    object["metadata"]["finalizers"] = json!(finalizers);
+    true
+}
+
 fn delete_options(body: &[u8]) -> Result<Value, ApiError> {
     if body.is_empty() {
         return Ok(json!({}));
@@ -2595,6 +2697,31 @@ fn merge_update(
     if subresource == Some("status") {
         let mut updated = old.clone();
         updated["status"] = new["status"].take();
+        if tug_api::registry::is_custom(resource) {
+            return updated;
+        }
+        // Built-in kinds keep the metadata the writer sends, as upstream's
+        // status strategies do (the Deployment controller records its
+        // revision annotation this way), except what the strategy pins:
+        // the apps kinds' labels, a pod's owners.
+        let pinned: &[&str] = match (resource.group, resource.kind) {
+            ("apps", _) => &["labels"],
+            ("", "Pod") => &["ownerReferences"],
+            _ => &[],
+        };
+        for field in ["labels", "annotations", "finalizers", "ownerReferences"] {
+            if pinned.contains(&field) {
+                continue;
+            }
+            match new["metadata"].get(field) {
+                Some(value) if !value.is_null() => updated["metadata"][field] = value.clone(),
+                _ => {
+                    if let Some(metadata) = updated["metadata"].as_object_mut() {
+                        metadata.remove(field);
+                    }
+                }
+            }
+        }
         return updated;
     }
     for field in [
@@ -2818,5 +2945,112 @@ mod tests {
         );
         assert_eq!(status["spec"], json!({"replicas": 1}));
         assert_eq!(status["status"], json!({"replicas": 2}));
+    }
+
+    #[test]
+    fn deletions_propagate_as_asked_or_by_the_resources_default() {
+        let deployments = tug_api::registry::find("apps", "v1", "deployments").unwrap();
+        let rcs = tug_api::registry::find("", "v1", "replicationcontrollers").unwrap();
+        let none = Query::new();
+        let cases = [
+            (json!({}), deployments, Propagation::Background),
+            (json!({}), rcs, Propagation::Orphan),
+            (
+                json!({"propagationPolicy": "Foreground"}),
+                deployments,
+                Propagation::Foreground,
+            ),
+            (
+                json!({"propagationPolicy": "Background"}),
+                rcs,
+                Propagation::Background,
+            ),
+            (
+                json!({"orphanDependents": true}),
+                deployments,
+                Propagation::Orphan,
+            ),
+        ];
+        for (options, resource, want) in cases {
+            assert_eq!(
+                propagation(resource, &options, &none).unwrap(),
+                want,
+                "{options}"
+            );
+        }
+        let query: Query = [("propagationPolicy".to_string(), "Orphan".to_string())].into();
+        assert_eq!(
+            propagation(deployments, &json!({}), &query).unwrap(),
+            Propagation::Orphan
+        );
+        let bad = propagation(
+            deployments,
+            &json!({"propagationPolicy": "Sideways"}),
+            &none,
+        )
+        .unwrap_err();
+        assert_eq!(bad.code, StatusCode::UNPROCESSABLE_ENTITY);
+        let both = json!({"propagationPolicy": "Orphan", "orphanDependents": true});
+        assert_eq!(
+            propagation(deployments, &both, &none).unwrap_err().code,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+
+        let mut object = json!({"metadata": {"finalizers": ["orphan", "x"]}});
+        assert!(set_collector_finalizer(
+            &mut object,
+            Propagation::Foreground
+        ));
+        assert_eq!(
+            object["metadata"]["finalizers"],
+            json!(["x", "foregroundDeletion"])
+        );
+        assert!(!set_collector_finalizer(
+            &mut object,
+            Propagation::Foreground
+        ));
+        assert!(!set_collector_finalizer(
+            &mut object,
+            Propagation::Background
+        ));
+    }
+
+    #[test]
+    fn a_status_update_keeps_annotations_but_not_what_the_strategy_pins() {
+        let deployments = tug_api::registry::find("apps", "v1", "deployments").unwrap();
+        let old = json!({
+            "metadata": {"name": "web", "uid": "u1", "labels": {"app": "web"}, "generation": 4},
+            "spec": {"replicas": 1},
+        });
+        let new = json!({
+            "metadata": {"name": "web", "uid": "forged", "labels": {"app": "other"}, "generation": 9,
+                "annotations": {"deployment.kubernetes.io/revision": "2"}},
+            "spec": {"replicas": 7},
+            "status": {"observedGeneration": 4},
+        });
+        let updated = merge_update(deployments, &old, new, Some("status"));
+        assert_eq!(
+            updated["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+            "2"
+        );
+        assert_eq!(updated["metadata"]["labels"], json!({"app": "web"}));
+        assert_eq!(updated["metadata"]["uid"], "u1");
+        assert_eq!(updated["metadata"]["generation"], 4);
+        assert_eq!(updated["spec"], json!({"replicas": 1}));
+
+        let pods = tug_api::registry::find("", "v1", "pods").unwrap();
+        let owned =
+            json!({"metadata": {"name": "p", "ownerReferences": [{"uid": "rs"}]}, "spec": {}});
+        let updated = merge_update(
+            pods,
+            &owned,
+            json!({"metadata": {"name": "p", "labels": {"x": "y"}}, "status": {"phase": "Running"}}),
+            Some("status"),
+        );
+        assert_eq!(
+            updated["metadata"]["ownerReferences"],
+            json!([{"uid": "rs"}])
+        );
+        assert_eq!(updated["metadata"]["labels"], json!({"x": "y"}));
     }
 }

@@ -162,7 +162,7 @@ fn version() -> Response {
         "emulationMinor": "33",
         "minCompatibilityMajor": "1",
         "minCompatibilityMinor": "32",
-        "gitVersion": "v1.33.0+tug1",
+        "gitVersion": crate::KUBERNETES_VERSION,
         "gitCommit": "",
         "gitTreeState": "clean",
         "buildDate": "",

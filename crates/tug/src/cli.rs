@@ -148,6 +148,11 @@ pub(crate) struct ServerArgs {
     #[arg(long)]
     pub(crate) disable_scheduler: bool,
 
+    /// Run no controller-manager: no controller makes ReplicaSets' pods
+    /// (for tests and benchmarks of the API alone).
+    #[arg(long)]
+    pub(crate) disable_controller_manager: bool,
+
     /// How often history older than one interval is compacted away, in
     /// seconds (kube-apiserver's --etcd-compaction-interval).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]

@@ -19,6 +19,7 @@ pub(crate) struct Config {
     pub(crate) compaction_interval: Duration,
     pub(crate) api: tug_apiserver::Config,
     pub(crate) disable_scheduler: bool,
+    pub(crate) disable_controller_manager: bool,
 }
 
 fn check_cidr(flag: &str, value: &str) -> anyhow::Result<()> {
@@ -89,6 +90,7 @@ impl TryFrom<ServerArgs> for Config {
             },
             data_dir: args.data_dir,
             disable_scheduler: args.disable_scheduler,
+            disable_controller_manager: args.disable_controller_manager,
             store,
             compaction_interval: Duration::from_secs(args.compaction_interval),
         })
@@ -120,7 +122,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         shutdown.clone(),
         move |started| {
-            let _ = started_tx.send(started.scheduler_kubeconfig.clone());
+            let _ = started_tx.send(started.clone());
             println!("kubeconfig: {}", started.kubeconfig_path.display());
             tracing::info!(
                 address = %started.address,
@@ -132,7 +134,10 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     ));
     let components = tokio::spawn(run_components(
         started_rx,
-        config.disable_scheduler,
+        Components {
+            scheduler: !config.disable_scheduler,
+            controller_manager: !config.disable_controller_manager,
+        },
         shutdown.clone(),
     ));
 
@@ -159,38 +164,80 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The scheduler, leader-elected, once the API serves.
+/// Which control-plane components run beside the API server.
+struct Components {
+    scheduler: bool,
+    controller_manager: bool,
+}
+
+/// The scheduler and the controller-manager, each leader-elected, once
+/// the API serves.
 async fn run_components(
-    started: tokio::sync::oneshot::Receiver<PathBuf>,
-    disable_scheduler: bool,
+    started: tokio::sync::oneshot::Receiver<tug_apiserver::Started>,
+    components: Components,
     shutdown: CancellationToken,
 ) {
-    let Ok(scheduler_kubeconfig) = started.await else {
+    let Ok(started) = started.await else {
         return;
-    };
-    if disable_scheduler {
-        return;
-    }
-    let client = match client_from(&scheduler_kubeconfig, None).await {
-        Ok(client) => client,
-        Err(err) => {
-            tracing::error!(error = %format!("{err:#}"), "the scheduler cannot reach the API");
-            return;
-        }
     };
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "tug".into());
     let identity = format!("{host}_{}", uuid::Uuid::new_v4());
-    let election = crate::leader::Election::new(client.clone(), "kube-scheduler", &identity);
-    let config = tug_scheduler::Config {
-        instance: format!("{}-{host}", tug_scheduler::DEFAULT_SCHEDULER),
-        ..tug_scheduler::Config::default()
-    };
-    crate::leader::run_elected(election, shutdown, move |leading| {
-        tug_scheduler::run(client.clone(), config.clone(), leading)
-    })
-    .await;
+    let mut tasks = tokio::task::JoinSet::new();
+    if components.scheduler {
+        let Some(client) = component_client(&started.scheduler_kubeconfig, "kube-scheduler").await
+        else {
+            return;
+        };
+        let election = crate::leader::Election::new(client.clone(), "kube-scheduler", &identity);
+        let config = tug_scheduler::Config {
+            instance: format!("{}-{host}", tug_scheduler::DEFAULT_SCHEDULER),
+            ..tug_scheduler::Config::default()
+        };
+        tasks.spawn(crate::leader::run_elected(
+            election,
+            shutdown.clone(),
+            move |leading| tug_scheduler::run(client.clone(), config.clone(), leading),
+        ));
+    }
+    if components.controller_manager {
+        let Some(client) =
+            component_client(&started.controller_kubeconfig, "kube-controller-manager").await
+        else {
+            return;
+        };
+        let election =
+            crate::leader::Election::new(client.clone(), "kube-controller-manager", &identity);
+        tasks.spawn(crate::leader::run_elected(
+            election,
+            shutdown.clone(),
+            move |leading| tug_controllers::run(client.clone(), leading),
+        ));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// A client for a component, which names itself in its User-Agent as
+/// upstream's do (field managers come from it).
+async fn component_client(kubeconfig: &std::path::Path, what: &str) -> Option<kube::Client> {
+    let agent = format!(
+        "{what}/{} ({}/{}) kubernetes/tug",
+        tug_apiserver::KUBERNETES_VERSION,
+        std::env::consts::OS,
+        match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        }
+    );
+    match client_from(kubeconfig, None, Some(&agent)).await {
+        Ok(client) => Some(client),
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "the {what} cannot reach the API");
+            None
+        }
+    }
 }
 
 /// A client with the credentials of a kubeconfig file, at `server` if
@@ -198,6 +245,7 @@ async fn run_components(
 pub(crate) async fn client_from(
     path: &std::path::Path,
     server: Option<&str>,
+    user_agent: Option<&str>,
 ) -> anyhow::Result<kube::Client> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let kubeconfig =
@@ -210,6 +258,12 @@ pub(crate) async fn client_from(
         config.cluster_url = server
             .parse()
             .with_context(|| format!("--server {server:?} is not a URL"))?;
+    }
+    if let Some(agent) = user_agent {
+        config.headers.push((
+            http::header::USER_AGENT,
+            http::HeaderValue::from_str(agent).context("the User-Agent")?,
+        ));
     }
     kube::Client::try_from(config).context("the API client")
 }

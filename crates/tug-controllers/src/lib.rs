@@ -1,0 +1,155 @@
+//! The controller-manager: controllers that make what the cluster runs
+//! what its objects ask for, each a client of the API as upstream's are.
+//!
+//! Every kind a controller reads is watched once ([`informer`]), and its
+//! changes are handed to each controller that subscribed; a controller
+//! turns them into keys on its own [`workqueue`], and its workers sync
+//! one key at a time: read the cache, plan (pure functions, unit-tested
+//! without I/O), write through the API. Controllers are listed once, in
+//! [`CONTROLLERS`].
+
+pub mod claim;
+pub mod deployment;
+pub mod events;
+pub mod expectations;
+pub mod gc;
+pub mod informer;
+pub mod pods;
+pub mod replicaset;
+pub mod workqueue;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::Api;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use informer::Informer;
+use workqueue::WorkQueue;
+
+/// What starts a controller over the shared informers.
+pub type Start = fn(&Context) -> Running;
+
+/// Every controller: its name (as `--controllers` would take it) and
+/// what starts it.
+pub const CONTROLLERS: &[(&str, Start)] = &[
+    ("replicaset", replicaset::start),
+    ("deployment", deployment::start),
+    ("garbage-collector", gc::start),
+];
+
+/// What controllers share: the client, the informers, the recorder.
+pub struct Context {
+    pub client: Client,
+    pub pods: Informer<Pod>,
+    pub replica_sets: Informer<ReplicaSet>,
+    pub deployments: Informer<Deployment>,
+    pub recorder: events::Recorder,
+}
+
+type Starter = Box<dyn FnOnce(&mut JoinSet<()>) + Send>;
+/// Starts a controller's own watches; the future ends once they listed.
+type Watches = Box<dyn FnOnce(&mut JoinSet<()>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// A controller ready to start its workers once the caches are synced.
+pub struct Running {
+    queue: WorkQueue,
+    start: Starter,
+    /// Watches beyond the shared informers (the garbage collector's).
+    watch: Option<Watches>,
+}
+
+impl Running {
+    /// `workers` tasks that each take a key from `queue` and `sync` it: a
+    /// failure is retried later with back-off, a duration returned asks
+    /// for the key again after it.
+    pub fn workers<F, Fut>(name: &'static str, queue: WorkQueue, workers: usize, sync: F) -> Running
+    where
+        F: Fn(String) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<Option<Duration>>> + Send + 'static,
+    {
+        let q = queue.clone();
+        let start: Starter = Box::new(move |tasks: &mut JoinSet<()>| {
+            for _ in 0..workers {
+                let queue = q.clone();
+                let sync = sync.clone();
+                tasks.spawn(async move {
+                    while let Some(key) = queue.next().await {
+                        match sync(key.clone()).await {
+                            Ok(again) => {
+                                queue.forget(&key);
+                                if let Some(after) = again {
+                                    queue.add_after(&key, after);
+                                }
+                            }
+                            Err(err) => {
+                                tracing::debug!(controller = name, key, error = %format!("{err:#}"), "sync failed; retrying");
+                                queue.add_rate_limited(&key);
+                            }
+                        }
+                        queue.done(&key);
+                    }
+                });
+            }
+        });
+        Running {
+            queue,
+            start,
+            watch: None,
+        }
+    }
+}
+
+/// Runs every controller until `shutdown`.
+pub async fn run(client: Client, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let context = Context {
+        client: client.clone(),
+        pods: Informer::new(Some(informer::by_controller::<Pod>)),
+        replica_sets: Informer::new(Some(informer::by_controller::<ReplicaSet>)),
+        deployments: Informer::new(None),
+        recorder: events::Recorder::start(client.clone(), host),
+    };
+    let mut controllers: Vec<Running> = CONTROLLERS
+        .iter()
+        .map(|(_, start)| start(&context))
+        .collect();
+    let mut tasks = JoinSet::new();
+    let own_watches: Vec<_> = controllers
+        .iter_mut()
+        .filter_map(|c| c.watch.take())
+        .map(|watch| watch(&mut tasks))
+        .collect();
+    tasks.spawn(context.pods.clone().run(Api::all(client.clone())));
+    tasks.spawn(context.replica_sets.clone().run(Api::all(client.clone())));
+    tasks.spawn(context.deployments.clone().run(Api::all(client.clone())));
+    let synced = async {
+        context.pods.synced().await;
+        context.replica_sets.synced().await;
+        context.deployments.synced().await;
+        futures::future::join_all(own_watches).await;
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        _ = synced => {}
+    }
+    tracing::info!("controllers: caches synced, reconciling");
+    let mut queues = Vec::new();
+    for controller in controllers {
+        queues.push(controller.queue.clone());
+        (controller.start)(&mut tasks);
+    }
+    shutdown.cancelled().await;
+    for queue in queues {
+        queue.close();
+    }
+    tasks.abort_all();
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! The controller-manager inside `tug server`: Deployments and their
+//! ReplicaSets on simulated nodes, and the garbage collector.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+
+use super::Server;
+use super::sim_nodes::eventually;
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  strategy:
+    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: registry.local/app:1
+        resources:
+          requests: {cpu: '1'}
+";
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The pods of `selector` not being deleted: (all, ready, their nodes).
+async fn live_pods(pods: &Api<Pod>, selector: &str) -> Option<(usize, usize, Vec<String>)> {
+    let list = pods
+        .list(&ListParams::default().labels(selector))
+        .await
+        .ok()?;
+    let live: Vec<&Pod> = list
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    let nodes = live
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
+    Some((
+        live.len(),
+        live.iter().filter(|p| is_ready(p)).count(),
+        nodes,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_roll_out_scale_undo_and_go_with_their_pods() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = super::kube_client::client(&server).await;
+    let nodes = tug_sim::SimNodes::start(
+        client.clone(),
+        tug_sim::Config {
+            count: 3,
+            name_prefix: "node-".into(),
+            cpu: "4".into(),
+            ready_delay: Duration::from_millis(300),
+            ..tug_sim::Config::default()
+        },
+    )
+    .await
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let manifest = dir.path().join("web.yaml");
+    std::fs::write(&manifest, DEPLOYMENT).unwrap();
+    server.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    let out = server.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    assert!(
+        out.ends_with("deployment \"web\" successfully rolled out\n"),
+        "{out}"
+    );
+    let (_, ready, mut placed) = live_pods(&pods, "app=web").await.unwrap();
+    assert_eq!(ready, 3);
+    placed.sort();
+    assert_eq!(
+        placed,
+        ["node-0", "node-1", "node-2"],
+        "one CPU each, spread"
+    );
+    let listed = server.ok(&["get", "deploy", "web", "--no-headers"]);
+    assert_eq!(super::columns(&listed)[..4], ["web", "3/3", "3", "3"]);
+
+    // A rolling update with maxSurge 1 and maxUnavailable 0: never fewer
+    // than 3 ready pods, never more than 4 pods.
+    let watching = Arc::new(AtomicBool::new(true));
+    let monitor = tokio::spawn({
+        let pods = pods.clone();
+        let watching = watching.clone();
+        async move {
+            let mut seen = Vec::new();
+            while watching.load(Ordering::Relaxed) {
+                if let Some((all, ready, _)) = live_pods(&pods, "app=web").await {
+                    seen.push((all, ready));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen
+        }
+    });
+    server.ok(&["set", "image", "deploy/web", "app=registry.local/app:2"]);
+    let out = server.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    assert!(out.ends_with("successfully rolled out\n"), "{out}");
+    watching.store(false, Ordering::Relaxed);
+    let seen = monitor.await.unwrap();
+    assert!(seen.len() > 5, "the rollout was watched: {seen:?}");
+    assert!(
+        seen.iter().all(|(all, ready)| *all <= 4 && *ready >= 3),
+        "pods (all, ready) during the rollout: {seen:?}"
+    );
+    assert!(seen.iter().any(|(all, _)| *all == 4), "it surged: {seen:?}");
+    let history = server.ok(&["rollout", "history", "deploy/web"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+    let described = server.ok(&["describe", "deploy", "web"]);
+    for expected in [
+        "Available      True    MinimumReplicasAvailable",
+        "Progressing    True    NewReplicaSetAvailable",
+        "ScalingReplicaSet",
+        "deployment-controller  Scaled up replica set web-",
+    ] {
+        assert!(described.contains(expected), "{expected}: {described}");
+    }
+
+    // Undo: the first template comes back as revision 3.
+    assert_eq!(
+        server.ok(&["rollout", "undo", "deploy/web"]),
+        "deployment.apps/web rolled back\n"
+    );
+    server.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    let image = server.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image} {.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+    ]);
+    assert_eq!(image, "registry.local/app:1 3");
+    let sets = server.ok(&["get", "rs", "--no-headers"]);
+    assert_eq!(sets.lines().count(), 2, "{sets}");
+
+    // Scale up and down.
+    server.ok(&["scale", "deploy/web", "--replicas=5"]);
+    server.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    eventually(30, "five ready pods", || async {
+        let (all, ready, _) = live_pods(&pods, "app=web").await?;
+        (all == 5 && ready == 5).then_some(())
+    })
+    .await;
+    server.ok(&["scale", "deploy/web", "--replicas=2"]);
+    eventually(30, "two pods", || async {
+        let (all, ready, _) = live_pods(&pods, "app=web").await?;
+        (all == 2 && ready == 2).then_some(())
+    })
+    .await;
+    eventually(30, "the deployment says 2/2", || async {
+        let listed = server.ok(&["get", "deploy", "web", "--no-headers"]);
+        (super::columns(&listed)[..4] == ["web", "2/2", "2", "2"]).then_some(())
+    })
+    .await;
+
+    // A deleted pod is replaced.
+    let victim = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap()
+        .items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    server.ok(&["delete", "pod", &victim, "--wait=false"]);
+    eventually(30, "a replacement", || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?;
+        let replaced = list.items.iter().any(|p| {
+            p.metadata.name.as_deref() != Some(&victim) && p.metadata.deletion_timestamp.is_none()
+        });
+        let (all, ready, _) = live_pods(&pods, "app=web").await?;
+        (replaced && all == 2 && ready == 2).then_some(())
+    })
+    .await;
+
+    // Deleting the Deployment takes its ReplicaSets and their pods.
+    server.ok(&["delete", "deploy", "web"]);
+    eventually(30, "no ReplicaSet and no pod left", || async {
+        let sets = server.ok(&["get", "rs", "-o", "name"]);
+        let left = pods.list(&ListParams::default()).await.ok()?.items.len();
+        (sets.is_empty() && left == 0).then_some(())
+    })
+    .await;
+    nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreground_deletion_waits_for_dependents_and_orphan_deletion_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = super::kube_client::client(&server).await;
+    let nodes = tug_sim::SimNodes::start(
+        client.clone(),
+        tug_sim::Config {
+            count: 2,
+            name_prefix: "node-".into(),
+            ..tug_sim::Config::default()
+        },
+    )
+    .await
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for name in ["fg", "orph"] {
+        server.ok(&[
+            "create",
+            "deployment",
+            name,
+            "--image=registry.local/app:1",
+            "--replicas=2",
+        ]);
+        server.ok(&[
+            "rollout",
+            "status",
+            &format!("deploy/{name}"),
+            "--timeout=60s",
+        ]);
+    }
+
+    // Foreground: the Deployment stays, marked and with the collector's
+    // finalizer, until its ReplicaSet and pods are gone (the pods take
+    // their 30 s grace on the simulated nodes: long enough to look).
+    server.ok(&[
+        "delete",
+        "deploy",
+        "fg",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
+    let marked = server.ok(&[
+        "get",
+        "deploy",
+        "fg",
+        "-o",
+        "jsonpath={.metadata.finalizers} {.metadata.deletionTimestamp}",
+    ]);
+    assert!(
+        marked.starts_with("[\"foregroundDeletion\"] 20"),
+        "{marked}"
+    );
+    eventually(
+        20,
+        "the ReplicaSet deleted in the foreground too",
+        || async {
+            let rs = server.ok(&[
+                "get",
+                "rs",
+                "-l",
+                "app=fg",
+                "-o",
+                "jsonpath={.items[*].metadata.finalizers}",
+            ]);
+            (rs == "[\"foregroundDeletion\"]").then_some(())
+        },
+    )
+    .await;
+    assert!(
+        server
+            .ok(&["get", "deploy", "fg", "-o", "name"])
+            .contains("fg"),
+        "still there while its pods terminate"
+    );
+    server.ok(&[
+        "delete",
+        "pods",
+        "-l",
+        "app=fg",
+        "--grace-period=0",
+        "--force",
+    ]);
+    eventually(30, "the Deployment gone after its dependents", || async {
+        let left = server.kubectl(&["get", "deploy", "fg"]);
+        let sets = server.ok(&["get", "rs", "-l", "app=fg", "-o", "name"]);
+        (!left.status.success() && sets.is_empty()).then_some(())
+    })
+    .await;
+
+    // Orphan: the ReplicaSet and pods stay, no longer owned.
+    server.ok(&["delete", "deploy", "orph", "--cascade=orphan"]);
+    let owners = eventually(30, "the ReplicaSet orphaned", || async {
+        let out = server.ok(&[
+            "get",
+            "rs",
+            "-l",
+            "app=orph",
+            "-o",
+            "jsonpath={.items[0].metadata.name} {.items[0].metadata.ownerReferences}",
+        ]);
+        let (name, owners) = out.split_once(' ')?;
+        (owners.is_empty() && !name.is_empty()).then(|| name.to_string())
+    })
+    .await;
+    assert!(server.kubectl(&["get", "deploy", "orph"]).status.code() != Some(0));
+    let (all, _, _) = live_pods(&pods, "app=orph").await.unwrap();
+    assert_eq!(all, 2, "the orphaned ReplicaSet {owners} keeps its pods");
+    nodes.shutdown().await;
+}
