@@ -970,16 +970,11 @@ impl Controller {
             if progress_deadline(d).is_some()
                 && condition(&d.status.clone().unwrap_or_default(), "Progressing").is_none()
             {
-                let status = d.status.get_or_insert_with(DeploymentStatus::default);
-                set_condition(
-                    status,
-                    new_condition(
-                        "Progressing",
-                        "True",
-                        "FoundNewReplicaSet",
-                        format!("Found new replica set {:?}", copy.name_any()),
-                        Timestamp::now(),
-                    ),
+                set_progressing(
+                    d,
+                    "True",
+                    "FoundNewReplicaSet",
+                    format!("Found new replica set {:?}", copy.name_any()),
                 );
                 needs_update = true;
             }
@@ -1020,16 +1015,11 @@ impl Controller {
                     );
                 }
                 if progress_deadline(d).is_some() {
-                    let status = d.status.get_or_insert_with(DeploymentStatus::default);
-                    set_condition(
-                        status,
-                        new_condition(
-                            "Progressing",
-                            "True",
-                            "NewReplicaSetCreated",
-                            format!("Created new replica set {:?}", created.name_any()),
-                            Timestamp::now(),
-                        ),
+                    set_progressing(
+                        d,
+                        "True",
+                        "NewReplicaSetCreated",
+                        format!("Created new replica set {:?}", created.name_any()),
                     );
                 }
                 created
@@ -1067,17 +1057,7 @@ impl Controller {
                     }
                 );
                 if progress_deadline(d).is_some() {
-                    let status = d.status.get_or_insert_with(DeploymentStatus::default);
-                    set_condition(
-                        status,
-                        new_condition(
-                            "Progressing",
-                            "False",
-                            "ReplicaSetCreateError",
-                            message.clone(),
-                            Timestamp::now(),
-                        ),
-                    );
+                    set_progressing(d, "False", "ReplicaSetCreateError", message.clone());
                     let _ = self.write_status(d).await;
                 }
                 self.event(d, events::WARNING, "ReplicaSetCreateError", message);
@@ -1259,17 +1239,7 @@ impl Controller {
             (false, true) => ("DeploymentResumed", "Deployment is resumed"),
             _ => return Ok(()),
         };
-        let status = d.status.get_or_insert_with(DeploymentStatus::default);
-        set_condition(
-            status,
-            new_condition(
-                "Progressing",
-                "Unknown",
-                reason,
-                message.into(),
-                Timestamp::now(),
-            ),
-        );
+        set_progressing(d, "Unknown", reason, message.into());
         self.write_status(d).await
     }
 
@@ -1348,6 +1318,15 @@ impl Controller {
             self.rolling(&mut d, &sets).await
         }
     }
+}
+
+/// Sets the Deployment's Progressing condition, as of now.
+fn set_progressing(d: &mut Deployment, status: &str, reason: &str, message: String) {
+    let current = d.status.get_or_insert_with(DeploymentStatus::default);
+    set_condition(
+        current,
+        new_condition("Progressing", status, reason, message, Timestamp::now()),
+    );
 }
 
 /// Sets the Deployment's revision annotation; answers whether it changed.

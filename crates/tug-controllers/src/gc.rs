@@ -98,21 +98,9 @@ impl Graph {
             .as_ref()
             .map_or(Vec::new(), |o| o.owners.iter().collect());
         for owner in &old_owners {
-            if !node.owners.iter().any(|o| o.uid == owner.uid) {
-                if let Some(deps) = self.dependents.get_mut(&owner.uid) {
-                    deps.remove(uid);
-                    if deps.is_empty() {
-                        self.dependents.remove(&owner.uid);
-                    }
-                }
+            if !node.owners.iter().any(|o| o.uid == owner.uid) && self.unlink(&owner.uid, uid) {
                 // An owner waiting for its dependents may be free now.
-                if self
-                    .nodes
-                    .get(&owner.uid)
-                    .is_some_and(|o| o.deleting && o.foreground)
-                {
-                    work.push(owner.uid.clone());
-                }
+                work.push(owner.uid.clone());
             }
         }
         for owner in &node.owners {
@@ -152,21 +140,25 @@ impl Graph {
             .cloned()
             .collect();
         for owner in &node.owners {
-            if let Some(deps) = self.dependents.get_mut(&owner.uid) {
-                deps.remove(uid);
-                if deps.is_empty() {
-                    self.dependents.remove(&owner.uid);
-                }
-            }
-            if self
-                .nodes
-                .get(&owner.uid)
-                .is_some_and(|o| o.deleting && o.foreground)
-            {
+            if self.unlink(&owner.uid, uid) {
                 work.push(owner.uid.clone());
             }
         }
         work
+    }
+
+    /// Forgets that `dependent` depends on `owner`; answers whether the
+    /// owner waits for its dependents (deleted in the foreground).
+    fn unlink(&mut self, owner: &str, dependent: &str) -> bool {
+        if let Some(deps) = self.dependents.get_mut(owner) {
+            deps.remove(dependent);
+            if deps.is_empty() {
+                self.dependents.remove(owner);
+            }
+        }
+        self.nodes
+            .get(owner)
+            .is_some_and(|o| o.deleting && o.foreground)
     }
 
     /// Dependents of `uid` that block its deletion.
