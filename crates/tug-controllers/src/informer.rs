@@ -25,7 +25,8 @@ pub fn key_of<K: Resource>(object: &K) -> String {
 /// A change seen: `old` is `None` for an addition, `new` for a deletion.
 pub type Handler<K> = Box<dyn Fn(Option<&Arc<K>>, Option<&Arc<K>>) + Send + Sync>;
 
-/// Names an object under a secondary key (its owner's UID, say).
+/// Names an object under a secondary key (its owner's UID, say); keys of
+/// different indexes of one informer must not collide (use prefixes).
 pub type IndexFn<K> = fn(&K) -> Option<String>;
 
 struct Cache<K> {
@@ -35,19 +36,19 @@ struct Cache<K> {
 }
 
 /// The cache of one kind; cheap to clone.
-pub struct Informer<K> {
+pub struct Informer<K: 'static> {
     cache: Arc<RwLock<Cache<K>>>,
-    index_fn: Option<IndexFn<K>>,
+    indexes: &'static [IndexFn<K>],
     handlers: Arc<RwLock<Vec<Handler<K>>>>,
     synced: watch::Receiver<bool>,
     synced_tx: Arc<watch::Sender<bool>>,
 }
 
-impl<K> Clone for Informer<K> {
+impl<K: 'static> Clone for Informer<K> {
     fn clone(&self) -> Self {
         Informer {
             cache: self.cache.clone(),
-            index_fn: self.index_fn,
+            indexes: self.indexes,
             handlers: self.handlers.clone(),
             synced: self.synced.clone(),
             synced_tx: self.synced_tx.clone(),
@@ -60,14 +61,14 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default,
 {
-    pub fn new(index_fn: Option<IndexFn<K>>) -> Self {
+    pub fn new(indexes: &'static [IndexFn<K>]) -> Self {
         let (synced_tx, synced) = watch::channel(false);
         Informer {
             cache: Arc::new(RwLock::new(Cache {
                 objects: HashMap::new(),
                 index: HashMap::new(),
             })),
-            index_fn,
+            indexes,
             handlers: Arc::new(RwLock::new(Vec::new())),
             synced,
             synced_tx: Arc::new(synced_tx),
@@ -114,6 +115,12 @@ where
             .collect()
     }
 
+    /// The keys of every cached object.
+    pub fn keys(&self) -> Vec<String> {
+        let cache = self.cache.read().expect("informer cache");
+        cache.objects.keys().cloned().collect()
+    }
+
     pub fn len(&self) -> usize {
         self.cache.read().expect("informer cache").objects.len()
     }
@@ -136,7 +143,7 @@ where
                 Some(object) => cache.objects.insert(key.clone(), object.clone()),
                 None => cache.objects.remove(&key),
             };
-            if let Some(index_fn) = self.index_fn {
+            for index_fn in self.indexes {
                 let before = old.as_deref().and_then(index_fn);
                 let after = new.as_deref().and_then(index_fn);
                 if before != after {
@@ -232,6 +239,8 @@ pub fn by_controller<K: Resource>(object: &K) -> Option<String> {
     })
 }
 
-pub fn name_of<K: Resource>(object: &K) -> String {
-    object.meta().name.clone().unwrap_or_default()
+/// The index of pods by node: `node:<name>`.
+pub fn pod_node(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> {
+    let node = pod.spec.as_ref()?.node_name.as_deref()?;
+    (!node.is_empty()).then(|| format!("node:{node}"))
 }

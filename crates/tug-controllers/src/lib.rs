@@ -14,6 +14,8 @@ pub mod events;
 pub mod expectations;
 pub mod gc;
 pub mod informer;
+pub mod ipam;
+pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
 pub mod workqueue;
@@ -23,7 +25,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
 use kube::api::Api;
 use tokio::task::JoinSet;
@@ -41,7 +44,27 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("replicaset", replicaset::start),
     ("deployment", deployment::start),
     ("garbage-collector", gc::start),
+    ("node-lifecycle", nodelifecycle::start),
+    ("taint-eviction", nodelifecycle::start_eviction),
+    ("node-ipam", ipam::start),
 ];
+
+/// What the controllers are configured with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The range nodes get their pod CIDRs from.
+    pub cluster_cidr: String,
+    pub nodes: nodelifecycle::Config,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cluster_cidr: "10.42.0.0/16".into(),
+            nodes: nodelifecycle::Config::default(),
+        }
+    }
+}
 
 /// What controllers share: the client, the informers, the recorder.
 pub struct Context {
@@ -49,6 +72,10 @@ pub struct Context {
     pub pods: Informer<Pod>,
     pub replica_sets: Informer<ReplicaSet>,
     pub deployments: Informer<Deployment>,
+    pub nodes: Informer<Node>,
+    /// The nodes' Leases, in kube-node-lease.
+    pub leases: Informer<Lease>,
+    pub config: Config,
     pub recorder: events::Recorder,
 }
 
@@ -62,6 +89,8 @@ pub struct Running {
     start: Starter,
     /// Watches beyond the shared informers (the garbage collector's).
     watch: Option<Watches>,
+    /// Called every monitor period once running.
+    ticker: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Running {
@@ -101,20 +130,28 @@ impl Running {
             queue,
             start,
             watch: None,
+            ticker: None,
         }
     }
 }
 
 /// Runs every controller until `shutdown`.
-pub async fn run(client: Client, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
     let context = Context {
         client: client.clone(),
-        pods: Informer::new(Some(informer::by_controller::<Pod>)),
-        replica_sets: Informer::new(Some(informer::by_controller::<ReplicaSet>)),
-        deployments: Informer::new(None),
+        pods: Informer::new(&[informer::by_controller::<Pod>, informer::pod_node]),
+        replica_sets: Informer::new(&[informer::by_controller::<ReplicaSet>]),
+        deployments: Informer::new(&[]),
+        nodes: Informer::new(&[]),
+        leases: Informer::new(&[]),
+        config,
         recorder: events::Recorder::start(client.clone(), host),
     };
     let mut controllers: Vec<Running> = CONTROLLERS
@@ -130,10 +167,19 @@ pub async fn run(client: Client, shutdown: CancellationToken) -> anyhow::Result<
     tasks.spawn(context.pods.clone().run(Api::all(client.clone())));
     tasks.spawn(context.replica_sets.clone().run(Api::all(client.clone())));
     tasks.spawn(context.deployments.clone().run(Api::all(client.clone())));
+    tasks.spawn(context.nodes.clone().run(Api::all(client.clone())));
+    tasks.spawn(
+        context
+            .leases
+            .clone()
+            .run(Api::namespaced(client.clone(), "kube-node-lease")),
+    );
     let synced = async {
         context.pods.synced().await;
         context.replica_sets.synced().await;
         context.deployments.synced().await;
+        context.nodes.synced().await;
+        context.leases.synced().await;
         futures::future::join_all(own_watches).await;
     };
     tokio::select! {
@@ -142,9 +188,22 @@ pub async fn run(client: Client, shutdown: CancellationToken) -> anyhow::Result<
     }
     tracing::info!("controllers: caches synced, reconciling");
     let mut queues = Vec::new();
+    let mut tickers = Vec::new();
     for controller in controllers {
         queues.push(controller.queue.clone());
+        tickers.extend(controller.ticker);
         (controller.start)(&mut tasks);
+    }
+    if !tickers.is_empty() {
+        tasks.spawn(async move {
+            let mut every = tokio::time::interval(nodelifecycle::MONITOR_PERIOD);
+            loop {
+                every.tick().await;
+                for tick in &tickers {
+                    tick();
+                }
+            }
+        });
     }
     shutdown.cancelled().await;
     for queue in queues {

@@ -245,10 +245,15 @@ impl SimNodes {
                 client.clone(),
                 shared.clone(),
                 due_tx.clone(),
+                write_tx.clone(),
+                stop.clone(),
+            )),
+            tokio::spawn(node_loop(
+                client.clone(),
+                shared.clone(),
                 write_tx,
                 stop.clone(),
             )),
-            tokio::spawn(node_loop(client.clone(), shared.clone(), stop.clone())),
         ];
         // Leases and heartbeats spread evenly over their intervals.
         let count = names.len() as u32;
@@ -538,7 +543,7 @@ async fn timer_loop(
                 Due::Heartbeat(i) => {
                     queue.insert(Due::Heartbeat(i), NODE_STATUS_INTERVAL);
                     let node = &state.nodes[i];
-                    (!node.gone).then(|| Write::Heartbeat {
+                    (!node.lease_stopped && !node.gone).then(|| Write::Heartbeat {
                         node: node.name.clone(),
                     })
                 }
@@ -843,8 +848,15 @@ fn adopt(pod: &Pod, node: usize, uid: &str, state: &mut State) -> SimPod {
 }
 
 /// Follows the simulated nodes for the lease annotation, and for their
-/// removal by a user.
-async fn node_loop(client: Client, shared: Arc<Shared>, stop: CancellationToken) {
+/// removal by a user. A live kubelet posts its status again when the
+/// API says otherwise (the node controller marked it Unknown while it
+/// was silent).
+async fn node_loop(
+    client: Client,
+    shared: Arc<Shared>,
+    writes: mpsc::Sender<Write>,
+    stop: CancellationToken,
+) {
     let nodes: Api<Node> = Api::all(client);
     let config = watcher::Config::default().labels("type=sim");
     let mut events = watcher(nodes, config).default_backoff().boxed();
@@ -862,10 +874,18 @@ async fn node_loop(client: Client, shared: Arc<Shared>, stop: CancellationToken)
                     .as_ref()
                     .and_then(|a| a.get(LEASE))
                     .is_some_and(|v| v == "stopped");
+                let ready = node
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
                 let name = node.metadata.name.unwrap_or_default();
                 if let Some(&i) = state.by_name.get(&name) {
                     state.nodes[i].lease_stopped = stopped;
                     state.nodes[i].gone = false;
+                    if !stopped && !ready {
+                        let _ = writes.try_send(Write::Heartbeat { node: name });
+                    }
                 }
             }
             Ok(Some(watcher::Event::Delete(node))) => {

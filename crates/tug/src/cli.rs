@@ -121,7 +121,7 @@ pub(crate) struct ServerArgs {
     #[arg(long, default_value = "600", value_name = "MODE")]
     pub(crate) write_kubeconfig_mode: String,
 
-    /// Pod addresses, one /24 per node (used by the node agent, to come).
+    /// Pod addresses: each node without a pod CIDR gets a /24 of it.
     #[arg(long, default_value = "10.42.0.0/16", value_name = "CIDR")]
     pub(crate) cluster_cidr: String,
 
@@ -152,6 +152,12 @@ pub(crate) struct ServerArgs {
     /// (for tests and benchmarks of the API alone).
     #[arg(long)]
     pub(crate) disable_controller_manager: bool,
+
+    /// Seconds a node may go without renewing its Lease or posting its
+    /// status before it is marked Unknown and tainted unreachable
+    /// (kube-controller-manager's --node-monitor-grace-period).
+    #[arg(long, default_value_t = 50, value_name = "SECONDS")]
+    pub(crate) node_monitor_grace_period: u64,
 
     /// How often history older than one interval is compacted away, in
     /// seconds (kube-apiserver's --etcd-compaction-interval).

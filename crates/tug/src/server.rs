@@ -20,6 +20,7 @@ pub(crate) struct Config {
     pub(crate) api: tug_apiserver::Config,
     pub(crate) disable_scheduler: bool,
     pub(crate) disable_controller_manager: bool,
+    pub(crate) controllers: tug_controllers::Config,
 }
 
 fn check_cidr(flag: &str, value: &str) -> anyhow::Result<()> {
@@ -41,6 +42,9 @@ impl TryFrom<ServerArgs> for Config {
                 "--data-dir must be an absolute path, not {}",
                 args.data_dir.display()
             );
+        }
+        if args.node_monitor_grace_period == 0 {
+            bail!("--node-monitor-grace-period must be at least 1 second");
         }
         if args.compaction_interval == 0 {
             bail!("--compaction-interval must be at least 1 second");
@@ -91,6 +95,13 @@ impl TryFrom<ServerArgs> for Config {
             data_dir: args.data_dir,
             disable_scheduler: args.disable_scheduler,
             disable_controller_manager: args.disable_controller_manager,
+            controllers: tug_controllers::Config {
+                cluster_cidr: args.cluster_cidr.clone(),
+                nodes: tug_controllers::nodelifecycle::Config {
+                    grace_period: Duration::from_secs(args.node_monitor_grace_period),
+                    ..Default::default()
+                },
+            },
             store,
             compaction_interval: Duration::from_secs(args.compaction_interval),
         })
@@ -136,7 +147,8 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         started_rx,
         Components {
             scheduler: !config.disable_scheduler,
-            controller_manager: !config.disable_controller_manager,
+            controller_manager: (!config.disable_controller_manager)
+                .then(|| config.controllers.clone()),
         },
         shutdown.clone(),
     ));
@@ -167,7 +179,8 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
 /// Which control-plane components run beside the API server.
 struct Components {
     scheduler: bool,
-    controller_manager: bool,
+    /// The controllers' configuration, if they run.
+    controller_manager: Option<tug_controllers::Config>,
 }
 
 /// The scheduler and the controller-manager, each leader-elected, once
@@ -201,7 +214,7 @@ async fn run_components(
             move |leading| tug_scheduler::run(client.clone(), config.clone(), leading),
         ));
     }
-    if components.controller_manager {
+    if let Some(config) = components.controller_manager {
         let Some(client) =
             component_client(&started.controller_kubeconfig, "kube-controller-manager").await
         else {
@@ -212,7 +225,7 @@ async fn run_components(
         tasks.spawn(crate::leader::run_elected(
             election,
             shutdown.clone(),
-            move |leading| tug_controllers::run(client.clone(), leading),
+            move |leading| tug_controllers::run(client.clone(), config.clone(), leading),
         ));
     }
     while tasks.join_next().await.is_some() {}

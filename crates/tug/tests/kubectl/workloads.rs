@@ -326,3 +326,118 @@ async fn foreground_deletion_waits_for_dependents_and_orphan_deletion_keeps_them
     assert_eq!(all, 2, "the orphaned ReplicaSet {owners} keeps its pods");
     nodes.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_nodes_pods_are_evicted_and_run_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--node-monitor-grace-period", "3"]);
+    let client = super::kube_client::client(&server).await;
+    let nodes = tug_sim::SimNodes::start(
+        client.clone(),
+        tug_sim::Config {
+            count: 3,
+            name_prefix: "node-".into(),
+            cpu: "4".into(),
+            lease_interval: Duration::from_secs(1),
+            ..tug_sim::Config::default()
+        },
+    )
+    .await
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // The Deployment's pods tolerate an unreachable node for 2 s (the
+    // DefaultTolerationSeconds admission would give them 300).
+    let manifest = dir.path().join("web.yaml");
+    let tolerating = DEPLOYMENT.replace(
+        "      containers:",
+        "      tolerations:\n      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}\n      containers:",
+    );
+    std::fs::write(&manifest, tolerating).unwrap();
+    server.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    server.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    let (_, _, placed) = live_pods(&pods, "app=web").await.unwrap();
+    assert_eq!(placed.len(), 3);
+    let lost = placed[0].clone();
+
+    // Its kubelet falls silent: within grace (3 s) + a monitor period
+    // (5 s) + tolerationSeconds (2 s) + slack, the node is Unknown and
+    // tainted, and the pod that ran there runs elsewhere.
+    nodes.stop_lease(&lost).await.unwrap();
+    let started = std::time::Instant::now();
+    let elsewhere = eventually(30, "three ready pods, none on the silent node", || async {
+        let (all, ready, placed) = live_pods(&pods, "app=web").await?;
+        (all == 3 && ready == 3 && !placed.contains(&lost)).then_some(placed)
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "replaced after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(elsewhere.len(), 3);
+    let node = server.ok(&[
+        "get",
+        "node",
+        &lost,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.conditions[?(@.type==\"Ready\")].reason} {.spec.taints[*].key}",
+    ]);
+    assert!(
+        node.starts_with("Unknown NodeStatusUnknown node.kubernetes.io/unreachable"),
+        "{node}"
+    );
+    let effects = server.ok(&[
+        "get",
+        "node",
+        &lost,
+        "-o",
+        "jsonpath={.spec.taints[*].effect}",
+    ]);
+    assert!(
+        effects.contains("NoExecute") && effects.contains("NoSchedule"),
+        "{effects}"
+    );
+    let events = server.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=TaintManagerEviction",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.starts_with("Marking for deletion Pod default/web-"),
+        "{events}"
+    );
+
+    // The kubelet comes back: the node is Ready and untainted again.
+    nodes.resume_lease(&lost).await.unwrap();
+    eventually(30, "the node's taints gone", || async {
+        let taints = server.ok(&["get", "node", &lost, "-o", "jsonpath={.spec.taints}"]);
+        taints.is_empty().then_some(())
+    })
+    .await;
+    nodes.shutdown().await;
+}
+
+#[test]
+fn nodes_without_a_pod_cidr_get_one_from_the_cluster_cidr() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--cluster-cidr", "10.99.0.0/16"]);
+    for name in ["bare-0", "bare-1"] {
+        let manifest = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &manifest,
+            format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n"),
+        )
+        .unwrap();
+        server.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    }
+    let cidrs = super::until(20, "both nodes with a pod CIDR", || {
+        let out = server.ok(&["get", "nodes", "-o", "jsonpath={.items[*].spec.podCIDR}"]);
+        let mut cidrs: Vec<String> = out.split_whitespace().map(String::from).collect();
+        cidrs.sort();
+        (cidrs.len() == 2).then_some(cidrs)
+    });
+    assert_eq!(cidrs, ["10.99.0.0/24", "10.99.1.0/24"]);
+}
