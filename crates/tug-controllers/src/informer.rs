@@ -220,6 +220,26 @@ where
     }
 }
 
+/// An informer as the controller-manager runs it: started once, then
+/// waited for until its first list is in.
+pub trait Source: Send + Sync {
+    fn spawn(&self, client: &kube::Client, tasks: &mut tokio::task::JoinSet<()>);
+    fn wait_synced(&self) -> futures::future::BoxFuture<'_, ()>;
+}
+
+impl<K> Source for Informer<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    fn spawn(&self, client: &kube::Client, tasks: &mut tokio::task::JoinSet<()>) {
+        tasks.spawn(self.clone().run(Api::all(client.clone())));
+    }
+
+    fn wait_synced(&self) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(self.synced())
+    }
+}
+
 /// The UID of an object's controller, if it has one.
 pub fn controller_uid(meta: &kube::api::ObjectMeta) -> Option<&str> {
     meta.owner_references

@@ -10,6 +10,7 @@
 
 pub mod claim;
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod expectations;
 pub mod gc;
@@ -18,6 +19,7 @@ pub mod ipam;
 pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
+pub mod serviceaccount;
 pub mod workqueue;
 
 use std::future::Future;
@@ -26,9 +28,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
-use kube::api::Api;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +49,8 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("node-lifecycle", nodelifecycle::start),
     ("taint-eviction", nodelifecycle::start_eviction),
     ("node-ipam", ipam::start),
+    ("endpointslice", endpoints::start),
+    ("serviceaccount", serviceaccount::start),
 ];
 
 /// What the controllers are configured with.
@@ -73,10 +77,33 @@ pub struct Context {
     pub replica_sets: Informer<ReplicaSet>,
     pub deployments: Informer<Deployment>,
     pub nodes: Informer<Node>,
-    /// The nodes' Leases, in kube-node-lease.
+    /// Leases; the nodes' are in kube-node-lease.
     pub leases: Informer<Lease>,
+    pub services: Informer<Service>,
+    pub endpoint_slices: Informer<EndpointSlice>,
+    pub endpoints: Informer<Endpoints>,
+    pub namespaces: Informer<Namespace>,
+    pub service_accounts: Informer<ServiceAccount>,
     pub config: Config,
     pub recorder: events::Recorder,
+}
+
+impl Context {
+    /// Every informer, to start and wait for.
+    fn sources(&self) -> [&dyn informer::Source; 10] {
+        [
+            &self.pods,
+            &self.replica_sets,
+            &self.deployments,
+            &self.nodes,
+            &self.leases,
+            &self.services,
+            &self.endpoint_slices,
+            &self.endpoints,
+            &self.namespaces,
+            &self.service_accounts,
+        ]
+    }
 }
 
 type Starter = Box<dyn FnOnce(&mut JoinSet<()>) + Send>;
@@ -151,6 +178,11 @@ pub async fn run(
         deployments: Informer::new(&[]),
         nodes: Informer::new(&[]),
         leases: Informer::new(&[]),
+        services: Informer::new(&[]),
+        endpoint_slices: Informer::new(&[endpoints::by_service]),
+        endpoints: Informer::new(&[]),
+        namespaces: Informer::new(&[]),
+        service_accounts: Informer::new(&[]),
         config,
         recorder: events::Recorder::start(client.clone(), host),
     };
@@ -164,22 +196,13 @@ pub async fn run(
         .filter_map(|c| c.watch.take())
         .map(|watch| watch(&mut tasks))
         .collect();
-    tasks.spawn(context.pods.clone().run(Api::all(client.clone())));
-    tasks.spawn(context.replica_sets.clone().run(Api::all(client.clone())));
-    tasks.spawn(context.deployments.clone().run(Api::all(client.clone())));
-    tasks.spawn(context.nodes.clone().run(Api::all(client.clone())));
-    tasks.spawn(
-        context
-            .leases
-            .clone()
-            .run(Api::namespaced(client.clone(), "kube-node-lease")),
-    );
+    for source in context.sources() {
+        source.spawn(&client, &mut tasks);
+    }
     let synced = async {
-        context.pods.synced().await;
-        context.replica_sets.synced().await;
-        context.deployments.synced().await;
-        context.nodes.synced().await;
-        context.leases.synced().await;
+        for source in context.sources() {
+            source.wait_synced().await;
+        }
         futures::future::join_all(own_watches).await;
     };
     tokio::select! {

@@ -441,3 +441,149 @@ fn nodes_without_a_pod_cidr_get_one_from_the_cluster_cidr() {
     });
     assert_eq!(cidrs, ["10.99.0.0/24", "10.99.1.0/24"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_get_endpoint_slices_and_endpoints_and_namespaces_a_default_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = super::kube_client::client(&server).await;
+    let nodes = tug_sim::SimNodes::start(
+        client.clone(),
+        tug_sim::Config {
+            count: 2,
+            name_prefix: "node-".into(),
+            ..tug_sim::Config::default()
+        },
+    )
+    .await
+    .unwrap();
+    let manifest = dir.path().join("web.yaml");
+    std::fs::write(
+        &manifest,
+        DEPLOYMENT.replace(
+            "        resources:",
+            "        ports: [{name: http, containerPort: 8080}]\n        resources:",
+        ) + "---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports: [{name: web, port: 80, targetPort: http}]
+",
+    )
+    .unwrap();
+    server.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    server.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let ips = |pods: &[Pod]| {
+        let mut ips: Vec<String> = pods
+            .iter()
+            .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+            .collect();
+        ips.sort();
+        ips
+    };
+    let running = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap()
+        .items;
+    let want: Vec<String> = ips(&running)
+        .into_iter()
+        .map(|ip| format!("{ip}:8080"))
+        .collect();
+    let endpoints = eventually(20, "the Endpoints of web", || async {
+        let out = server.ok(&["get", "endpoints", "web", "--no-headers"]);
+        let mut listed: Vec<String> = super::columns(&out)
+            .get(1)?
+            .split(',')
+            .map(String::from)
+            .collect();
+        listed.sort();
+        (listed == want).then_some(out)
+    })
+    .await;
+    assert!(endpoints.starts_with("web "), "{endpoints}");
+    let slice = server.ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=web",
+        "-o",
+        "jsonpath={.items[0].ports[0].name}:{.items[0].ports[0].port} {.items[0].endpoints[*].conditions.ready} {.items[0].metadata.ownerReferences[0].kind}",
+    ]);
+    assert_eq!(slice, "web:8080 true true true Service");
+    let described = server.ok(&["describe", "service", "web"]);
+    assert!(
+        described.contains("Endpoints:") && described.contains(":8080"),
+        "{described}"
+    );
+
+    // A pod no longer ready: not ready in the slice, in notReadyAddresses.
+    let first = running[0].metadata.name.clone().unwrap();
+    nodes.set_ready("default", &first, false).await.unwrap();
+    eventually(20, "one endpoint not ready", || async {
+        let ready = server.ok(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "jsonpath={.items[0].endpoints[*].conditions.ready}",
+        ]);
+        let not_ready = server.ok(&[
+            "get",
+            "endpoints",
+            "web",
+            "-o",
+            "jsonpath={.subsets[0].notReadyAddresses[*].targetRef.name}",
+        ]);
+        (ready.matches("false").count() == 1 && not_ready == first).then_some(())
+    })
+    .await;
+
+    // Scaled to zero: an empty slice, no subsets.
+    server.ok(&["scale", "deploy/web", "--replicas=0"]);
+    eventually(40, "no endpoints", || async {
+        let out = server.ok(&["get", "endpoints", "web", "-o", "jsonpath={.subsets}"]);
+        let slice = server.ok(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "jsonpath={.items[*].endpoints[*].addresses}",
+        ]);
+        (out.is_empty() && slice.is_empty()).then_some(())
+    })
+    .await;
+    // Deleted with its Service.
+    server.ok(&["delete", "service", "web"]);
+    eventually(20, "the Endpoints and slices gone", || async {
+        let left = server.ok(&[
+            "get",
+            "endpoints,endpointslices",
+            "-l",
+            "app=web",
+            "-o",
+            "name",
+        ]);
+        let named = server.kubectl(&["get", "endpoints", "web"]);
+        (left.is_empty() && !named.status.success()).then_some(())
+    })
+    .await;
+
+    // Every namespace gets its default service account.
+    server.ok(&["create", "namespace", "team-a"]);
+    eventually(20, "default/team-a service account", || async {
+        server
+            .kubectl(&["get", "serviceaccount", "default", "-n", "team-a"])
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+    nodes.shutdown().await;
+}
