@@ -205,6 +205,36 @@ fn default_toleration_seconds(spec: &mut Value) {
     }
 }
 
+/// Upstream's job strategy: unless the selector is manual, the pods get
+/// the job's name and UID as labels and the selector takes the UID.
+fn job_selector(job: &mut Value) {
+    if job["spec"]["manualSelector"] == json!(true) {
+        return;
+    }
+    let (name, uid) = (
+        job["metadata"]["name"].clone(),
+        job["metadata"]["uid"].clone(),
+    );
+    if !uid.is_string() {
+        return;
+    }
+    let labels = &mut job["spec"]["template"]["metadata"]["labels"];
+    if !labels.is_object() {
+        *labels = json!({});
+    }
+    for key in ["job-name", "batch.kubernetes.io/job-name"] {
+        set(labels, key, name.clone());
+    }
+    for key in ["controller-uid", "batch.kubernetes.io/controller-uid"] {
+        set(labels, key, uid.clone());
+    }
+    let selector = &mut job["spec"]["selector"]["matchLabels"];
+    if !selector.is_object() {
+        *selector = json!({});
+    }
+    set(selector, "batch.kubernetes.io/controller-uid", uid);
+}
+
 pub fn apply(group: &str, plural: &str, object: &mut Value) {
     match (group, plural) {
         ("", "namespaces") => {
@@ -318,8 +348,18 @@ pub fn apply(group: &str, plural: &str, object: &mut Value) {
             pod_spec(&mut spec["template"]["spec"]);
         }
         ("batch", "jobs") => {
+            job_selector(object);
             let spec = &mut object["spec"];
+            if spec["completions"].is_null() && spec["parallelism"].is_null() {
+                spec["completions"] = json!(1);
+            }
             set(spec, "parallelism", json!(1));
+            let replacement = if spec["podFailurePolicy"].is_null() {
+                "TerminatingOrFailed"
+            } else {
+                "Failed"
+            };
+            set(spec, "podReplacementPolicy", json!(replacement));
             set(spec, "backoffLimit", json!(6));
             set(spec, "completionMode", json!("NonIndexed"));
             set(spec, "suspend", json!(false));
@@ -340,6 +380,39 @@ pub fn apply(group: &str, plural: &str, object: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_gets_one_completion_and_a_selector_on_its_uid() {
+        let mut job = json!({"metadata": {"name": "pi", "uid": "u1"},
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}}});
+        apply("batch", "jobs", &mut job);
+        let spec = &job["spec"];
+        assert_eq!(
+            (&spec["completions"], &spec["parallelism"]),
+            (&json!(1), &json!(1))
+        );
+        assert_eq!(spec["podReplacementPolicy"], "TerminatingOrFailed");
+        assert_eq!(
+            spec["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}})
+        );
+        assert_eq!(
+            spec["template"]["metadata"]["labels"],
+            json!({
+                "batch.kubernetes.io/controller-uid": "u1", "batch.kubernetes.io/job-name": "pi",
+                "controller-uid": "u1", "job-name": "pi",
+            })
+        );
+        // A work queue (parallelism alone) has no completions.
+        let mut queue = json!({"metadata": {"name": "q", "uid": "u2"}, "spec": {"parallelism": 3,
+            "manualSelector": true, "selector": {"matchLabels": {"a": "b"}}, "template": {"spec": {}}}});
+        apply("batch", "jobs", &mut queue);
+        assert!(queue["spec"]["completions"].is_null());
+        assert_eq!(
+            queue["spec"]["selector"],
+            json!({"matchLabels": {"a": "b"}})
+        );
+    }
 
     #[test]
     fn pods_tolerate_not_ready_and_unreachable_nodes_for_300_seconds_unless_they_say() {

@@ -9,6 +9,8 @@
 //! [`CONTROLLERS`].
 
 pub mod claim;
+pub mod cron;
+pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
@@ -16,6 +18,7 @@ pub mod expectations;
 pub mod gc;
 pub mod informer;
 pub mod ipam;
+pub mod job;
 pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
@@ -27,6 +30,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -51,6 +55,8 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("node-ipam", ipam::start),
     ("endpointslice", endpoints::start),
     ("serviceaccount", serviceaccount::start),
+    ("job", job::start),
+    ("cronjob", cronjob::start),
 ];
 
 /// What the controllers are configured with.
@@ -84,13 +90,15 @@ pub struct Context {
     pub endpoints: Informer<Endpoints>,
     pub namespaces: Informer<Namespace>,
     pub service_accounts: Informer<ServiceAccount>,
+    pub jobs: Informer<Job>,
+    pub cronjobs: Informer<CronJob>,
     pub config: Config,
     pub recorder: events::Recorder,
 }
 
 impl Context {
     /// Every informer, to start and wait for.
-    fn sources(&self) -> [&dyn informer::Source; 10] {
+    fn sources(&self) -> [&dyn informer::Source; 12] {
         [
             &self.pods,
             &self.replica_sets,
@@ -102,6 +110,8 @@ impl Context {
             &self.endpoints,
             &self.namespaces,
             &self.service_accounts,
+            &self.jobs,
+            &self.cronjobs,
         ]
     }
 }
@@ -183,6 +193,8 @@ pub async fn run(
         endpoints: Informer::new(&[]),
         namespaces: Informer::new(&[]),
         service_accounts: Informer::new(&[]),
+        jobs: Informer::new(&[]),
+        cronjobs: Informer::new(&[]),
         config,
         recorder: events::Recorder::start(client.clone(), host),
     };

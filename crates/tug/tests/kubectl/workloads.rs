@@ -587,3 +587,200 @@ spec:
     .await;
     nodes.shutdown().await;
 }
+
+const JOBS: &str = "apiVersion: batch/v1
+kind: Job
+metadata: {name: ok}
+spec:
+  completions: 3
+  parallelism: 2
+  template:
+    metadata:
+      annotations: {sim.tug.dev/succeed-after: '1'}
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: registry.local/app:1}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: bad}
+spec:
+  backoffLimit: 1
+  template:
+    metadata:
+      annotations: {sim.tug.dev/fail-after: '0'}
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: registry.local/app:1}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: indexed}
+spec:
+  completions: 3
+  parallelism: 3
+  completionMode: Indexed
+  template:
+    metadata:
+      annotations: {sim.tug.dev/succeed-after: '0'}
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: registry.local/app:1}]
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: tick}
+spec:
+  schedule: '* * * * *'
+  jobTemplate:
+    spec:
+      template:
+        metadata:
+          annotations: {sim.tug.dev/succeed-after: '0'}
+        spec:
+          restartPolicy: Never
+          containers: [{name: c, image: registry.local/app:1}]
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_complete_or_fail_as_their_specs_say_and_cron_jobs_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = super::kube_client::client(&server).await;
+    let nodes = tug_sim::SimNodes::start(
+        client.clone(),
+        tug_sim::Config {
+            count: 2,
+            name_prefix: "node-".into(),
+            ..tug_sim::Config::default()
+        },
+    )
+    .await
+    .unwrap();
+    let manifest = dir.path().join("jobs.yaml");
+    std::fs::write(&manifest, JOBS).unwrap();
+    server.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    let status = |job: &str| {
+        server.ok(&[
+            "get",
+            "job",
+            job,
+            "-o",
+            "jsonpath={.status.succeeded}/{.status.failed} {.status.conditions[*].type} {.status.conditions[*].reason}",
+        ])
+    };
+    server.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/ok",
+        "--timeout=60s",
+    ]);
+    assert_eq!(
+        status("ok"),
+        "3/ SuccessCriteriaMet Complete CompletionsReached CompletionsReached"
+    );
+    let listed = server.ok(&["get", "job", "ok", "--no-headers"]);
+    assert_eq!(
+        super::columns(&listed)[..3],
+        ["ok", "Complete", "3/3"],
+        "{listed}"
+    );
+    let finalizers = server.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "job-name=ok",
+        "-o",
+        "jsonpath={.items[*].metadata.finalizers}",
+    ]);
+    assert!(
+        finalizers.is_empty(),
+        "counted pods keep no finalizer: {finalizers}"
+    );
+    let described = server.ok(&["describe", "job", "ok"]);
+    assert_eq!(
+        described
+            .matches("job-controller  Created pod: ok-")
+            .count(),
+        3,
+        "{described}"
+    );
+    assert!(described.contains("Normal  Completed"), "{described}");
+
+    server.ok(&["wait", "--for=condition=failed", "job/bad", "--timeout=60s"]);
+    assert_eq!(
+        status("bad"),
+        "/2 FailureTarget Failed BackoffLimitExceeded BackoffLimitExceeded"
+    );
+    let described = server.ok(&["describe", "job", "bad"]);
+    assert!(
+        described.contains("Warning  BackoffLimitExceeded")
+            && described.contains("Job has reached the specified backoff limit"),
+        "{described}"
+    );
+
+    server.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/indexed",
+        "--timeout=60s",
+    ]);
+    let indexes = server.ok(&[
+        "get",
+        "job",
+        "indexed",
+        "-o",
+        "jsonpath={.status.completedIndexes}",
+    ]);
+    assert_eq!(indexes, "0-2");
+    let mut pod_indexes: Vec<String> = server
+        .ok(&[
+            "get",
+            "pods",
+            "-l",
+            "job-name=indexed",
+            "-o",
+            "jsonpath={.items[*].metadata.annotations.batch\\.kubernetes\\.io/job-completion-index}",
+        ])
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    pod_indexes.sort();
+    assert_eq!(pod_indexes, ["0", "1", "2"]);
+
+    // Deleting a Job takes its pods.
+    server.ok(&["delete", "job", "ok"]);
+    eventually(30, "the pods of ok gone", || async {
+        server
+            .ok(&["get", "pods", "-l", "job-name=ok", "-o", "name"])
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+
+    // The CronJob fires within the minute and its Job completes.
+    let fired = eventually(75, "tick's first Job complete", || async {
+        let out = server.ok(&[
+            "get",
+            "cronjob",
+            "tick",
+            "-o",
+            "jsonpath={.status.lastScheduleTime} {.status.lastSuccessfulTime}",
+        ]);
+        let (scheduled, succeeded) = out.split_once(' ')?;
+        (!scheduled.is_empty() && !succeeded.is_empty()).then(|| scheduled.to_string())
+    })
+    .await;
+    assert!(fired.ends_with(":00Z"), "{fired}");
+    let jobs = server.ok(&["get", "jobs", "-o", "jsonpath={.items[*].metadata.name}"]);
+    assert!(
+        jobs.split_whitespace().any(|j| j.starts_with("tick-")),
+        "{jobs}"
+    );
+    let described = server.ok(&["describe", "cronjob", "tick"]);
+    assert!(
+        described.contains("cronjob-controller  Created job tick-"),
+        "{described}"
+    );
+    nodes.shutdown().await;
+}
