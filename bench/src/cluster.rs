@@ -10,8 +10,11 @@
 //! finishes each) until none is left; the server's RSS idle, with the
 //! nodes, and with the pods. Then scheduling end to end: M pods without a
 //! node, from the first create until the scheduler has bound them all.
-//! Density, and scheduling with anti-affinity or topology spread, need
-//! what issue #6 has still to bring and are reported as not yet possible.
+//! Then density: M pods through 100 Deployments, from the first create
+//! until all are Running (controllers, scheduler and simulated kubelets
+//! together), and their deletion until the garbage collector has taken
+//! every ReplicaSet's pods. Scheduling with anti-affinity or topology
+//! spread needs plugins still to come and is reported as not yet possible.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -134,12 +138,38 @@ struct Args {
     /// scheduler costs); skips the scheduling figure.
     #[arg(long)]
     without_scheduler: bool,
+    /// Run the server without its controller-manager (a baseline for what
+    /// the controllers cost); skips the density figure.
+    #[arg(long)]
+    without_controllers: bool,
 }
 
 /// The namespace the workload's pods live in.
 const NAMESPACE: &str = "bench";
 /// How long any phase may take before the run is declared failed.
 const PHASE_LIMIT: Duration = Duration::from_secs(600);
+
+/// Deployments the density phase spreads its pods over.
+const DEPLOYMENTS: usize = 100;
+
+/// A Deployment of small pods, with a one-second grace period.
+fn deployment(name: &str, replicas: usize) -> Deployment {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "fake-container", "image": "fake-image"}],
+                },
+            },
+        },
+    }))
+    .expect("a valid deployment")
+}
 
 /// A small pod, as KWOK's benchmark creates.
 fn pod(name: &str, node: &str) -> Pod {
@@ -162,6 +192,8 @@ struct Figures {
     pods_running: Duration,
     pods_deleted: Duration,
     pods_scheduled: Option<Duration>,
+    /// Through Deployments: all Running, then all gone.
+    density: Option<(Duration, Duration)>,
     rss_idle: f64,
     rss_nodes: f64,
     rss_pods: f64,
@@ -239,16 +271,18 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
         "etcd" => Some(support::start_etcd(&dir.path().join("etcd")).await?),
         other => bail!("unknown backend {other:?}"),
     };
-    let extra: &[&str] = if args.without_scheduler {
-        &["--disable-scheduler"]
-    } else {
-        &[]
-    };
+    let mut extra = Vec::new();
+    if args.without_scheduler {
+        extra.push("--disable-scheduler");
+    }
+    if args.without_controllers {
+        extra.push("--disable-controller-manager");
+    }
     let server = Server::start(
         &args.tug,
         dir.path(),
         etcd.as_ref().map(|e| e.url.as_str()),
-        extra,
+        &extra,
     )
     .await?;
     let client = server.client.clone();
@@ -363,6 +397,38 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
         Some(scheduled)
     };
 
+    // 5: density, through the controllers.
+    let density = if args.without_scheduler || args.without_controllers {
+        None
+    } else {
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+        let per = args.pods.div_ceil(DEPLOYMENTS);
+        let begun = Instant::now();
+        for i in 0..DEPLOYMENTS {
+            let replicas = per.min(args.pods - (i * per).min(args.pods));
+            deployments
+                .create(
+                    &PostParams::default(),
+                    &deployment(&format!("density-{i}"), replicas),
+                )
+                .await?;
+        }
+        until("every Deployment's pods Running", || async {
+            Ok(sim.counts().2 >= args.pods)
+        })
+        .await?;
+        let running = begun.elapsed();
+        let begun = Instant::now();
+        deployments
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await?;
+        until("every Deployment's pods gone", || async {
+            Ok(count_pods(&client, None).await? == 0)
+        })
+        .await?;
+        Some((running, begun.elapsed()))
+    };
+
     let (sim_cpu, sim_rss) = sim.usage();
     drop(sim);
     drop(server);
@@ -376,6 +442,7 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
         pods_running,
         pods_deleted,
         pods_scheduled,
+        density,
         rss_idle,
         rss_nodes,
         rss_pods,
@@ -429,6 +496,14 @@ async fn main() -> anyhow::Result<()> {
                 args.pods as f64 / scheduled.as_secs_f64()
             );
         }
+        if let Some((running, gone)) = f.density {
+            println!(
+                "{b:<8} density: {} pods through {DEPLOYMENTS} Deployments Running {:>6.2} s, deleted with them {:.2} s",
+                args.pods,
+                running.as_secs_f64(),
+                gone.as_secs_f64()
+            );
+        }
         println!(
             "{b:<8} server RSS idle / with nodes / with pods {:>6.1} / {:.1} / {:.1} MiB ({:.1} MiB per 1,000 pods)",
             f.rss_idle,
@@ -442,9 +517,6 @@ async fn main() -> anyhow::Result<()> {
         );
         all.push(f);
     }
-    println!(
-        "density (10,000 pods through 100 Deployments): not yet possible (needs the controllers, issue #6)"
-    );
     println!(
         "scheduling with required anti-affinity and topology spread: not yet possible (plugins to come, issue #6)"
     );
@@ -465,6 +537,8 @@ async fn main() -> anyhow::Result<()> {
                     "total_s": f.total().as_secs_f64(),
                     "scheduling_plain_s": f.pods_scheduled.map(|d| d.as_secs_f64()),
                     "scheduling_plain_pods_per_s": f.pods_scheduled.map(|d| args.pods as f64 / d.as_secs_f64()),
+                    "density_running_s": f.density.map(|d| d.0.as_secs_f64()),
+                    "density_deleted_s": f.density.map(|d| d.1.as_secs_f64()),
                     "server_rss_idle_mib": f.rss_idle,
                     "server_rss_nodes_mib": f.rss_nodes,
                     "server_rss_pods_mib": f.rss_pods,

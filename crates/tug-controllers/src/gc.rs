@@ -29,7 +29,8 @@ use tokio::task::JoinSet;
 use crate::workqueue::WorkQueue;
 
 pub const COMPONENT: &str = "garbage-collector-controller";
-const WORKERS: usize = 8;
+/// Upstream's --concurrent-gc-syncs.
+const WORKERS: usize = 20;
 const FOREGROUND: &str = "foregroundDeletion";
 const ORPHAN: &str = "orphan";
 /// Owners known to be gone, remembered to spare reads.
