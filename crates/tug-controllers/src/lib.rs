@@ -23,6 +23,7 @@ pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod ttl;
 pub mod workqueue;
 
 use std::future::Future;
@@ -57,6 +58,7 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("serviceaccount", serviceaccount::start),
     ("job", job::start),
     ("cronjob", cronjob::start),
+    ("ttl-after-finished", ttl::start),
 ];
 
 /// What the controllers are configured with.

@@ -191,6 +191,15 @@ impl Server {
             etcd: self.etcd.take(),
         }
     }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    fn crash(mut self) -> Stopped {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Stopped {
+            etcd: self.etcd.take(),
+        }
+    }
 }
 
 impl Drop for Server {

@@ -628,6 +628,18 @@ spec:
       containers: [{name: c, image: registry.local/app:1}]
 ---
 apiVersion: batch/v1
+kind: Job
+metadata: {name: brief}
+spec:
+  ttlSecondsAfterFinished: 1
+  template:
+    metadata:
+      annotations: {sim.tug.dev/succeed-after: '0'}
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: registry.local/app:1}]
+---
+apiVersion: batch/v1
 kind: CronJob
 metadata: {name: tick}
 spec:
@@ -748,6 +760,14 @@ async fn jobs_complete_or_fail_as_their_specs_say_and_cron_jobs_fire() {
     pod_indexes.sort();
     assert_eq!(pod_indexes, ["0", "1", "2"]);
 
+    // A finished Job with a TTL goes by itself, with its pods.
+    eventually(30, "brief gone after its TTL", || async {
+        let job = server.kubectl(&["get", "job", "brief"]);
+        let pods = server.ok(&["get", "pods", "-l", "job-name=brief", "-o", "name"]);
+        (!job.status.success() && pods.is_empty()).then_some(())
+    })
+    .await;
+
     // Deleting a Job takes its pods.
     server.ok(&["delete", "job", "ok"]);
     eventually(30, "the pods of ok gone", || async {
@@ -783,4 +803,67 @@ async fn jobs_complete_or_fail_as_their_specs_say_and_cron_jobs_fire() {
         "{described}"
     );
     nodes.shutdown().await;
+}
+
+/// Pods of `app=web` not being deleted, listed through kubectl.
+fn live_web_pods(server: &Server) -> usize {
+    server
+        .ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.deletionTimestamp}|{end}",
+        ])
+        .split('|')
+        .filter(|stamp| stamp.is_empty())
+        .count()
+        - 1
+}
+
+#[test]
+fn scaling_survives_the_controller_manager_killed_midway() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    server.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=registry.local/app:1",
+        "--replicas=0",
+    ]);
+    // A kill point from the clock's nanoseconds: a different moment each run.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as usize;
+    for (round, to) in [50, 0].into_iter().enumerate() {
+        server.ok(&["scale", "deploy/web", &format!("--replicas={to}")]);
+        // Killed (SIGKILL) at a random moment of the scaling, which takes
+        // about this long or more: the delay picks the moment, it waits for
+        // nothing.
+        let moment = Duration::from_millis(((nanos >> (round * 8)) % 200) as u64);
+        std::thread::sleep(moment);
+        let live = live_web_pods(&server);
+        eprintln!("round {round}: killed {moment:?} after the scale, {live} of {to} pods live");
+        server = server.crash().start(dir.path());
+        super::until(60, &format!("exactly {to} pods"), || {
+            let listed = server.ok(&[
+                "get",
+                "rs",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={.items[0].status.replicas} {.items[0].status.observedGeneration} {.items[0].metadata.generation}",
+            ]);
+            let fields: Vec<&str> = listed.split(' ').collect();
+            let settled = fields.len() == 3
+                && fields[0].parse::<usize>().unwrap_or(0) == to
+                && fields[1] == fields[2];
+            (settled && live_web_pods(&server) == to).then_some(())
+        });
+    }
+    let sets = server.ok(&["get", "rs", "-o", "name"]);
+    assert_eq!(sets.lines().count(), 1, "one ReplicaSet: {sets}");
 }
