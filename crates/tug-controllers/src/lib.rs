@@ -11,6 +11,7 @@
 pub mod claim;
 pub mod cron;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
@@ -30,7 +31,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
@@ -59,6 +60,7 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("job", job::start),
     ("cronjob", cronjob::start),
     ("ttl-after-finished", ttl::start),
+    ("daemonset", daemonset::start),
 ];
 
 /// What the controllers are configured with.
@@ -94,13 +96,14 @@ pub struct Context {
     pub service_accounts: Informer<ServiceAccount>,
     pub jobs: Informer<Job>,
     pub cronjobs: Informer<CronJob>,
+    pub daemon_sets: Informer<DaemonSet>,
     pub config: Config,
     pub recorder: events::Recorder,
 }
 
 impl Context {
     /// Every informer, to start and wait for.
-    fn sources(&self) -> [&dyn informer::Source; 12] {
+    fn sources(&self) -> [&dyn informer::Source; 13] {
         [
             &self.pods,
             &self.replica_sets,
@@ -114,6 +117,7 @@ impl Context {
             &self.service_accounts,
             &self.jobs,
             &self.cronjobs,
+            &self.daemon_sets,
         ]
     }
 }
@@ -197,6 +201,7 @@ pub async fn run(
         service_accounts: Informer::new(&[]),
         jobs: Informer::new(&[]),
         cronjobs: Informer::new(&[]),
+        daemon_sets: Informer::new(&[]),
         config,
         recorder: events::Recorder::start(client.clone(), host),
     };

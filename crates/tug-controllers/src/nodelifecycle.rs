@@ -23,6 +23,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use tug_scheduler::plugins::tolerates;
+
 use crate::events::{self, Recorder};
 use crate::informer::{Informer, key_of};
 use crate::workqueue::WorkQueue;
@@ -182,27 +184,6 @@ pub fn wanted_taints(node: &Node, may_add_no_execute: bool, now: Timestamp) -> (
         }
     }
     (taints, pending)
-}
-
-/// Whether a toleration tolerates a taint.
-fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = toleration.effect.as_deref()
-        && !effect.is_empty()
-        && effect != taint.effect
-    {
-        return false;
-    }
-    let key = toleration.key.as_deref().unwrap_or("");
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        _ => {
-            !key.is_empty()
-                && toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
-    }
 }
 
 /// When a pod must go from a node with these NoExecute taints: `None`

@@ -13,7 +13,7 @@ pub use node_name::NodeName;
 pub use node_ports::NodePorts;
 pub use node_resources::{BalancedAllocation, NodeResourcesFit};
 pub use node_unschedulable::NodeUnschedulable;
-pub use taint_toleration::TaintToleration;
+pub use taint_toleration::{TaintToleration, tolerates};
 
 use crate::info::{NodeInfo, PodInfo};
 

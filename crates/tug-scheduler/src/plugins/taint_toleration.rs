@@ -12,7 +12,7 @@ pub struct TaintToleration;
 /// Whether `toleration` tolerates `taint`, as upstream matches them: the
 /// same effect (or none given), the same key (or none with Exists), and
 /// the same value unless the operator is Exists.
-pub(crate) fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
     if let Some(effect) = toleration.effect.as_deref().filter(|e| !e.is_empty())
         && effect != taint.effect
     {

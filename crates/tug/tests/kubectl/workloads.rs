@@ -867,3 +867,102 @@ fn scaling_survives_the_controller_manager_killed_midway() {
     let sets = server.ok(&["get", "rs", "-o", "name"]);
     assert_eq!(sets.lines().count(), 1, "one ReplicaSet: {sets}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_set_runs_one_pod_per_eligible_node_and_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = super::kube_client::client(&server).await;
+    let plain = tug_sim::SimNodes::start(
+        client.clone(),
+        tug_sim::Config {
+            count: 2,
+            name_prefix: "plain-".into(),
+            ..tug_sim::Config::default()
+        },
+    )
+    .await
+    .unwrap();
+    let tainted = tug_sim::SimNodes::start(
+        client.clone(),
+        tug_sim::Config {
+            count: 1,
+            name_prefix: "tainted-".into(),
+            taints: vec![k8s_openapi::api::core::v1::Taint {
+                key: "dedicated".into(),
+                value: Some("db".into()),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            }],
+            ..tug_sim::Config::default()
+        },
+    )
+    .await
+    .unwrap();
+    let manifest = dir.path().join("agent.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector:
+    matchLabels: {app: agent}
+  template:
+    metadata:
+      labels: {app: agent}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{name: c, image: registry.local/agent:1}]
+",
+    )
+    .unwrap();
+    server.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    let out = server.ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    assert!(
+        out.ends_with("daemon set \"agent\" successfully rolled out\n"),
+        "{out}"
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let (_, ready, mut placed) = live_pods(&pods, "app=agent").await.unwrap();
+    placed.sort();
+    assert_eq!(
+        (ready, placed),
+        (2, vec!["plain-0".to_string(), "plain-1".to_string()])
+    );
+    let listed = server.ok(&["get", "ds", "agent", "--no-headers"]);
+    assert_eq!(
+        super::columns(&listed)[..6],
+        ["agent", "2", "2", "2", "2", "2"],
+        "{listed}"
+    );
+
+    server.ok(&["set", "image", "ds/agent", "c=registry.local/agent:2"]);
+    let out = server.ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    assert!(out.ends_with("successfully rolled out\n"), "{out}");
+    eventually(30, "both live pods ready on the new image", || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=agent"))
+            .await
+            .ok()?;
+        let live: Vec<&Pod> = list
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let updated = live.iter().all(|p| {
+            p.spec
+                .as_ref()
+                .is_some_and(|s| s.containers[0].image.as_deref() == Some("registry.local/agent:2"))
+        });
+        (live.len() == 2 && updated && live.iter().all(|p| is_ready(p))).then_some(())
+    })
+    .await;
+    let described = server.ok(&["describe", "ds", "agent"]);
+    assert!(
+        described.contains("daemonset-controller  Created pod: agent-"),
+        "{described}"
+    );
+    plain.shutdown().await;
+    tainted.shutdown().await;
+}
