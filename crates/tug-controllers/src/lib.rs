@@ -34,7 +34,9 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Endpoints, Namespace, Node, Pod, ReplicationController, Service, ServiceAccount,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 use tokio::task::JoinSet;
@@ -50,6 +52,7 @@ pub type Start = fn(&Context) -> Running;
 /// what starts it.
 pub const CONTROLLERS: &[(&str, Start)] = &[
     ("replicaset", replicaset::start),
+    ("replicationcontroller", replicaset::start_replication),
     ("deployment", deployment::start),
     ("garbage-collector", gc::start),
     ("node-lifecycle", nodelifecycle::start),
@@ -97,13 +100,14 @@ pub struct Context {
     pub jobs: Informer<Job>,
     pub cronjobs: Informer<CronJob>,
     pub daemon_sets: Informer<DaemonSet>,
+    pub replication_controllers: Informer<ReplicationController>,
     pub config: Config,
     pub recorder: events::Recorder,
 }
 
 impl Context {
     /// Every informer, to start and wait for.
-    fn sources(&self) -> [&dyn informer::Source; 13] {
+    fn sources(&self) -> [&dyn informer::Source; 14] {
         [
             &self.pods,
             &self.replica_sets,
@@ -118,6 +122,7 @@ impl Context {
             &self.jobs,
             &self.cronjobs,
             &self.daemon_sets,
+            &self.replication_controllers,
         ]
     }
 }
@@ -202,6 +207,7 @@ pub async fn run(
         jobs: Informer::new(&[]),
         cronjobs: Informer::new(&[]),
         daemon_sets: Informer::new(&[]),
+        replication_controllers: Informer::new(&[]),
         config,
         recorder: events::Recorder::start(client.clone(), host),
     };

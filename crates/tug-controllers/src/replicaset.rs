@@ -17,8 +17,14 @@ use crate::informer::{Informer, controller_uid, key_of};
 use crate::pods;
 use crate::workqueue::WorkQueue;
 use futures::future::join_all;
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
+use k8s_openapi::api::apps::v1::{
+    ReplicaSet, ReplicaSetCondition, ReplicaSetSpec, ReplicaSetStatus,
+};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{
+    ReplicationController, ReplicationControllerCondition, ReplicationControllerStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -148,9 +154,127 @@ fn status_differs(old: Option<&ReplicaSetStatus>, new: &ReplicaSetStatus) -> boo
             != new.conditions.as_deref().unwrap_or_default()
 }
 
-pub(crate) struct Controller {
+/// What the controller keeps replicas of: ReplicaSets, and
+/// ReplicationControllers seen as ReplicaSets.
+pub trait Replicated:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    const API_VERSION: &'static str;
+    const KIND: &'static str;
+    const COMPONENT: &'static str;
+    /// The object as a ReplicaSet, for planning.
+    fn view(&self) -> ReplicaSet;
+    fn selector(&self) -> Option<LabelSelector>;
+    /// The object with this status.
+    fn with_status(&self, status: ReplicaSetStatus) -> Self;
+}
+
+impl Replicated for ReplicaSet {
+    const API_VERSION: &'static str = "apps/v1";
+    const KIND: &'static str = "ReplicaSet";
+    const COMPONENT: &'static str = COMPONENT;
+
+    fn view(&self) -> ReplicaSet {
+        self.clone()
+    }
+
+    fn selector(&self) -> Option<LabelSelector> {
+        self.spec.as_ref().map(|s| s.selector.clone())
+    }
+
+    fn with_status(&self, status: ReplicaSetStatus) -> Self {
+        let mut object = self.clone();
+        object.status = Some(status);
+        object
+    }
+}
+
+impl Replicated for ReplicationController {
+    const API_VERSION: &'static str = "v1";
+    const KIND: &'static str = "ReplicationController";
+    const COMPONENT: &'static str = "replication-controller";
+
+    fn view(&self) -> ReplicaSet {
+        let spec = self.spec.clone().unwrap_or_default();
+        let status = self.status.clone();
+        ReplicaSet {
+            metadata: self.metadata.clone(),
+            spec: Some(ReplicaSetSpec {
+                replicas: spec.replicas,
+                min_ready_seconds: spec.min_ready_seconds,
+                selector: self.selector().unwrap_or_default(),
+                template: spec.template,
+            }),
+            status: status.map(|s| ReplicaSetStatus {
+                replicas: s.replicas,
+                fully_labeled_replicas: s.fully_labeled_replicas,
+                ready_replicas: s.ready_replicas,
+                available_replicas: s.available_replicas,
+                observed_generation: s.observed_generation,
+                terminating_replicas: None,
+                conditions: s.conditions.map(|c| {
+                    c.into_iter()
+                        .map(|c| ReplicaSetCondition {
+                            type_: c.type_,
+                            status: c.status,
+                            reason: c.reason,
+                            message: c.message,
+                            last_transition_time: c.last_transition_time,
+                        })
+                        .collect()
+                }),
+            }),
+        }
+    }
+
+    /// The selector, or (as upstream defaults it) the template's labels.
+    fn selector(&self) -> Option<LabelSelector> {
+        let spec = self.spec.as_ref()?;
+        let labels = spec
+            .selector
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| spec.template.as_ref()?.metadata.as_ref()?.labels.clone())?;
+        Some(LabelSelector {
+            match_labels: Some(labels),
+            match_expressions: None,
+        })
+    }
+
+    fn with_status(&self, status: ReplicaSetStatus) -> Self {
+        let mut object = self.clone();
+        object.status = Some(ReplicationControllerStatus {
+            replicas: status.replicas,
+            fully_labeled_replicas: status.fully_labeled_replicas,
+            ready_replicas: status.ready_replicas,
+            available_replicas: status.available_replicas,
+            observed_generation: status.observed_generation,
+            conditions: status.conditions.map(|c| {
+                c.into_iter()
+                    .map(|c| ReplicationControllerCondition {
+                        type_: c.type_,
+                        status: c.status,
+                        reason: c.reason,
+                        message: c.message,
+                        last_transition_time: c.last_transition_time,
+                    })
+                    .collect()
+            }),
+        });
+        object
+    }
+}
+
+pub(crate) struct Controller<K: Replicated> {
     client: Client,
-    sets: Informer<ReplicaSet>,
+    sets: Informer<K>,
     pods: Informer<Pod>,
     queue: WorkQueue,
     expectations: Expectations,
@@ -172,28 +296,29 @@ fn min_ready_of(rs: &ReplicaSet) -> i32 {
         .unwrap_or(0)
 }
 
-impl Controller {
+impl<K: Replicated> Controller<K> {
     /// The ReplicaSet that controls `pod`, if it is in the cache.
-    fn owner_of(&self, pod: &Pod) -> Option<Arc<ReplicaSet>> {
+    fn owner_of(&self, pod: &Pod) -> Option<Arc<K>> {
         let reference = pod
             .metadata
             .owner_references
             .as_ref()?
             .iter()
             .find(|r| r.controller == Some(true))?;
-        if reference.kind != "ReplicaSet" || !reference.api_version.starts_with("apps/") {
+        let group = |v: &str| v.rsplit_once('/').map_or("", |(g, _)| g).to_string();
+        if reference.kind != K::KIND || group(&reference.api_version) != group(K::API_VERSION) {
             return None;
         }
         let key = format!("{}/{}", pod.namespace().unwrap_or_default(), reference.name);
         let rs = self.sets.get(&key)?;
-        (rs.metadata.uid.as_deref() == Some(reference.uid.as_str())).then_some(rs)
+        (rs.meta().uid.as_deref() == Some(reference.uid.as_str())).then_some(rs)
     }
 
     /// Queues every ReplicaSet whose selector takes an orphan `pod`.
     fn queue_matching(&self, pod: &Pod) {
         for rs in self.sets.in_namespace(&pod.namespace().unwrap_or_default()) {
-            let selector = rs.spec.as_ref().map(|s| &s.selector);
-            if pods::selects(selector, pod.metadata.labels.as_ref()) {
+            let selector = rs.selector();
+            if pods::selects(selector.as_ref(), pod.metadata.labels.as_ref()) {
                 self.queue.add(&key_of(rs.as_ref()));
             }
         }
@@ -245,7 +370,7 @@ impl Controller {
                 if let Some(rs) = self.owner_of(new) {
                     let key = key_of(rs.as_ref());
                     self.queue.add(&key);
-                    let min_ready = min_ready_of(&rs);
+                    let min_ready = min_ready_of(&rs.view());
                     if min_ready > 0 && !pods::is_ready(old) && pods::is_ready(new) {
                         self.queue
                             .add_after(&key, Duration::from_secs(min_ready as u64 + 1));
@@ -258,7 +383,7 @@ impl Controller {
         }
     }
 
-    fn on_set(&self, old: Option<&Arc<ReplicaSet>>, new: Option<&Arc<ReplicaSet>>) {
+    fn on_set(&self, old: Option<&Arc<K>>, new: Option<&Arc<K>>) {
         match new {
             Some(rs) => self.queue.add(&key_of(rs.as_ref())),
             None => {
@@ -276,13 +401,13 @@ impl Controller {
     async fn claim(&self, rs: &ReplicaSet) -> anyhow::Result<Vec<Arc<Pod>>> {
         let owner = claim::Owner {
             meta: &rs.metadata,
-            api_version: "apps/v1",
-            kind: "ReplicaSet",
+            api_version: K::API_VERSION,
+            kind: K::KIND,
             selector: rs.spec.as_ref().map(|s| &s.selector),
         };
         let client = &self.client;
         claim::claim(client, &self.pods, owner, pods::is_active, async || {
-            claim::still_there::<ReplicaSet>(client, &rs.metadata).await
+            claim::still_there::<K>(client, &rs.metadata).await
         })
         .await
     }
@@ -295,7 +420,7 @@ impl Controller {
         };
         let mut related = Vec::new();
         for sibling in self.sets.indexed(&format!("owner:{owner}")) {
-            let uid = sibling.metadata.uid.clone().unwrap_or_default();
+            let uid = sibling.meta().uid.clone().unwrap_or_default();
             related.extend(
                 self.pods
                     .indexed(&format!("owner:{uid}"))
@@ -306,13 +431,19 @@ impl Controller {
         related
     }
 
-    async fn create_pods(&self, rs: &ReplicaSet, key: &str, n: usize) -> Result<(), Failure> {
+    async fn create_pods(
+        &self,
+        k: &K,
+        rs: &ReplicaSet,
+        key: &str,
+        n: usize,
+    ) -> Result<(), Failure> {
         let namespace = rs.namespace().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
         let Some(template) = rs.spec.as_ref().and_then(|s| s.template.as_ref()) else {
             return Ok(());
         };
-        let owner = pods::controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
+        let owner = pods::controller_ref(K::API_VERSION, K::KIND, &rs.metadata);
         let pod = pods::from_template(template, &rs.metadata, owner);
         if pod.metadata.labels.as_ref().is_none_or(|l| l.is_empty()) {
             self.expectations.lower_creations(key, n);
@@ -331,7 +462,7 @@ impl Controller {
             for result in results {
                 match result {
                     Ok(created) => self.recorder.event(
-                        events::reference(rs),
+                        events::reference(k),
                         events::NORMAL,
                         "SuccessfulCreate",
                         format!("Created pod: {}", created.name_any()),
@@ -343,7 +474,7 @@ impl Controller {
                         }
                         let message = error_message(&err);
                         self.recorder.event(
-                            events::reference(rs),
+                            events::reference(k),
                             events::WARNING,
                             "FailedCreate",
                             format!("Error creating: {message}"),
@@ -365,6 +496,7 @@ impl Controller {
 
     async fn delete_pods(
         &self,
+        k: &K,
         rs: &ReplicaSet,
         key: &str,
         doomed: Vec<Arc<Pod>>,
@@ -384,7 +516,7 @@ impl Controller {
         for (pod, result) in doomed.iter().zip(results) {
             match result {
                 Ok(_) => self.recorder.event(
-                    events::reference(rs),
+                    events::reference(k),
                     events::NORMAL,
                     "SuccessfulDelete",
                     format!("Deleted pod: {}", pod.name_any()),
@@ -397,7 +529,7 @@ impl Controller {
                     }
                     let message = error_message(&err);
                     self.recorder.event(
-                        events::reference(rs),
+                        events::reference(k),
                         events::WARNING,
                         "FailedDelete",
                         format!("Error deleting: {message}"),
@@ -415,10 +547,11 @@ impl Controller {
     /// One sync of the ReplicaSet at `key`; asks to come back after the
     /// duration returned, if any.
     async fn sync(&self, key: &str) -> anyhow::Result<Option<Duration>> {
-        let Some(rs) = self.sets.get(key) else {
+        let Some(k) = self.sets.get(key) else {
             self.expectations.forget(key);
             return Ok(None);
         };
+        let rs = k.view();
         let needs_sync = self.expectations.satisfied(key);
         let active = self.claim(&rs).await?;
         let mut failure = None;
@@ -426,13 +559,13 @@ impl Controller {
             let related = self.related(&rs, &active);
             failure = match manage(&active, &related, replicas_of(&rs), Timestamp::now()) {
                 Manage::Nothing => None,
-                Manage::Create(n) => self.create_pods(&rs, key, n).await.err(),
-                Manage::Delete(doomed) => self.delete_pods(&rs, key, doomed).await.err(),
+                Manage::Create(n) => self.create_pods(&k, &rs, key, n).await.err(),
+                Manage::Delete(doomed) => self.delete_pods(&k, &rs, key, doomed).await.err(),
             };
         }
         let status = status(&rs, &active, failure.as_ref(), Timestamp::now());
         if status_differs(rs.status.as_ref(), &status) {
-            self.write_status(&rs, status.clone()).await?;
+            self.write_status(&k, status.clone()).await?;
         }
         if let Some(failure) = failure {
             anyhow::bail!("{}", failure.message);
@@ -447,22 +580,20 @@ impl Controller {
 
     /// Writes `status` over the cached ReplicaSet; on a conflict, once
     /// more over a fresh one.
-    async fn write_status(&self, rs: &ReplicaSet, status: ReplicaSetStatus) -> kube::Result<()> {
-        let api: Api<ReplicaSet> =
-            Api::namespaced(self.client.clone(), &rs.namespace().unwrap_or_default());
-        let mut object = rs.clone();
-        object.metadata.managed_fields = None;
-        object.status = Some(status.clone());
+    async fn write_status(&self, k: &K, status: ReplicaSetStatus) -> kube::Result<()> {
+        let api: Api<K> = Api::namespaced(self.client.clone(), &k.namespace().unwrap_or_default());
+        let name = k.name_any();
+        let mut object = k.with_status(status.clone());
+        object.meta_mut().managed_fields = None;
         match api
-            .replace_status(&rs.name_any(), &PostParams::default(), &object)
+            .replace_status(&name, &PostParams::default(), &object)
             .await
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                let mut fresh = api.get(&rs.name_any()).await?;
-                fresh.metadata.managed_fields = None;
-                fresh.status = Some(status);
-                api.replace_status(&rs.name_any(), &PostParams::default(), &fresh)
+                let mut fresh = api.get(&name).await?.with_status(status);
+                fresh.meta_mut().managed_fields = None;
+                api.replace_status(&name, &PostParams::default(), &fresh)
                     .await
                     .map(|_| ())
             }
@@ -483,24 +614,33 @@ fn error_message(err: &kube::Error) -> String {
     }
 }
 
-/// Starts the controller over the shared informers.
+/// Starts the ReplicaSet controller over the shared informers.
 pub(crate) fn start(ctx: &crate::Context) -> crate::Running {
+    start_for(ctx, &ctx.replica_sets)
+}
+
+/// Starts the ReplicationController controller, the same over
+/// ReplicationControllers.
+pub(crate) fn start_replication(ctx: &crate::Context) -> crate::Running {
+    start_for(ctx, &ctx.replication_controllers)
+}
+
+fn start_for<K: Replicated>(ctx: &crate::Context, sets: &Informer<K>) -> crate::Running {
     let controller = Arc::new(Controller {
         client: ctx.client.clone(),
-        sets: ctx.replica_sets.clone(),
+        sets: sets.clone(),
         pods: ctx.pods.clone(),
         queue: WorkQueue::default(),
         expectations: Expectations::default(),
-        recorder: ctx.recorder.for_component(COMPONENT),
+        recorder: ctx.recorder.for_component(K::COMPONENT),
     });
     let c = controller.clone();
     ctx.pods
         .subscribe(Box::new(move |old, new| c.on_pod(old, new)));
     let c = controller.clone();
-    ctx.replica_sets
-        .subscribe(Box::new(move |old, new| c.on_set(old, new)));
+    sets.subscribe(Box::new(move |old, new| c.on_set(old, new)));
     let queue = controller.queue.clone();
-    crate::Running::workers(COMPONENT, queue, WORKERS, move |key| {
+    crate::Running::workers(K::COMPONENT, queue, WORKERS, move |key| {
         let controller = controller.clone();
         async move { controller.sync(&key).await }
     })
@@ -552,6 +692,34 @@ mod tests {
             panic!("expected deletions");
         };
         assert_eq!(all.len(), 3);
+    }
+
+    #[test]
+    fn a_replication_controller_is_seen_as_a_replica_set_and_back() {
+        let rc: ReplicationController = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default", "generation": 2},
+            "spec": {"replicas": 3, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": []}}},
+        }))
+        .unwrap();
+        let view = rc.view();
+        let spec = view.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(
+            spec.selector.match_labels.as_ref().unwrap()["app"],
+            "web",
+            "defaults to the template's labels"
+        );
+        let now: Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
+        let counted = status(&view, &[pod("a", "n1", true)], None, now);
+        let written = rc.with_status(counted).status.unwrap();
+        assert_eq!(
+            (
+                written.replicas,
+                written.ready_replicas,
+                written.observed_generation
+            ),
+            (1, Some(1), Some(2))
+        );
     }
 
     #[test]

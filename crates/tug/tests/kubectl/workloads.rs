@@ -966,3 +966,68 @@ spec:
     plain.shutdown().await;
     tainted.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replication_controller_keeps_its_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = super::kube_client::client(&server).await;
+    let nodes = tug_sim::SimNodes::start(
+        client.clone(),
+        tug_sim::Config {
+            count: 2,
+            name_prefix: "node-".into(),
+            ..tug_sim::Config::default()
+        },
+    )
+    .await
+    .unwrap();
+    let manifest = dir.path().join("rc.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1
+kind: ReplicationController
+metadata: {name: legacy}
+spec:
+  replicas: 2
+  selector: {app: legacy}
+  template:
+    metadata:
+      labels: {app: legacy}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{name: c, image: registry.local/app:1}]
+",
+    )
+    .unwrap();
+    server.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    eventually(30, "two ready pods and the counts", || async {
+        let (all, ready, _) = live_pods(&pods, "app=legacy").await?;
+        let listed = server.ok(&["get", "rc", "legacy", "--no-headers"]);
+        (all == 2 && ready == 2 && super::columns(&listed)[..4] == ["legacy", "2", "2", "2"])
+            .then_some(())
+    })
+    .await;
+    let owner = server.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=legacy",
+        "-o",
+        "jsonpath={.items[0].metadata.ownerReferences[0].kind}",
+    ]);
+    assert_eq!(owner, "ReplicationController");
+    server.ok(&["scale", "rc/legacy", "--replicas=3"]);
+    eventually(30, "three ready pods", || async {
+        let (all, ready, _) = live_pods(&pods, "app=legacy").await?;
+        (all == 3 && ready == 3).then_some(())
+    })
+    .await;
+    let described = server.ok(&["describe", "rc", "legacy"]);
+    assert!(
+        described.contains("replication-controller  Created pod: legacy-"),
+        "{described}"
+    );
+    nodes.shutdown().await;
+}
