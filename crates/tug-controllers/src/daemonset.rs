@@ -26,7 +26,6 @@ use crate::events::{self, Recorder};
 use crate::expectations::Expectations;
 use crate::informer::{Informer, key_of};
 use crate::pods;
-use crate::replicaset::slow_start;
 use crate::workqueue::WorkQueue;
 
 pub const COMPONENT: &str = "daemonset-controller";
@@ -397,41 +396,21 @@ impl Controller {
                 }
             }
             let base = daemon_pod(&ds, &hash);
-            let mut left = plan.create.iter();
-            for batch in slow_start(plan.create.len()) {
-                let wave: Vec<Pod> = left
-                    .by_ref()
-                    .take(batch)
-                    .map(|n| for_node(base.clone(), n))
-                    .collect();
-                let post = PostParams::default();
-                let results = join_all(wave.iter().map(|p| api.create(&post, p))).await;
-                let mut failure = None;
-                for result in results {
-                    match result {
-                        Ok(pod) => self.recorder.event(
-                            events::reference(&ds),
-                            events::NORMAL,
-                            "SuccessfulCreate",
-                            format!("Created pod: {}", pod.name_any()),
-                        ),
-                        Err(err) => {
-                            self.expectations.creation_observed(key);
-                            failure.get_or_insert(err);
-                        }
-                    }
-                }
-                if let Some(err) = failure {
-                    self.expectations.lower_creations(key, left.len());
-                    self.recorder.event(
-                        events::reference(&ds),
-                        events::WARNING,
-                        "FailedCreate",
-                        format!("Error creating: {err}"),
-                    );
-                    return Err(err.into());
-                }
-            }
+            let wave: Vec<Pod> = plan
+                .create
+                .iter()
+                .map(|n| for_node(base.clone(), n))
+                .collect();
+            pods::create_in_batches(
+                &api,
+                wave,
+                key,
+                &self.expectations,
+                &self.recorder,
+                &events::reference(&ds),
+            )
+            .await
+            .map_err(|message| anyhow::anyhow!(message))?;
         }
         status.collision_count = ds.status.as_ref().and_then(|s| s.collision_count);
         status.conditions = ds.status.as_ref().and_then(|s| s.conditions.clone());

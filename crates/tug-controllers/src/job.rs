@@ -27,7 +27,6 @@ use crate::events::{self, Recorder};
 use crate::expectations::Expectations;
 use crate::informer::{Informer, controller_uid, key_of};
 use crate::pods;
-use crate::replicaset::slow_start;
 use crate::workqueue::WorkQueue;
 
 pub const COMPONENT: &str = "job-controller";
@@ -348,43 +347,18 @@ impl Controller {
     async fn create(&self, job: &Job, key: &str, indexes: Vec<Option<i32>>) -> anyhow::Result<()> {
         let api: Api<Pod> =
             Api::namespaced(self.client.clone(), &job.namespace().unwrap_or_default());
-        self.expectations.expect(key, indexes.len(), Vec::new());
-        let mut left = indexes.into_iter();
-        for batch in slow_start(left.len()) {
-            let wave: Vec<Pod> = left
-                .by_ref()
-                .take(batch)
-                .map(|i| self.pod_for(job, i))
-                .collect();
-            let post = PostParams::default();
-            let results = join_all(wave.iter().map(|p| api.create(&post, p))).await;
-            let mut failure = None;
-            for result in results {
-                match result {
-                    Ok(pod) => self.recorder.event(
-                        events::reference(job),
-                        events::NORMAL,
-                        "SuccessfulCreate",
-                        format!("Created pod: {}", pod.name_any()),
-                    ),
-                    Err(err) => {
-                        self.expectations.creation_observed(key);
-                        failure.get_or_insert(err);
-                    }
-                }
-            }
-            if let Some(err) = failure {
-                self.expectations.lower_creations(key, left.len());
-                self.recorder.event(
-                    events::reference(job),
-                    events::WARNING,
-                    "FailedCreate",
-                    format!("Error creating: {err}"),
-                );
-                return Err(err.into());
-            }
-        }
-        Ok(())
+        let wave: Vec<Pod> = indexes.into_iter().map(|i| self.pod_for(job, i)).collect();
+        self.expectations.expect(key, wave.len(), Vec::new());
+        pods::create_in_batches(
+            &api,
+            wave,
+            key,
+            &self.expectations,
+            &self.recorder,
+            &events::reference(job),
+        )
+        .await
+        .map_err(|message| anyhow::anyhow!(message))
     }
 
     async fn delete(&self, job: &Job, key: &str, doomed: &[Arc<Pod>]) -> anyhow::Result<()> {

@@ -133,6 +133,65 @@ pub fn from_template(
     }
 }
 
+/// Creates `pods` for an owner the way upstream's controllers do (the
+/// caller has recorded them as expected): batches of 1, 2, 4, ... that
+/// stop at the first failure (those never tried no longer expected),
+/// each success and failure an event on the owner. A namespace being
+/// terminated is not a failure. Answers the first failure's message.
+pub async fn create_in_batches(
+    api: &kube::Api<Pod>,
+    pods: Vec<Pod>,
+    key: &str,
+    expectations: &crate::expectations::Expectations,
+    recorder: &crate::events::Recorder,
+    owner: &k8s_openapi::api::core::v1::ObjectReference,
+) -> Result<(), String> {
+    use crate::events;
+    use kube::ResourceExt;
+    let mut left = pods.into_iter();
+    for batch in crate::replicaset::slow_start(left.len()) {
+        let wave: Vec<Pod> = left.by_ref().take(batch).collect();
+        let post = kube::api::PostParams::default();
+        let results = futures::future::join_all(wave.iter().map(|p| api.create(&post, p))).await;
+        let mut failure = None;
+        for result in results {
+            match result {
+                Ok(created) => recorder.event(
+                    owner.clone(),
+                    events::NORMAL,
+                    "SuccessfulCreate",
+                    format!("Created pod: {}", created.name_any()),
+                ),
+                Err(err) => {
+                    expectations.creation_observed(key);
+                    let message = match &err {
+                        kube::Error::Api(s)
+                            if s.code == 403
+                                && s.message.contains("because it is being terminated") =>
+                        {
+                            continue;
+                        }
+                        kube::Error::Api(s) => s.message.clone(),
+                        other => other.to_string(),
+                    };
+                    recorder.event(
+                        owner.clone(),
+                        events::WARNING,
+                        "FailedCreate",
+                        format!("Error creating: {message}"),
+                    );
+                    failure.get_or_insert(message);
+                }
+            }
+        }
+        if let Some(message) = failure {
+            expectations.lower_creations(key, left.len());
+            return Err(message);
+        }
+    }
+    Ok(())
+}
+
 const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
 fn phase_order(pod: &Pod) -> u8 {

@@ -453,45 +453,19 @@ impl<K: Replicated> Controller<K> {
             });
         }
         self.expectations.expect(key, n, Vec::new());
-        let mut left = n;
-        for batch in slow_start(n) {
-            let post = PostParams::default();
-            let results = join_all((0..batch).map(|_| api.create(&post, &pod))).await;
-            left -= batch;
-            let mut failure = None;
-            for result in results {
-                match result {
-                    Ok(created) => self.recorder.event(
-                        events::reference(k),
-                        events::NORMAL,
-                        "SuccessfulCreate",
-                        format!("Created pod: {}", created.name_any()),
-                    ),
-                    Err(err) => {
-                        self.expectations.creation_observed(key);
-                        if namespace_terminating(&err) {
-                            continue;
-                        }
-                        let message = error_message(&err);
-                        self.recorder.event(
-                            events::reference(k),
-                            events::WARNING,
-                            "FailedCreate",
-                            format!("Error creating: {message}"),
-                        );
-                        failure.get_or_insert(Failure {
-                            reason: "FailedCreate",
-                            message,
-                        });
-                    }
-                }
-            }
-            if let Some(failure) = failure {
-                self.expectations.lower_creations(key, left);
-                return Err(failure);
-            }
-        }
-        Ok(())
+        pods::create_in_batches(
+            &api,
+            vec![pod; n],
+            key,
+            &self.expectations,
+            &self.recorder,
+            &events::reference(k),
+        )
+        .await
+        .map_err(|message| Failure {
+            reason: "FailedCreate",
+            message,
+        })
     }
 
     async fn delete_pods(
@@ -601,10 +575,6 @@ impl<K: Replicated> Controller<K> {
             Err(err) => Err(err),
         }
     }
-}
-
-fn namespace_terminating(err: &kube::Error) -> bool {
-    matches!(err, kube::Error::Api(s) if s.code == 403 && s.message.contains("because it is being terminated"))
 }
 
 fn error_message(err: &kube::Error) -> String {

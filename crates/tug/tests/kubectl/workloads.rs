@@ -33,6 +33,15 @@ spec:
           requests: {cpu: '1'}
 ";
 
+/// A client of `server` and simulated nodes registered through it.
+async fn simulated(server: &Server, config: tug_sim::Config) -> (kube::Client, tug_sim::SimNodes) {
+    let client = super::kube_client::client(server).await;
+    let nodes = tug_sim::SimNodes::start(client.clone(), config)
+        .await
+        .unwrap();
+    (client, nodes)
+}
+
 fn is_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
@@ -66,9 +75,8 @@ async fn live_pods(pods: &Api<Pod>, selector: &str) -> Option<(usize, usize, Vec
 async fn deployments_roll_out_scale_undo_and_go_with_their_pods() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let client = super::kube_client::client(&server).await;
-    let nodes = tug_sim::SimNodes::start(
-        client.clone(),
+    let (client, nodes) = simulated(
+        &server,
         tug_sim::Config {
             count: 3,
             name_prefix: "node-".into(),
@@ -77,8 +85,7 @@ async fn deployments_roll_out_scale_undo_and_go_with_their_pods() {
             ..tug_sim::Config::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let manifest = dir.path().join("web.yaml");
     std::fs::write(&manifest, DEPLOYMENT).unwrap();
@@ -220,17 +227,15 @@ async fn deployments_roll_out_scale_undo_and_go_with_their_pods() {
 async fn foreground_deletion_waits_for_dependents_and_orphan_deletion_keeps_them() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let client = super::kube_client::client(&server).await;
-    let nodes = tug_sim::SimNodes::start(
-        client.clone(),
+    let (client, nodes) = simulated(
+        &server,
         tug_sim::Config {
             count: 2,
             name_prefix: "node-".into(),
             ..tug_sim::Config::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     for name in ["fg", "orph"] {
         server.ok(&[
@@ -331,9 +336,8 @@ async fn foreground_deletion_waits_for_dependents_and_orphan_deletion_keeps_them
 async fn an_unreachable_nodes_pods_are_evicted_and_run_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(dir.path(), &["--node-monitor-grace-period", "3"]);
-    let client = super::kube_client::client(&server).await;
-    let nodes = tug_sim::SimNodes::start(
-        client.clone(),
+    let (client, nodes) = simulated(
+        &server,
         tug_sim::Config {
             count: 3,
             name_prefix: "node-".into(),
@@ -342,8 +346,7 @@ async fn an_unreachable_nodes_pods_are_evicted_and_run_elsewhere() {
             ..tug_sim::Config::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     // The Deployment's pods tolerate an unreachable node for 2 s (the
     // DefaultTolerationSeconds admission would give them 300).
@@ -446,17 +449,15 @@ fn nodes_without_a_pod_cidr_get_one_from_the_cluster_cidr() {
 async fn services_get_endpoint_slices_and_endpoints_and_namespaces_a_default_account() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let client = super::kube_client::client(&server).await;
-    let nodes = tug_sim::SimNodes::start(
-        client.clone(),
+    let (client, nodes) = simulated(
+        &server,
         tug_sim::Config {
             count: 2,
             name_prefix: "node-".into(),
             ..tug_sim::Config::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let manifest = dir.path().join("web.yaml");
     std::fs::write(
         &manifest,
@@ -658,17 +659,15 @@ spec:
 async fn jobs_complete_or_fail_as_their_specs_say_and_cron_jobs_fire() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let client = super::kube_client::client(&server).await;
-    let nodes = tug_sim::SimNodes::start(
-        client.clone(),
+    let (_client, nodes) = simulated(
+        &server,
         tug_sim::Config {
             count: 2,
             name_prefix: "node-".into(),
             ..tug_sim::Config::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let manifest = dir.path().join("jobs.yaml");
     std::fs::write(&manifest, JOBS).unwrap();
     server.ok(&["apply", "-f", manifest.to_str().unwrap()]);
@@ -872,17 +871,15 @@ fn scaling_survives_the_controller_manager_killed_midway() {
 async fn a_daemon_set_runs_one_pod_per_eligible_node_and_rolls() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let client = super::kube_client::client(&server).await;
-    let plain = tug_sim::SimNodes::start(
-        client.clone(),
+    let (client, plain) = simulated(
+        &server,
         tug_sim::Config {
             count: 2,
             name_prefix: "plain-".into(),
             ..tug_sim::Config::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let tainted = tug_sim::SimNodes::start(
         client.clone(),
         tug_sim::Config {
@@ -971,17 +968,15 @@ spec:
 async fn a_replication_controller_keeps_its_replicas() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let client = super::kube_client::client(&server).await;
-    let nodes = tug_sim::SimNodes::start(
-        client.clone(),
+    let (client, nodes) = simulated(
+        &server,
         tug_sim::Config {
             count: 2,
             name_prefix: "node-".into(),
             ..tug_sim::Config::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let manifest = dir.path().join("rc.yaml");
     std::fs::write(
         &manifest,
