@@ -283,21 +283,7 @@ struct Controller {
 
 impl Controller {
     fn owner_of(&self, pod: &Pod) -> Option<Arc<DaemonSet>> {
-        let reference = pod
-            .metadata
-            .owner_references
-            .as_ref()?
-            .iter()
-            .find(|r| r.controller == Some(true))?;
-        if reference.kind != "DaemonSet" {
-            return None;
-        }
-        let ds = self.sets.get(&format!(
-            "{}/{}",
-            pod.namespace().unwrap_or_default(),
-            reference.name
-        ))?;
-        (ds.metadata.uid.as_deref() == Some(reference.uid.as_str())).then_some(ds)
+        self.sets.controller_of(&pod.metadata)
     }
 
     fn on_pod(&self, old: Option<&Arc<Pod>>, new: Option<&Arc<Pod>>) {

@@ -772,21 +772,7 @@ type Step = anyhow::Result<Option<Duration>>;
 
 impl Controller {
     fn owner_of(&self, rs: &ReplicaSet) -> Option<Arc<Deployment>> {
-        let reference = rs
-            .metadata
-            .owner_references
-            .as_ref()?
-            .iter()
-            .find(|r| r.controller == Some(true))?;
-        if reference.kind != "Deployment" || !reference.api_version.starts_with("apps/") {
-            return None;
-        }
-        let d = self.deployments.get(&format!(
-            "{}/{}",
-            rs.namespace().unwrap_or_default(),
-            reference.name
-        ))?;
-        (d.metadata.uid.as_deref() == Some(reference.uid.as_str())).then_some(d)
+        self.deployments.controller_of(&rs.metadata)
     }
 
     fn queue_matching(&self, rs: &ReplicaSet) {

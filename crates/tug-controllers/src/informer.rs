@@ -103,6 +103,32 @@ where
         })
     }
 
+    /// The object of this kind that controls the object with `meta`, if
+    /// it is in the cache (same name, same UID).
+    pub fn controller_of(&self, meta: &kube::api::ObjectMeta) -> Option<Arc<K>>
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let reference = meta
+            .owner_references
+            .as_ref()?
+            .iter()
+            .find(|r| r.controller == Some(true))?;
+        let group = reference
+            .api_version
+            .rsplit_once('/')
+            .map_or("", |(g, _)| g);
+        if reference.kind != K::kind(&()) || group != K::group(&()) {
+            return None;
+        }
+        let owner = self.get(&format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            reference.name
+        ))?;
+        (owner.meta().uid.as_deref() == Some(reference.uid.as_str())).then_some(owner)
+    }
+
     /// Every object in a namespace.
     pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
         self.cache

@@ -230,21 +230,7 @@ struct Controller {
 
 impl Controller {
     fn owner_of(&self, pod: &Pod) -> Option<Arc<Job>> {
-        let reference = pod
-            .metadata
-            .owner_references
-            .as_ref()?
-            .iter()
-            .find(|r| r.controller == Some(true))?;
-        if reference.kind != "Job" || !reference.api_version.starts_with("batch/") {
-            return None;
-        }
-        let job = self.jobs.get(&format!(
-            "{}/{}",
-            pod.namespace().unwrap_or_default(),
-            reference.name
-        ))?;
-        (job.metadata.uid.as_deref() == Some(reference.uid.as_str())).then_some(job)
+        self.jobs.controller_of(&pod.metadata)
     }
 
     fn on_pod(&self, old: Option<&Arc<Pod>>, new: Option<&Arc<Pod>>) {

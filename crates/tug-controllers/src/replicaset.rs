@@ -297,21 +297,8 @@ fn min_ready_of(rs: &ReplicaSet) -> i32 {
 }
 
 impl<K: Replicated> Controller<K> {
-    /// The ReplicaSet that controls `pod`, if it is in the cache.
     fn owner_of(&self, pod: &Pod) -> Option<Arc<K>> {
-        let reference = pod
-            .metadata
-            .owner_references
-            .as_ref()?
-            .iter()
-            .find(|r| r.controller == Some(true))?;
-        let group = |v: &str| v.rsplit_once('/').map_or("", |(g, _)| g).to_string();
-        if reference.kind != K::KIND || group(&reference.api_version) != group(K::API_VERSION) {
-            return None;
-        }
-        let key = format!("{}/{}", pod.namespace().unwrap_or_default(), reference.name);
-        let rs = self.sets.get(&key)?;
-        (rs.meta().uid.as_deref() == Some(reference.uid.as_str())).then_some(rs)
+        self.sets.controller_of(&pod.metadata)
     }
 
     /// Queues every ReplicaSet whose selector takes an orphan `pod`.
