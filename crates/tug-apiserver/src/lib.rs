@@ -60,6 +60,9 @@ pub struct Config {
     /// The node-join token; `None` keeps the one in the data dir, made on
     /// first start.
     pub node_token: Option<String>,
+    /// The node of this server's own agent, if it runs one: its
+    /// credentials (`system:node:<name>`) are written beside the others.
+    pub agent_node: Option<String>,
 }
 
 /// Where the node-join token is kept, as k3s's `server/node-token`.
@@ -105,6 +108,9 @@ pub struct Started {
     /// The controller-manager's (`system:kube-controller-manager`), in
     /// `<data-dir>/server/cred/controller.kubeconfig`.
     pub controller_kubeconfig: PathBuf,
+    /// The node agent's (`system:node:<name>`, group `system:nodes`), in
+    /// `<data-dir>/server/cred/agent.kubeconfig`, if it runs.
+    pub agent_kubeconfig: Option<PathBuf>,
 }
 
 /// The namespaces every cluster has.
@@ -288,21 +294,33 @@ pub async fn run(
         )
     })?;
     let cred = config.data_dir.join("server/cred");
-    let component_kubeconfig = |file: &str, user: &str| -> anyhow::Result<PathBuf> {
-        let path = cred.join(file);
-        let identity = ca.client(user, &[])?;
-        pki::write_private(
-            &path,
-            pki::kubeconfig(&server_url, ca.cert_pem(), &identity).as_bytes(),
-            0o600,
-        )
-        .with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
-    };
+    let component_kubeconfig =
+        |file: &str, user: &str, groups: &[&str]| -> anyhow::Result<PathBuf> {
+            let path = cred.join(file);
+            let identity = ca.client(user, groups)?;
+            pki::write_private(
+                &path,
+                pki::kubeconfig(&server_url, ca.cert_pem(), &identity).as_bytes(),
+                0o600,
+            )
+            .with_context(|| format!("writing {}", path.display()))?;
+            Ok(path)
+        };
     let scheduler_kubeconfig =
-        component_kubeconfig("scheduler.kubeconfig", "system:kube-scheduler")?;
-    let controller_kubeconfig =
-        component_kubeconfig("controller.kubeconfig", "system:kube-controller-manager")?;
+        component_kubeconfig("scheduler.kubeconfig", "system:kube-scheduler", &[])?;
+    let controller_kubeconfig = component_kubeconfig(
+        "controller.kubeconfig",
+        "system:kube-controller-manager",
+        &[],
+    )?;
+    let agent_kubeconfig = match &config.agent_node {
+        Some(node) => Some(component_kubeconfig(
+            "agent.kubeconfig",
+            &format!("system:node:{node}"),
+            &["system:nodes"],
+        )?),
+        None => None,
+    };
     let shared = Arc::new(server::Shared {
         api: Arc::new(rest::ApiState {
             store: store.clone(),
@@ -325,6 +343,7 @@ pub async fn run(
         kubeconfig_path: config.kubeconfig_path.clone(),
         scheduler_kubeconfig,
         controller_kubeconfig,
+        agent_kubeconfig,
     });
     server::serve(listener, acceptor, server::router(shared), shutdown).await;
     Ok(())

@@ -17,10 +17,44 @@ pub(crate) struct Cli {
 #[derive(clap::Subcommand, Debug)]
 pub(crate) enum Command {
     /// Run a server: the control plane and its store.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Register simulated nodes and play kubelet for their pods, through
     /// the API only (to test and measure the control plane at scale).
     SimNodes(SimNodesArgs),
+    /// The node agent's images: import archives, list what is there.
+    Images(ImagesArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ImagesArgs {
+    /// The data dir of the server or agent whose containerd holds the images.
+    #[arg(
+        long,
+        default_value = "/var/lib/tug",
+        value_name = "DIR",
+        global = true
+    )]
+    pub(crate) data_dir: PathBuf,
+
+    /// A CRI socket to use instead of the agent's own containerd.
+    #[arg(long, value_name = "SOCKET", global = true)]
+    pub(crate) container_runtime_endpoint: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub(crate) command: ImagesCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum ImagesCommand {
+    /// Import image archives (docker save's format, or OCI archives).
+    Import {
+        /// The archives.
+        #[arg(required = true, value_name = "FILE.tar")]
+        files: Vec<PathBuf>,
+    },
+    /// List the images, as crictl images does.
+    #[command(alias = "ls")]
+    List,
 }
 
 #[derive(clap::Args, Debug)]
@@ -139,9 +173,28 @@ pub(crate) struct ServerArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) token_auth_file: Option<PathBuf>,
 
-    /// Do not run a node agent on this machine (there is none yet).
+    /// Do not run a node agent on this machine: the server's own node
+    /// runs no pods.
     #[arg(long)]
     pub(crate) disable_agent: bool,
+
+    /// The name of this machine's node (default: its hostname).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) node_name: Option<String>,
+
+    /// The node's address (default: the address of the route out, or
+    /// 127.0.0.1 without one).
+    #[arg(long, value_name = "IP")]
+    pub(crate) node_ip: Option<String>,
+
+    /// Use this CRI socket instead of starting containerd, e.g.
+    /// /run/containerd/containerd.sock.
+    #[arg(long, value_name = "SOCKET")]
+    pub(crate) container_runtime_endpoint: Option<PathBuf>,
+
+    /// The Linux bridge the pods' network hangs from.
+    #[arg(long, default_value = "cni0", value_name = "NAME", hide = true)]
+    pub(crate) cni_bridge: String,
 
     /// Do not run the scheduler (k3s's flag): pods stay Pending unless
     /// another scheduler binds them.

@@ -5,6 +5,7 @@
 //! components together. Start reading at [`cli::Command`].
 
 mod cli;
+mod images;
 mod leader;
 mod server;
 mod sim;
@@ -37,8 +38,9 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            cli::Command::Server(args) => server::run(server::Config::try_from(args)?).await,
+            cli::Command::Server(args) => server::run(server::Config::try_from(*args)?).await,
             cli::Command::SimNodes(args) => sim::run(args).await,
+            cli::Command::Images(args) => images::run(args).await,
         }
     });
     match result {

@@ -21,6 +21,8 @@ pub(crate) struct Config {
     pub(crate) disable_scheduler: bool,
     pub(crate) disable_controller_manager: bool,
     pub(crate) controllers: tug_controllers::Config,
+    /// The node agent's configuration, unless --disable-agent.
+    pub(crate) agent: Option<tug_kubelet::Config>,
 }
 
 fn check_cidr(flag: &str, value: &str) -> anyhow::Result<()> {
@@ -31,6 +33,50 @@ fn check_cidr(flag: &str, value: &str) -> anyhow::Result<()> {
         bail!("{flag} must be a CIDR such as 10.42.0.0/16, not {value:?}");
     }
     Ok(())
+}
+
+/// The node name as Kubernetes wants it: the hostname, lowercased.
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tug".into())
+}
+
+fn agent_config(args: &ServerArgs) -> anyhow::Result<tug_kubelet::Config> {
+    let node_name = args.node_name.clone().unwrap_or_else(hostname);
+    let valid_name = !node_name.is_empty()
+        && node_name.len() <= 253
+        && node_name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !valid_name {
+        bail!(
+            "--node-name must be a DNS subdomain (lowercase letters, digits, '-' and '.'), not {node_name:?}"
+        );
+    }
+    let node_ip = match &args.node_ip {
+        Some(ip) => ip
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--node-ip must be an IP address, not {ip:?}"))?,
+        None => tug_kubelet::node::default_ip(),
+    };
+    Ok(tug_kubelet::Config {
+        node_name,
+        node_ip,
+        data_dir: args.data_dir.clone(),
+        runtime_endpoint: args.container_runtime_endpoint.clone(),
+        cni_bridge: args.cni_bridge.clone(),
+        labels: Default::default(),
+        control_plane: true,
+    })
 }
 
 impl TryFrom<ServerArgs> for Config {
@@ -66,9 +112,11 @@ impl TryFrom<ServerArgs> for Config {
             })?;
         check_cidr("--cluster-cidr", &args.cluster_cidr)?;
         check_cidr("--service-cidr", &args.service_cidr)?;
-        if !args.disable_agent {
-            tracing::debug!("no node agent yet: --disable-agent is implied");
-        }
+        let agent = if args.disable_agent {
+            None
+        } else {
+            Some(agent_config(&args)?)
+        };
         let store = match args.datastore_endpoint {
             Some(endpoints) => tug_store::Config::Etcd(etcd::Config {
                 ca_file: args.datastore_cafile,
@@ -91,7 +139,9 @@ impl TryFrom<ServerArgs> for Config {
                 service_cidr: args.service_cidr.clone(),
                 token_auth_file: args.token_auth_file,
                 node_token: args.token,
+                agent_node: agent.as_ref().map(|a| a.node_name.clone()),
             },
+            agent,
             data_dir: args.data_dir,
             disable_scheduler: args.disable_scheduler,
             disable_controller_manager: args.disable_controller_manager,
@@ -149,6 +199,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             scheduler: !config.disable_scheduler,
             controller_manager: (!config.disable_controller_manager)
                 .then(|| config.controllers.clone()),
+            agent: config.agent.clone(),
         },
         shutdown.clone(),
     ));
@@ -181,6 +232,7 @@ struct Components {
     scheduler: bool,
     /// The controllers' configuration, if they run.
     controller_manager: Option<tug_controllers::Config>,
+    agent: Option<tug_kubelet::Config>,
 }
 
 /// The scheduler and the controller-manager, each leader-elected, once
@@ -193,9 +245,7 @@ async fn run_components(
     let Ok(started) = started.await else {
         return;
     };
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "tug".into());
+    let host = hostname();
     let identity = format!("{host}_{}", uuid::Uuid::new_v4());
     let mut tasks = tokio::task::JoinSet::new();
     if components.scheduler {
@@ -227,6 +277,37 @@ async fn run_components(
             shutdown.clone(),
             move |leading| tug_controllers::run(client.clone(), config.clone(), leading),
         ));
+    }
+    if let (Some(config), Some(kubeconfig)) = (components.agent, &started.agent_kubeconfig) {
+        let Some(client) = component_client(kubeconfig, "kubelet").await else {
+            return;
+        };
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            // The agent retries until it runs: containerd may be missing
+            // or slow, and the server serves meanwhile.
+            let mut delay = Duration::from_secs(2);
+            loop {
+                // What a failed attempt started (containerd) stops with it.
+                let attempt = shutdown.child_token();
+                let result =
+                    tug_kubelet::run(client.clone(), config.clone(), attempt.clone()).await;
+                attempt.cancel();
+                match result {
+                    Ok(()) => return,
+                    Err(err) => tracing::error!(
+                        error = %format!("{err:#}"),
+                        "the node agent failed; retrying in {}s",
+                        delay.as_secs()
+                    ),
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        });
     }
     while tasks.join_next().await.is_some() {}
 }

@@ -19,6 +19,7 @@ fn server_opens_its_store_and_stops_cleanly_on_sigterm() {
             "0",
             "--bind-address",
             "127.0.0.1",
+            "--disable-agent",
         ])
         .arg("--data-dir")
         .arg(dir.path())

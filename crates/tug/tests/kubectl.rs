@@ -67,16 +67,23 @@ struct Server {
     dir: PathBuf,
     kubeconfig: PathBuf,
     etcd: Option<Etcd>,
+    agent: Option<Vec<String>>,
 }
 
 /// A stopped server's store, to start it again on.
 struct Stopped {
     etcd: Option<Etcd>,
+    /// The node agent's flags, if the server ran one.
+    agent: Option<Vec<String>>,
 }
 
 impl Stopped {
     fn start(self, dir: &Path) -> Server {
-        Server::launch(dir, &[], self.etcd)
+        let agent: Option<Vec<&str>> = self
+            .agent
+            .as_ref()
+            .map(|flags| flags.iter().map(String::as_str).collect());
+        Server::launch(dir, &[], self.etcd, agent.as_deref())
     }
 }
 
@@ -88,10 +95,18 @@ impl Server {
     fn start_with(dir: &Path, extra: &[&str]) -> Self {
         let etcd = (std::env::var("TUG_TEST_DATASTORE").as_deref() == Ok("etcd"))
             .then(|| Etcd::start(dir));
-        Self::launch(dir, extra, etcd)
+        Self::launch(dir, extra, etcd, None)
     }
 
-    fn launch(dir: &Path, extra: &[&str], etcd: Option<Etcd>) -> Self {
+    /// A server that runs a node agent too, with `agent`'s flags (its
+    /// node name, pod network...). Other servers run none.
+    fn start_with_agent(dir: &Path, agent: &[&str]) -> Self {
+        let etcd = (std::env::var("TUG_TEST_DATASTORE").as_deref() == Ok("etcd"))
+            .then(|| Etcd::start(dir));
+        Self::launch(dir, &[], etcd, Some(agent))
+    }
+
+    fn launch(dir: &Path, extra: &[&str], etcd: Option<Etcd>, agent: Option<&[&str]>) -> Self {
         let kubeconfig = dir.join("kubeconfig.yaml");
         let mut command = Command::new(env!("CARGO_BIN_EXE_tug"));
         if let Some(etcd) = &etcd {
@@ -101,6 +116,10 @@ impl Server {
         } else {
             command.arg("server");
         }
+        match agent {
+            Some(flags) => command.args(flags),
+            None => command.arg("--disable-agent"),
+        };
         let mut child = command
             .args(["--https-listen-port", "0", "--bind-address", "127.0.0.1"])
             .args(extra)
@@ -128,6 +147,7 @@ impl Server {
             dir: dir.to_path_buf(),
             kubeconfig,
             etcd,
+            agent: agent.map(|flags| flags.iter().map(|f| f.to_string()).collect()),
         }
     }
 
@@ -189,6 +209,7 @@ impl Server {
         }
         Stopped {
             etcd: self.etcd.take(),
+            agent: self.agent.take(),
         }
     }
 
@@ -198,6 +219,7 @@ impl Server {
         let _ = self.child.wait();
         Stopped {
             etcd: self.etcd.take(),
+            agent: self.agent.take(),
         }
     }
 }
@@ -3388,6 +3410,8 @@ fn server_side_apply_refuses_bad_requests_as_upstream() {
     );
 }
 
+#[path = "kubectl/agent.rs"]
+mod agent;
 /// Simulated nodes (`tug_sim`, `tug sim-nodes`) against a real server.
 #[path = "kubectl/scheduler.rs"]
 mod scheduler;

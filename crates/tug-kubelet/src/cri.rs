@@ -1,0 +1,309 @@
+//! The CRI v1 client: containerd's runtime and image services over its
+//! unix socket, with the calls the agent makes and their label filters.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Labels every sandbox and container of a pod carries, as kubelet's.
+pub const POD_NAME: &str = "io.kubernetes.pod.name";
+pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+pub const POD_UID: &str = "io.kubernetes.pod.uid";
+pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
+
+/// How long one CRI call may take, but for pulls and stops.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Clone)]
+pub struct Runtime {
+    pub runtime: RuntimeServiceClient<Channel>,
+    pub images: ImageServiceClient<Channel>,
+    pub socket: PathBuf,
+}
+
+impl Runtime {
+    /// A client of the CRI server at `socket` (connects lazily, again
+    /// after containerd restarts).
+    pub fn connect(socket: &Path) -> anyhow::Result<Runtime> {
+        let path = socket.to_path_buf();
+        let channel = Endpoint::try_from("http://[::]:0")?
+            .timeout(CALL_TIMEOUT)
+            .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }));
+        Ok(Runtime {
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
+            socket: socket.to_path_buf(),
+        })
+    }
+
+    /// The runtime's name and version, e.g. `containerd://1.6.20`.
+    pub async fn version(&self) -> anyhow::Result<String> {
+        let version = self
+            .runtime
+            .clone()
+            .version(cri::VersionRequest::default())
+            .await
+            .context("CRI Version")?
+            .into_inner();
+        Ok(format!(
+            "{}://{}",
+            version.runtime_name, version.runtime_version
+        ))
+    }
+
+    /// The runtime's conditions (RuntimeReady, NetworkReady): `None` when
+    /// all are true, or the first false one's reason and message.
+    pub async fn not_ready(&self) -> anyhow::Result<Option<String>> {
+        let status = self
+            .runtime
+            .clone()
+            .status(cri::StatusRequest::default())
+            .await
+            .context("CRI Status")?
+            .into_inner();
+        let conditions = status.status.map(|s| s.conditions).unwrap_or_default();
+        Ok(conditions.into_iter().find(|c| !c.status).map(|c| {
+            format!(
+                "container runtime {} not ready: {}=false reason:{} message:{}",
+                if c.r#type == "NetworkReady" {
+                    "network"
+                } else {
+                    "status"
+                },
+                c.r#type,
+                c.reason,
+                c.message
+            )
+        }))
+    }
+
+    /// The sandboxes of every pod, or of the pod with `uid`.
+    pub async fn sandboxes(&self, uid: Option<&str>) -> anyhow::Result<Vec<cri::PodSandbox>> {
+        let filter = uid.map(|uid| cri::PodSandboxFilter {
+            label_selector: HashMap::from([(POD_UID.to_string(), uid.to_string())]),
+            ..Default::default()
+        });
+        Ok(self
+            .runtime
+            .clone()
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter })
+            .await
+            .context("CRI ListPodSandbox")?
+            .into_inner()
+            .items)
+    }
+
+    /// The containers of every pod, or of the pod with `uid`.
+    pub async fn containers(&self, uid: Option<&str>) -> anyhow::Result<Vec<cri::Container>> {
+        let filter = uid.map(|uid| cri::ContainerFilter {
+            label_selector: HashMap::from([(POD_UID.to_string(), uid.to_string())]),
+            ..Default::default()
+        });
+        Ok(self
+            .runtime
+            .clone()
+            .list_containers(cri::ListContainersRequest { filter })
+            .await
+            .context("CRI ListContainers")?
+            .into_inner()
+            .containers)
+    }
+
+    pub async fn container_status(&self, id: &str) -> anyhow::Result<Option<cri::ContainerStatus>> {
+        match self
+            .runtime
+            .clone()
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.to_string(),
+                verbose: false,
+            })
+            .await
+        {
+            Ok(response) => Ok(response.into_inner().status),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(status).context("CRI ContainerStatus"),
+        }
+    }
+
+    pub async fn sandbox_status(&self, id: &str) -> anyhow::Result<Option<cri::PodSandboxStatus>> {
+        match self
+            .runtime
+            .clone()
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_string(),
+                verbose: false,
+            })
+            .await
+        {
+            Ok(response) => Ok(response.into_inner().status),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(status).context("CRI PodSandboxStatus"),
+        }
+    }
+
+    pub async fn run_sandbox(&self, config: cri::PodSandboxConfig) -> anyhow::Result<String> {
+        Ok(self
+            .runtime
+            .clone()
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .pod_sandbox_id)
+    }
+
+    pub async fn stop_sandbox(&self, id: &str) -> anyhow::Result<()> {
+        self.runtime
+            .clone()
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            })
+            .await
+            .map_err(status_error)?;
+        Ok(())
+    }
+
+    pub async fn remove_sandbox(&self, id: &str) -> anyhow::Result<()> {
+        self.runtime
+            .clone()
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            })
+            .await
+            .map_err(status_error)?;
+        Ok(())
+    }
+
+    pub async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: cri::ContainerConfig,
+        sandbox: cri::PodSandboxConfig,
+    ) -> anyhow::Result<String> {
+        Ok(self
+            .runtime
+            .clone()
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox_id.to_string(),
+                config: Some(config),
+                sandbox_config: Some(sandbox),
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .container_id)
+    }
+
+    pub async fn start_container(&self, id: &str) -> anyhow::Result<()> {
+        self.runtime
+            .clone()
+            .start_container(cri::StartContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await
+            .map_err(status_error)?;
+        Ok(())
+    }
+
+    /// SIGTERM (or the image's stop signal), SIGKILL after `grace_seconds`.
+    pub async fn stop_container(&self, id: &str, grace_seconds: i64) -> anyhow::Result<()> {
+        let mut request = tonic::Request::new(cri::StopContainerRequest {
+            container_id: id.to_string(),
+            timeout: grace_seconds,
+        });
+        request.set_timeout(Duration::from_secs(grace_seconds.max(0) as u64) + CALL_TIMEOUT);
+        match self.runtime.clone().stop_container(request).await {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+            Err(status) => Err(status_error(status)),
+        }
+    }
+
+    pub async fn remove_container(&self, id: &str) -> anyhow::Result<()> {
+        match self
+            .runtime
+            .clone()
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+            Err(status) => Err(status_error(status)),
+        }
+    }
+
+    /// The image's ID (`sha256:...`) if present.
+    pub async fn image_id(&self, image: &str) -> anyhow::Result<Option<String>> {
+        let status = self
+            .images
+            .clone()
+            .image_status(cri::ImageStatusRequest {
+                image: Some(image_spec(image)),
+                verbose: false,
+            })
+            .await
+            .context("CRI ImageStatus")?
+            .into_inner();
+        Ok(status.image.map(|image| image.id))
+    }
+
+    /// Pulls `image`, returning its reference (ID).
+    pub async fn pull(&self, image: &str) -> anyhow::Result<String> {
+        let mut request = tonic::Request::new(cri::PullImageRequest {
+            image: Some(image_spec(image)),
+            auth: None,
+            sandbox_config: None,
+        });
+        request.set_timeout(Duration::from_secs(600));
+        Ok(self
+            .images
+            .clone()
+            .pull_image(request)
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .image_ref)
+    }
+
+    pub async fn list_images(&self) -> anyhow::Result<Vec<cri::Image>> {
+        Ok(self
+            .images
+            .clone()
+            .list_images(cri::ListImagesRequest { filter: None })
+            .await
+            .context("CRI ListImages")?
+            .into_inner()
+            .images)
+    }
+}
+
+pub fn image_spec(image: &str) -> cri::ImageSpec {
+    cri::ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    }
+}
+
+/// A CRI error as the runtime said it (its message is what users see).
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}

@@ -1,0 +1,158 @@
+//! The node agent, tug's kubelet: registers its Node, runs the pods bound
+//! to it on containerd through CRI, and reports their truth back.
+//!
+//! - [`containerd`]: the agent's own containerd, supervised.
+//! - [`images`]: tar and Docker archives, tug's pause image, imports.
+//! - [`cri`]: the CRI client.
+//! - [`node`]: the Node, its Lease and conditions.
+//! - [`network`]: the pod network's CNI configuration.
+//! - [`pod`]: pure planning and status of one pod.
+//! - [`worker`]: the pod workers: observe, plan, act, report.
+
+pub mod containerd;
+pub mod cri;
+pub mod images;
+pub mod network;
+pub mod node;
+pub mod pod;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use kube::Client;
+use tokio_util::sync::CancellationToken;
+
+/// How a node agent runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_name: String,
+    pub node_ip: IpAddr,
+    /// tug's data dir; the agent keeps its state in `<data_dir>/agent`.
+    pub data_dir: PathBuf,
+    /// An existing CRI socket; `None` starts and supervises containerd.
+    pub runtime_endpoint: Option<PathBuf>,
+    /// The Linux bridge of the pod network.
+    pub cni_bridge: String,
+    /// Labels the Node gets besides the usual ones.
+    pub labels: BTreeMap<String, String>,
+    /// Whether this node runs the control plane (its role label).
+    pub control_plane: bool,
+}
+
+impl Config {
+    pub fn agent_dir(&self) -> PathBuf {
+        self.data_dir.join("agent")
+    }
+
+    /// Where containerd's socket is, the agent's own or the given one.
+    pub fn runtime_socket(&self) -> PathBuf {
+        self.runtime_endpoint
+            .clone()
+            .unwrap_or_else(|| containerd::Layout::new(&self.agent_dir()).socket())
+    }
+
+    /// Where pods' logs go: `<dir>/<namespace>_<name>_<uid>/<container>/<attempt>.log`.
+    pub fn log_dir(&self) -> PathBuf {
+        self.agent_dir().join("logs/pods")
+    }
+
+    /// Image archives imported at start.
+    pub fn images_dir(&self) -> PathBuf {
+        self.agent_dir().join("images")
+    }
+}
+
+/// Runs the agent until `shutdown`: containerd (unless an endpoint is
+/// given), the pause image and the archives of the images directory, the
+/// Node and its Lease, then the pods.
+pub async fn run(
+    client: Client,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let agent_dir = config.agent_dir();
+    std::fs::create_dir_all(&agent_dir)
+        .with_context(|| format!("creating {}", agent_dir.display()))?;
+    let supervisor = match config.runtime_endpoint {
+        None => Some(
+            containerd::start(
+                containerd::Layout::new(&agent_dir),
+                &network::conf_dir(&config),
+                shutdown.clone(),
+            )
+            .await?,
+        ),
+        Some(_) => None,
+    };
+    let socket = config.runtime_socket();
+    let runtime = cri::Runtime::connect(&socket)?;
+    let version = runtime
+        .version()
+        .await
+        .with_context(|| format!("the container runtime at {}", socket.display()))?;
+    import_images(&config, &socket).await?;
+    let machine = node::Machine::read(&config.data_dir);
+    let registered = node::register(&client, &node::object(&config, &machine, &version)).await?;
+    tracing::info!(node = %config.node_name, runtime = %version, "node agent registered its node");
+    let node_uid = registered.metadata.uid.unwrap_or_default();
+    tokio::spawn(node::lease_loop(
+        client.clone(),
+        config.node_name.clone(),
+        node_uid,
+        shutdown.clone(),
+    ));
+    tokio::spawn(node::status_loop(
+        client.clone(),
+        config.clone(),
+        runtime.clone(),
+        shutdown.clone(),
+    ));
+    let result = worker::run(client, config, runtime, shutdown).await;
+    if let Some(supervisor) = supervisor {
+        let _ = supervisor.await;
+    }
+    result
+}
+
+/// The pause image, then every archive in the images directory.
+async fn import_images(config: &Config, socket: &std::path::Path) -> anyhow::Result<()> {
+    let dir = config.images_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let pause = config.agent_dir().join("pause.tar");
+    std::fs::write(&pause, images::pause_archive()?)
+        .with_context(|| format!("writing {}", pause.display()))?;
+    images::import(socket, &pause)
+        .await
+        .context("importing the pause image")?;
+    let mut archives: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "tar"))
+        .collect();
+    archives.sort();
+    for archive in archives {
+        match images::import(socket, &archive).await {
+            Ok(()) => tracing::info!(archive = %archive.display(), "image imported"),
+            Err(err) => tracing::warn!(error = %format!("{err:#}"), "image not imported"),
+        }
+    }
+    Ok(())
+}
+
+/// Stops and removes every pod sandbox and container of the runtime at
+/// `socket` (what a node's teardown does; tests clean up with it).
+pub async fn remove_all_pods(socket: &std::path::Path) -> anyhow::Result<()> {
+    let runtime = cri::Runtime::connect(socket)?;
+    for container in runtime.containers(None).await? {
+        runtime.stop_container(&container.id, 0).await?;
+        runtime.remove_container(&container.id).await?;
+    }
+    for sandbox in runtime.sandboxes(None).await? {
+        runtime.stop_sandbox(&sandbox.id).await?;
+        runtime.remove_sandbox(&sandbox.id).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! The agent's Node: registered with what the machine has, its Lease
+//! renewed every 10 s, its conditions posted when they change (and every
+//! minute), and the pod network configured once it has a pod CIDR.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::Config;
+use crate::cri::Runtime;
+
+const LEASE_SECONDS: i64 = 40;
+const LEASE_RENEW: Duration = Duration::from_secs(10);
+/// How often the node's status is checked, and at most how long between
+/// two posts of it.
+const STATUS_CHECK: Duration = Duration::from_secs(10);
+const STATUS_REPORT: Duration = Duration::from_secs(60);
+/// The version the agent reports, as tug's API server's.
+pub const KUBELET_VERSION: &str = "v1.33.0+tug1";
+
+/// What the machine is, read once at start.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    pub cpus: usize,
+    pub memory_ki: u64,
+    pub storage_bytes: u64,
+    pub kernel: String,
+    pub os_image: String,
+    pub machine_id: String,
+    pub boot_id: String,
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+impl Machine {
+    pub fn read(data_dir: &Path) -> Machine {
+        let memory_ki = read_trimmed("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        let storage_bytes = rustix::fs::statvfs(data_dir)
+            .map(|s| s.f_blocks * s.f_frsize)
+            .unwrap_or(0);
+        let os_image = read_trimmed("/etc/os-release")
+            .lines()
+            .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap_or_else(|| "Linux".into());
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_ki,
+            storage_bytes,
+            kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+            os_image,
+            machine_id: read_trimmed("/etc/machine-id"),
+            boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
+        }
+    }
+}
+
+/// This machine's address as other machines see it: the source address
+/// of a route out (no packet is sent), or loopback without one.
+pub fn default_ip() -> std::net::IpAddr {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|socket| {
+            socket.connect("10.255.255.255:9")?;
+            socket.local_addr()
+        })
+        .map(|address| address.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
+fn conditions(not_ready: Option<&str>, now: &str, previous: &Value) -> Value {
+    let condition = |kind: &str, status: &str, reason: &str, message: &str| {
+        let since = previous["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == kind && c["status"] == status)
+            .and_then(|c| c["lastTransitionTime"].as_str())
+            .unwrap_or(now)
+            .to_string();
+        json!({
+            "type": kind, "status": status, "reason": reason, "message": message,
+            "lastHeartbeatTime": now, "lastTransitionTime": since,
+        })
+    };
+    let ready = match not_ready {
+        None => condition(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status",
+        ),
+        Some(message) => condition("Ready", "False", "KubeletNotReady", message),
+    };
+    json!([
+        condition(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available"
+        ),
+        condition(
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure"
+        ),
+        condition(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available"
+        ),
+        ready,
+    ])
+}
+
+/// The Node as the agent registers it.
+pub fn object(config: &Config, machine: &Machine, runtime_version: &str) -> Value {
+    let arch = crate::images::go_arch();
+    let mut labels = json!({
+        "kubernetes.io/hostname": config.node_name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": arch,
+        "beta.kubernetes.io/os": "linux",
+        "beta.kubernetes.io/arch": arch,
+    });
+    if config.control_plane {
+        labels["node-role.kubernetes.io/control-plane"] = json!("true");
+    }
+    let resources = json!({
+        "cpu": machine.cpus.to_string(),
+        "memory": format!("{}Ki", machine.memory_ki),
+        "pods": "110",
+        "ephemeral-storage": format!("{}Ki", machine.storage_bytes / 1024),
+    });
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": config.node_name, "labels": labels},
+        "spec": {},
+        "status": {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": conditions(Some("container runtime network not ready: the node has no pod CIDR yet"), &now(), &Value::Null),
+            "addresses": [
+                {"type": "InternalIP", "address": config.node_ip.to_string()},
+                {"type": "Hostname", "address": config.node_name},
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "machineID": machine.machine_id,
+                "systemUUID": machine.machine_id,
+                "bootID": machine.boot_id,
+                "kernelVersion": machine.kernel,
+                "osImage": machine.os_image,
+                "containerRuntimeVersion": runtime_version,
+                "kubeletVersion": KUBELET_VERSION,
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": arch,
+            },
+        },
+    })
+}
+
+fn now() -> String {
+    tug_api::format::timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    )
+}
+
+fn micro_now() -> String {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let whole = tug_api::format::timestamp(since.as_secs() as i64);
+    format!(
+        "{}.{:06}Z",
+        whole.trim_end_matches('Z'),
+        since.subsec_micros()
+    )
+}
+
+/// Registers the Node (or takes over the one there, updating its
+/// status) and its Lease.
+pub async fn register(client: &Client, node: &Value) -> anyhow::Result<Node> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let name = node["metadata"]["name"].as_str().unwrap_or_default();
+    let object: Node = serde_json::from_value(node.clone())?;
+    let registered = match nodes.create(&PostParams::default(), &object).await {
+        Ok(node) => node,
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let labels = json!({"metadata": {"labels": node["metadata"]["labels"]}});
+            nodes
+                .patch(name, &PatchParams::default(), &Patch::Merge(labels))
+                .await
+                .with_context(|| format!("updating node {name}"))?;
+            let status = json!({"status": node["status"]});
+            nodes
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+                .await
+                .with_context(|| format!("updating node {name}"))?
+        }
+        Err(err) => return Err(err).with_context(|| format!("registering node {name}")),
+    };
+    Ok(registered)
+}
+
+/// Renews the node's Lease every 10 s until `shutdown`.
+pub async fn lease_loop(
+    client: Client,
+    name: String,
+    node_uid: String,
+    shutdown: CancellationToken,
+) {
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    loop {
+        let lease = json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": name,
+                "namespace": "kube-node-lease",
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": node_uid}],
+            },
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": micro_now()},
+        });
+        let result = match leases
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&lease))
+            .await
+        {
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                match serde_json::from_value::<Lease>(lease) {
+                    Ok(lease) => leases
+                        .create(&PostParams::default(), &lease)
+                        .await
+                        .map(|_| ()),
+                    Err(err) => {
+                        tracing::error!(error = %err, "the node's Lease");
+                        Ok(())
+                    }
+                }
+            }
+            other => other.map(|_| ()),
+        };
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "renewing the node's Lease");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(LEASE_RENEW) => {}
+        }
+    }
+}
+
+/// Posts the node's conditions when the runtime's readiness changes, and
+/// at least every minute; writes the CNI configuration once the node has a
+/// pod CIDR.
+pub async fn status_loop(
+    client: Client,
+    config: Config,
+    runtime: Runtime,
+    shutdown: CancellationToken,
+) {
+    let nodes: Api<Node> = Api::all(client);
+    let mut last: Option<(Option<String>, tokio::time::Instant)> = None;
+    loop {
+        match nodes.get(&config.node_name).await {
+            Ok(node) => {
+                let cidr = node.spec.as_ref().and_then(|s| s.pod_cidr.clone());
+                let mut not_ready = match &cidr {
+                    Some(cidr) => match crate::network::configure(&config, cidr) {
+                        Ok(()) => None,
+                        Err(err) => Some(format!("container runtime network not ready: {err:#}")),
+                    },
+                    None => Some(
+                        "container runtime network not ready: the node has no pod CIDR yet".into(),
+                    ),
+                };
+                if not_ready.is_none() {
+                    not_ready = runtime
+                        .not_ready()
+                        .await
+                        .unwrap_or_else(|err| Some(format!("container runtime is down: {err:#}")));
+                }
+                let due = last.as_ref().is_none_or(|(previous, at)| {
+                    *previous != not_ready || at.elapsed() >= STATUS_REPORT
+                });
+                if due {
+                    let previous = serde_json::to_value(&node).unwrap_or_default();
+                    let patch = json!({"status": {"conditions": conditions(not_ready.as_deref(), &now(), &previous)}});
+                    match nodes
+                        .patch_status(
+                            &config.node_name,
+                            &PatchParams::default(),
+                            &Patch::Strategic(patch),
+                        )
+                        .await
+                    {
+                        Ok(_) => last = Some((not_ready, tokio::time::Instant::now())),
+                        Err(err) => tracing::warn!(error = %err, "posting the node's status"),
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "reading the node"),
+        }
+        // Checked every second until the node is ready.
+        let pause = match &last {
+            Some((None, _)) => STATUS_CHECK,
+            _ => Duration::from_secs(1),
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}

@@ -1,0 +1,1093 @@
+//! Pod workers, as kubelet's: one task per pod, woken by the pod's changes
+//! in the API (a watch of the pods bound to this node), by the runtime's
+//! (a relist every second that compares containers' states, kubelet's
+//! PLEG), and by its own timers (back-offs). Each sync observes the
+//! runtime, plans ([`crate::pod::plan`]), acts through CRI, and reports
+//! the status when it changed. A pod gone from the API has its containers
+//! stopped and removed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tug_controllers::events::{self, Recorder};
+
+use crate::Config;
+use crate::cri::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE, POD_UID, Runtime};
+use crate::pod::{self, Action, Memory, Nanos, Observed, RuntimeContainer, Sandbox, State};
+
+/// How often the runtime is relisted.
+const RELIST: Duration = Duration::from_secs(1);
+/// How often a pod is synced when nothing wakes it.
+const RESYNC: Duration = Duration::from_secs(10);
+/// Grace given to the containers of a pod removed from the API.
+const ORPHAN_GRACE: i64 = 2;
+/// Syncs that act, one after another, before a worker pauses.
+const BURST: usize = 20;
+
+struct Shared {
+    client: Client,
+    config: Config,
+    runtime: Runtime,
+    recorder: Recorder,
+    /// The pods bound to this node, by UID, as last seen.
+    pods: Mutex<HashMap<String, Arc<Pod>>>,
+    /// Each pod worker's wake-up channel.
+    workers: Mutex<HashMap<String, mpsc::Sender<()>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    /// Wakes the worker of `uid`, starting one if there is none.
+    fn wake(self: &Arc<Self>, uid: &str) {
+        let mut workers = lock(&self.workers);
+        if let Some(worker) = workers.get(uid) {
+            let _ = worker.try_send(());
+            return;
+        }
+        let (sender, receiver) = mpsc::channel(1);
+        workers.insert(uid.to_string(), sender);
+        tokio::spawn(work(self.clone(), uid.to_string(), receiver));
+    }
+}
+
+/// Runs the pod workers until `shutdown`.
+pub async fn run(
+    client: Client,
+    config: Config,
+    runtime: Runtime,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let recorder =
+        Recorder::start(client.clone(), config.node_name.clone()).for_component("kubelet");
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        config: config.clone(),
+        runtime,
+        recorder,
+        pods: Mutex::new(HashMap::new()),
+        workers: Mutex::new(HashMap::new()),
+    });
+    tokio::spawn(relist(shared.clone(), shutdown.clone()));
+    let api: Api<Pod> = Api::all(client);
+    let selector = format!("spec.nodeName={}", config.node_name);
+    let mut stream = watcher(api, watcher::Config::default().fields(&selector)).boxed();
+    let mut listed: Vec<String> = Vec::new();
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            event = stream.next() => event,
+        };
+        match event {
+            None => return Ok(()),
+            Some(Err(err)) => {
+                tracing::warn!(error = %err, "watching this node's pods");
+            }
+            Some(Ok(watcher::Event::Init)) => listed.clear(),
+            Some(Ok(watcher::Event::InitApply(pod))) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                listed.push(uid.clone());
+                lock(&shared.pods).insert(uid, Arc::new(pod));
+            }
+            Some(Ok(watcher::Event::InitDone)) => {
+                let gone: Vec<String> = {
+                    let mut pods = lock(&shared.pods);
+                    let gone = pods
+                        .keys()
+                        .filter(|uid| !listed.contains(uid))
+                        .cloned()
+                        .collect();
+                    pods.retain(|uid, _| listed.contains(uid));
+                    gone
+                };
+                for uid in listed.iter().chain(&gone) {
+                    shared.wake(uid);
+                }
+            }
+            Some(Ok(watcher::Event::Apply(pod))) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                lock(&shared.pods).insert(uid.clone(), Arc::new(pod));
+                shared.wake(&uid);
+            }
+            Some(Ok(watcher::Event::Delete(pod))) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                lock(&shared.pods).remove(&uid);
+                shared.wake(&uid);
+            }
+        }
+    }
+}
+
+/// Relists sandboxes and containers every second and wakes the workers of
+/// pods whose runtime state changed (or that the API no longer has).
+async fn relist(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut previous: HashMap<String, (String, i32)> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RELIST) => {}
+        }
+        let (sandboxes, containers) = match tokio::try_join!(
+            shared.runtime.sandboxes(None),
+            shared.runtime.containers(None)
+        ) {
+            Ok(listed) => listed,
+            Err(err) => {
+                tracing::debug!(error = %format!("{err:#}"), "relisting the runtime");
+                continue;
+            }
+        };
+        let mut current: HashMap<String, (String, i32)> = HashMap::new();
+        for sandbox in &sandboxes {
+            if let Some(uid) = sandbox.labels.get(POD_UID) {
+                current.insert(sandbox.id.clone(), (uid.clone(), sandbox.state));
+            }
+        }
+        for container in &containers {
+            if let Some(uid) = container.labels.get(POD_UID) {
+                current.insert(container.id.clone(), (uid.clone(), container.state));
+            }
+        }
+        let mut changed: Vec<&String> = Vec::new();
+        for (id, (uid, state)) in &current {
+            if previous.get(id).is_none_or(|(_, before)| before != state) {
+                changed.push(uid);
+            }
+        }
+        for (id, (uid, _)) in &previous {
+            if !current.contains_key(id) {
+                changed.push(uid);
+            }
+        }
+        changed.sort();
+        changed.dedup();
+        for uid in changed {
+            shared.wake(uid);
+        }
+        previous = current;
+    }
+}
+
+/// What a worker keeps between syncs.
+#[derive(Default)]
+struct Worker {
+    memory: Memory,
+    /// The status last written.
+    reported: Option<Value>,
+    /// Sandbox addresses, by sandbox ID.
+    ips: HashMap<String, String>,
+}
+
+enum Next {
+    /// Acted: sync again at once.
+    Again,
+    /// Nothing to do until woken, or until then.
+    Wait(Option<Nanos>),
+    /// The pod and everything it ran are gone.
+    Done,
+}
+
+fn now_nanos() -> Nanos {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as Nanos)
+}
+
+async fn work(shared: Arc<Shared>, uid: String, mut wake: mpsc::Receiver<()>) {
+    let mut worker = Worker::default();
+    let mut burst = 0;
+    loop {
+        let pod = lock(&shared.pods).get(&uid).cloned();
+        let wait = match sync(&shared, &uid, pod.as_deref(), &mut worker).await {
+            Ok(Next::Again) if burst < BURST => {
+                burst += 1;
+                continue;
+            }
+            Ok(Next::Again) => Duration::from_secs(1),
+            Ok(Next::Wait(at)) => at.map_or(RESYNC, |at| {
+                Duration::from_nanos((at - now_nanos()).max(0) as u64).min(RESYNC)
+            }),
+            Ok(Next::Done) => {
+                let mut workers = lock(&shared.workers);
+                if !lock(&shared.pods).contains_key(&uid) {
+                    workers.remove(&uid);
+                    return;
+                }
+                Duration::ZERO
+            }
+            Err(err) => {
+                tracing::warn!(pod = %uid, error = %format!("{err:#}"), "syncing a pod");
+                Duration::from_secs(2)
+            }
+        };
+        burst = 0;
+        if wait > Duration::ZERO {
+            let _ = tokio::time::timeout(wait, wake.recv()).await;
+        }
+    }
+}
+
+/// What the runtime holds for the pod `uid`.
+async fn observe(runtime: &Runtime, uid: &str, worker: &mut Worker) -> anyhow::Result<Observed> {
+    let mut observed = Observed::default();
+    for sandbox in runtime.sandboxes(Some(uid)).await? {
+        let ready = sandbox.state == cri::PodSandboxState::SandboxReady as i32;
+        let mut ip = worker.ips.get(&sandbox.id).cloned();
+        if ready && ip.is_none() {
+            ip = runtime
+                .sandbox_status(&sandbox.id)
+                .await?
+                .and_then(|s| s.network)
+                .map(|n| n.ip)
+                .filter(|ip| !ip.is_empty());
+            if let Some(ip) = &ip {
+                worker.ips.insert(sandbox.id.clone(), ip.clone());
+            }
+        }
+        observed.sandboxes.push(Sandbox {
+            id: sandbox.id,
+            attempt: sandbox.metadata.map_or(0, |m| m.attempt),
+            ready,
+            created_at: sandbox.created_at,
+            ip,
+        });
+    }
+    for container in runtime.containers(Some(uid)).await? {
+        let Some(status) = runtime.container_status(&container.id).await? else {
+            continue;
+        };
+        let state = match cri::ContainerState::try_from(status.state) {
+            Ok(cri::ContainerState::ContainerCreated) => State::Created,
+            Ok(cri::ContainerState::ContainerRunning) => State::Running,
+            Ok(cri::ContainerState::ContainerExited) => State::Exited,
+            _ => State::Unknown,
+        };
+        let metadata = status.metadata.unwrap_or_default();
+        observed.containers.push(RuntimeContainer {
+            id: status.id,
+            sandbox_id: container.pod_sandbox_id,
+            name: metadata.name,
+            attempt: metadata.attempt,
+            state,
+            created_at: status.created_at,
+            started_at: status.started_at,
+            finished_at: status.finished_at,
+            exit_code: status.exit_code,
+            reason: status.reason,
+            message: status.message,
+            image_ref: status.image_ref,
+        });
+    }
+    observed.sort();
+    Ok(observed)
+}
+
+async fn sync(
+    shared: &Arc<Shared>,
+    uid: &str,
+    pod: Option<&Pod>,
+    worker: &mut Worker,
+) -> anyhow::Result<Next> {
+    let observed = observe(&shared.runtime, uid, worker).await?;
+    let Some(pod) = pod else {
+        if observed.sandboxes.is_empty() && observed.containers.is_empty() {
+            return Ok(Next::Done);
+        }
+        stop_all(shared, None, &observed, ORPHAN_GRACE).await;
+        remove_all(&shared.runtime, &observed).await?;
+        return Ok(Next::Done);
+    };
+    let now = now_nanos();
+    let api_status = serde_json::to_value(&pod.status).unwrap_or(Value::Null);
+    let previous = worker.reported.clone().unwrap_or(api_status);
+    let reported_phase = previous["phase"].as_str().unwrap_or("Pending").to_string();
+    let plan = pod::plan(pod, &observed, &worker.memory, &reported_phase, now);
+    report(shared, pod, &observed, worker, &previous, now).await?;
+    if plan.actions.is_empty() {
+        return Ok(Next::Wait(plan.wake_at));
+    }
+    for action in plan.actions {
+        execute(shared, pod, &observed, worker, action).await?;
+    }
+    Ok(Next::Again)
+}
+
+/// Writes the pod's status if it changed.
+async fn report(
+    shared: &Arc<Shared>,
+    pod: &Pod,
+    observed: &Observed,
+    worker: &mut Worker,
+    previous: &Value,
+    now: Nanos,
+) -> anyhow::Result<()> {
+    let node_ip = shared.config.node_ip.to_string();
+    let context = pod::Context {
+        node_ip: &node_ip,
+        now,
+    };
+    let status = pod::status(pod, observed, &worker.memory, previous, &context);
+    for error in worker.memory.pull_errors.values_mut() {
+        error.fresh = false;
+    }
+    if worker.reported.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    crash_loop_events(shared, pod, previous, &status);
+    let api: Api<Pod> = Api::namespaced(
+        shared.client.clone(),
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+    );
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    match api
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+    {
+        Ok(_) => {
+            worker.reported = Some(status);
+            Ok(())
+        }
+        Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
+        Err(err) => Err(err).context("writing the pod's status"),
+    }
+}
+
+/// A BackOff event for each container that has just entered
+/// CrashLoopBackOff.
+fn crash_loop_events(shared: &Shared, pod: &Pod, previous: &Value, status: &Value) {
+    let waiting_reason = |status: &Value, name: &str| {
+        status["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["state"]["waiting"]["reason"].as_str())
+            .map(str::to_string)
+    };
+    for container in pod.spec.iter().flat_map(|s| &s.containers) {
+        let now = waiting_reason(status, &container.name);
+        if now.as_deref() == Some("CrashLoopBackOff")
+            && waiting_reason(previous, &container.name) != now
+        {
+            shared.recorder.event(
+                container_ref(pod, &container.name, false),
+                events::WARNING,
+                "BackOff",
+                format!(
+                    "Back-off restarting failed container {} in pod {}",
+                    container.name,
+                    pod_description(pod)
+                ),
+            );
+        }
+    }
+}
+
+fn pod_description(pod: &Pod) -> String {
+    format!(
+        "{}_{}({})",
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.uid.as_deref().unwrap_or_default()
+    )
+}
+
+/// The pod as events name it, at one of its containers.
+fn container_ref(pod: &Pod, container: &str, init: bool) -> ObjectReference {
+    let mut reference = pod_ref(pod);
+    reference.field_path = Some(format!(
+        "spec.{}{{{container}}}",
+        if init { "initContainers" } else { "containers" }
+    ));
+    reference
+}
+
+fn pod_ref(pod: &Pod) -> ObjectReference {
+    events::reference(pod)
+}
+
+async fn execute(
+    shared: &Arc<Shared>,
+    pod: &Pod,
+    observed: &Observed,
+    worker: &mut Worker,
+    action: Action,
+) -> anyhow::Result<()> {
+    let runtime = &shared.runtime;
+    match action {
+        Action::KillPod { grace } => {
+            stop_all(shared, Some(pod), observed, grace).await;
+        }
+        Action::RemovePod => {
+            remove_all(runtime, observed).await?;
+            if pod.metadata.deletion_timestamp.is_some() {
+                let api: Api<Pod> = Api::namespaced(
+                    shared.client.clone(),
+                    pod.metadata.namespace.as_deref().unwrap_or("default"),
+                );
+                let params = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    preconditions: Some(Preconditions {
+                        uid: pod.metadata.uid.clone(),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                let name = pod.metadata.name.as_deref().unwrap_or_default();
+                match api.delete(name, &params).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(response)) if matches!(response.code, 404 | 409) => {}
+                    Err(err) => return Err(err).context("deleting the pod"),
+                }
+            }
+        }
+        Action::CreateSandbox { attempt } => {
+            let config = sandbox_config(&shared.config, pod, attempt)?;
+            if let Err(err) = runtime.run_sandbox(config).await {
+                shared.recorder.event(
+                    pod_ref(pod),
+                    events::WARNING,
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {err:#}"),
+                );
+                return Err(err).context("creating the pod sandbox");
+            }
+        }
+        Action::StartInit { index, attempt } => {
+            let spec = pod.spec.as_ref().context("the pod has no spec")?;
+            let container = &spec.init_containers.as_deref().unwrap_or_default()[index];
+            start(shared, pod, observed, worker, container, attempt, true).await?;
+        }
+        Action::Start { index, attempt } => {
+            let spec = pod.spec.as_ref().context("the pod has no spec")?;
+            start(
+                shared,
+                pod,
+                observed,
+                worker,
+                &spec.containers[index],
+                attempt,
+                false,
+            )
+            .await?;
+        }
+        Action::KillContainer { id, grace } => runtime.stop_container(&id, grace).await?,
+        Action::RemoveContainer { id } => runtime.remove_container(&id).await?,
+    }
+    Ok(())
+}
+
+/// Stops every container of the pod at once (SIGTERM, SIGKILL after
+/// `grace` seconds), then its sandboxes.
+async fn stop_all(shared: &Shared, pod: Option<&Pod>, observed: &Observed, grace: i64) {
+    let stops = observed
+        .containers
+        .iter()
+        .filter(|c| c.state != State::Exited)
+        .map(|c| {
+            if let Some(pod) = pod {
+                shared.recorder.event(
+                    container_ref(pod, &c.name, is_init(pod, &c.name)),
+                    events::NORMAL,
+                    "Killing",
+                    format!("Stopping container {}", c.name),
+                );
+            }
+            shared.runtime.stop_container(&c.id, grace)
+        });
+    for result in futures::future::join_all(stops).await {
+        if let Err(err) = result {
+            tracing::warn!(error = %format!("{err:#}"), "stopping a container");
+        }
+    }
+    for sandbox in observed.sandboxes.iter().filter(|s| s.ready) {
+        if let Err(err) = shared.runtime.stop_sandbox(&sandbox.id).await {
+            tracing::warn!(error = %format!("{err:#}"), "stopping a pod sandbox");
+        }
+    }
+}
+
+fn is_init(pod: &Pod, name: &str) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|init| init.iter().any(|c| c.name == name))
+}
+
+async fn remove_all(runtime: &Runtime, observed: &Observed) -> anyhow::Result<()> {
+    for container in &observed.containers {
+        runtime.remove_container(&container.id).await?;
+    }
+    for sandbox in &observed.sandboxes {
+        runtime.stop_sandbox(&sandbox.id).await?;
+        runtime.remove_sandbox(&sandbox.id).await?;
+    }
+    Ok(())
+}
+
+/// Pulls the container's image as its policy says; `Ok(false)` when the
+/// image is not there (the failure recorded for the back-off).
+async fn ensure_image(
+    shared: &Shared,
+    pod: &Pod,
+    worker: &mut Worker,
+    container: &Container,
+    init: bool,
+) -> anyhow::Result<Option<String>> {
+    let image = container.image.clone().unwrap_or_default();
+    let policy = container
+        .image_pull_policy
+        .as_deref()
+        .unwrap_or("IfNotPresent");
+    let reference = container_ref(pod, &container.name, init);
+    let present = shared.runtime.image_id(&image).await?;
+    let event = |type_, reason, message: String| {
+        shared
+            .recorder
+            .event(reference.clone(), type_, reason, message);
+    };
+    if let Some(id) = present.clone().filter(|_| policy != "Always") {
+        event(
+            events::NORMAL,
+            "Pulled",
+            format!("Container image \"{image}\" already present on machine"),
+        );
+        worker.memory.pull_errors.remove(&container.name);
+        return Ok(Some(id));
+    }
+    let failure = if policy == "Never" {
+        let message =
+            format!("Container image \"{image}\" is not present with pull policy of Never");
+        event(events::WARNING, "ErrImageNeverPull", message.clone());
+        message
+    } else {
+        event(
+            events::NORMAL,
+            "Pulling",
+            format!("Pulling image \"{image}\""),
+        );
+        let started = Instant::now();
+        match shared.runtime.pull(&image).await {
+            Ok(reference) => {
+                let took = started.elapsed().as_secs_f64();
+                event(
+                    events::NORMAL,
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image \"{image}\" in {took:.3}s ({took:.3}s including waiting)"
+                    ),
+                );
+                worker.memory.pull_errors.remove(&container.name);
+                return Ok(Some(reference));
+            }
+            Err(err) => {
+                let message = format!("Failed to pull image \"{image}\": {err:#}");
+                event(events::WARNING, "Failed", message.clone());
+                event(events::WARNING, "Failed", "Error: ErrImagePull".into());
+                message
+            }
+        }
+    };
+    let error = worker
+        .memory
+        .pull_errors
+        .entry(container.name.clone())
+        .or_default();
+    error.message = failure;
+    error.backoff.failed(now_nanos());
+    error.fresh = true;
+    Ok(None)
+}
+
+async fn start(
+    shared: &Arc<Shared>,
+    pod: &Pod,
+    observed: &Observed,
+    worker: &mut Worker,
+    container: &Container,
+    attempt: u32,
+    init: bool,
+) -> anyhow::Result<()> {
+    let Some(image_id) = ensure_image(shared, pod, worker, container, init).await? else {
+        return Ok(());
+    };
+    let sandbox = observed
+        .sandbox()
+        .filter(|s| s.ready)
+        .context("the pod's sandbox is not ready")?;
+    let sandbox_config = sandbox_config(&shared.config, pod, sandbox.attempt)?;
+    let config = container_config(
+        &shared.config,
+        pod,
+        container,
+        attempt,
+        &image_id,
+        sandbox.ip.as_deref(),
+    );
+    let reference = container_ref(pod, &container.name, init);
+    // A restart counts toward the container's back-off.
+    if let Some(failed) = observed
+        .containers
+        .iter()
+        .find(|c| c.name == container.name && c.state == State::Exited)
+    {
+        worker
+            .memory
+            .backoff
+            .entry(container.name.clone())
+            .or_default()
+            .restarted(failed.finished_at, failed.finished_at - failed.started_at);
+    }
+    let id = match shared
+        .runtime
+        .create_container(&sandbox.id, config, sandbox_config)
+        .await
+    {
+        Ok(id) => id,
+        Err(err) => {
+            shared.recorder.event(
+                reference,
+                events::WARNING,
+                "Failed",
+                format!("Error: {err:#}"),
+            );
+            return Err(err).context("creating a container");
+        }
+    };
+    shared.recorder.event(
+        reference.clone(),
+        events::NORMAL,
+        "Created",
+        format!("Created container: {}", container.name),
+    );
+    if let Err(err) = shared.runtime.start_container(&id).await {
+        shared.recorder.event(
+            reference,
+            events::WARNING,
+            "Failed",
+            format!("Error: {err:#}"),
+        );
+        return Err(err).context("starting a container");
+    }
+    shared.recorder.event(
+        reference,
+        events::NORMAL,
+        "Started",
+        format!("Started container {}", container.name),
+    );
+    Ok(())
+}
+
+fn pod_labels(pod: &Pod) -> HashMap<String, String> {
+    HashMap::from([
+        (
+            POD_NAME.to_string(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        ),
+        (
+            POD_NAMESPACE.to_string(),
+            pod.metadata.namespace.clone().unwrap_or_default(),
+        ),
+        (
+            POD_UID.to_string(),
+            pod.metadata.uid.clone().unwrap_or_default(),
+        ),
+    ])
+}
+
+/// The host's resolver configuration, as pods with dnsPolicy Default get
+/// it (and ClusterFirst ones while the cluster has no DNS).
+fn host_dns() -> cri::DnsConfig {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut dns = cri::DnsConfig::default();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => dns.servers.extend(words.map(str::to_string)),
+            Some("search") => dns.searches = words.map(str::to_string).collect(),
+            Some("options") => dns.options.extend(words.map(str::to_string)),
+            _ => {}
+        }
+    }
+    dns
+}
+
+fn sandbox_config(
+    config: &Config,
+    pod: &Pod,
+    attempt: u32,
+) -> anyhow::Result<cri::PodSandboxConfig> {
+    let spec = pod.spec.as_ref().context("the pod has no spec")?;
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let host_network = spec.host_network.unwrap_or(false);
+    let log_directory = config.log_dir().join(format!("{namespace}_{name}_{uid}"));
+    std::fs::create_dir_all(&log_directory)
+        .with_context(|| format!("creating {}", log_directory.display()))?;
+    let mut port_mappings = Vec::new();
+    for container in &spec.containers {
+        for port in container.ports.iter().flatten() {
+            let Some(host_port) = port.host_port.filter(|p| *p > 0) else {
+                continue;
+            };
+            port_mappings.push(cri::PortMapping {
+                protocol: match port.protocol.as_deref() {
+                    Some("UDP") => cri::Protocol::Udp as i32,
+                    Some("SCTP") => cri::Protocol::Sctp as i32,
+                    _ => cri::Protocol::Tcp as i32,
+                },
+                container_port: port.container_port,
+                host_port,
+                host_ip: port.host_ip.clone().unwrap_or_default(),
+            });
+        }
+    }
+    let mode = |host: Option<bool>| {
+        if host.unwrap_or(false) {
+            cri::NamespaceMode::Node as i32
+        } else {
+            cri::NamespaceMode::Pod as i32
+        }
+    };
+    let security = spec.security_context.as_ref();
+    Ok(cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.clone(),
+            uid,
+            namespace,
+            attempt,
+        }),
+        hostname: if host_network {
+            String::new()
+        } else {
+            spec.hostname.clone().unwrap_or(name)
+        },
+        log_directory: log_directory.display().to_string(),
+        dns_config: (!host_network).then(host_dns),
+        port_mappings,
+        labels: pod_labels(pod),
+        annotations: pod
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    network: mode(spec.host_network),
+                    pid: if spec.host_pid.unwrap_or(false) {
+                        cri::NamespaceMode::Node as i32
+                    } else if spec.share_process_namespace.unwrap_or(false) {
+                        cri::NamespaceMode::Pod as i32
+                    } else {
+                        cri::NamespaceMode::Container as i32
+                    },
+                    ipc: mode(spec.host_ipc),
+                    ..Default::default()
+                }),
+                run_as_user: security
+                    .and_then(|s| s.run_as_user)
+                    .map(|value| cri::Int64Value { value }),
+                run_as_group: security
+                    .and_then(|s| s.run_as_group)
+                    .map(|value| cri::Int64Value { value }),
+                supplemental_groups: security
+                    .and_then(|s| s.supplemental_groups.clone())
+                    .unwrap_or_default(),
+                ..Default::default()
+            }),
+            sysctls: security
+                .and_then(|s| s.sysctls.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|s| (s.name.clone(), s.value.clone()))
+                .collect(),
+            ..Default::default()
+        }),
+        windows: None,
+    })
+}
+
+/// Expands `$(NAME)` from `vars`; `$$(NAME)` stays `$(NAME)`; unknown
+/// references stay as written (kubelet's expansion).
+pub fn expand(text: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('(') {
+            match body.find(')') {
+                Some(end) if vars.contains_key(&body[..end]) => {
+                    out.push_str(&vars[&body[..end]]);
+                    rest = &body[end + 1..];
+                }
+                Some(end) => {
+                    out.push_str(&rest[at..at + 2 + end + 1]);
+                    rest = &body[end + 1..];
+                }
+                None => {
+                    out.push_str(&rest[at..]);
+                    rest = "";
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A fieldRef's value, for the fields kubelet resolves.
+fn field_value(pod: &Pod, config: &Config, pod_ip: Option<&str>, path: &str) -> Option<String> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let keyed = |prefix: &str, map: Option<&BTreeMap<String, String>>| {
+        let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
+        Some(map.and_then(|m| m.get(key)).cloned().unwrap_or_default())
+    };
+    match path {
+        "metadata.name" => meta.name.clone(),
+        "metadata.namespace" => meta.namespace.clone(),
+        "metadata.uid" => meta.uid.clone(),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
+        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()),
+        "status.hostIP" | "status.hostIPs" => Some(config.node_ip.to_string()),
+        "status.podIP" | "status.podIPs" => {
+            Some(if spec.and_then(|s| s.host_network).unwrap_or(false) {
+                config.node_ip.to_string()
+            } else {
+                pod_ip.unwrap_or_default().to_string()
+            })
+        }
+        _ => keyed("metadata.labels['", meta.labels.as_ref())
+            .or_else(|| keyed("metadata.annotations['", meta.annotations.as_ref())),
+    }
+}
+
+/// The container's environment, in order, each value expanded against
+/// the ones before it.
+fn environment(
+    config: &Config,
+    pod: &Pod,
+    container: &Container,
+    pod_ip: Option<&str>,
+) -> Vec<(String, String)> {
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    let mut ordered: Vec<(String, String)> = Vec::new();
+    for env in container.env.iter().flatten() {
+        let value = if let Some(value) = &env.value {
+            expand(value, &vars)
+        } else if let Some(field) = env.value_from.as_ref().and_then(|v| v.field_ref.as_ref()) {
+            field_value(pod, config, pod_ip, &field.field_path).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        vars.insert(env.name.clone(), value.clone());
+        ordered.retain(|(name, _)| *name != env.name);
+        ordered.push((env.name.clone(), value));
+    }
+    ordered
+}
+
+fn container_config(
+    config: &Config,
+    pod: &Pod,
+    container: &Container,
+    attempt: u32,
+    image_id: &str,
+    pod_ip: Option<&str>,
+) -> cri::ContainerConfig {
+    let env = environment(config, pod, container, pod_ip);
+    let vars: BTreeMap<String, String> = env.iter().cloned().collect();
+    let expand_all = |list: &Option<Vec<String>>| -> Vec<String> {
+        list.iter().flatten().map(|s| expand(s, &vars)).collect()
+    };
+    let mut labels = pod_labels(pod);
+    labels.insert(CONTAINER_NAME.to_string(), container.name.clone());
+    let spec = pod.spec.as_ref();
+    let security = container.security_context.as_ref();
+    let pod_security = spec.and_then(|s| s.security_context.as_ref());
+    let image = container.image.clone().unwrap_or_default();
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: container.name.clone(),
+            attempt,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image_id.to_string(),
+            user_specified_image: image,
+            ..Default::default()
+        }),
+        command: expand_all(&container.command),
+        args: expand_all(&container.args),
+        working_dir: container.working_dir.clone().unwrap_or_default(),
+        envs: env
+            .into_iter()
+            .map(|(key, value)| cri::KeyValue { key, value })
+            .collect(),
+        labels,
+        annotations: HashMap::from([
+            (
+                "io.kubernetes.container.restartCount".to_string(),
+                attempt.to_string(),
+            ),
+            (
+                "io.kubernetes.pod.terminationGracePeriod".to_string(),
+                pod::grace_period(pod).to_string(),
+            ),
+        ]),
+        log_path: format!("{}/{attempt}.log", container.name),
+        stdin: container.stdin.unwrap_or(false),
+        stdin_once: container.stdin_once.unwrap_or(false),
+        tty: container.tty.unwrap_or(false),
+        linux: Some(cri::LinuxContainerConfig {
+            resources: Some(resources(container)),
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    network: if spec.and_then(|s| s.host_network).unwrap_or(false) {
+                        cri::NamespaceMode::Node as i32
+                    } else {
+                        cri::NamespaceMode::Pod as i32
+                    },
+                    pid: if spec.and_then(|s| s.host_pid).unwrap_or(false) {
+                        cri::NamespaceMode::Node as i32
+                    } else if spec
+                        .and_then(|s| s.share_process_namespace)
+                        .unwrap_or(false)
+                    {
+                        cri::NamespaceMode::Pod as i32
+                    } else {
+                        cri::NamespaceMode::Container as i32
+                    },
+                    ipc: if spec.and_then(|s| s.host_ipc).unwrap_or(false) {
+                        cri::NamespaceMode::Node as i32
+                    } else {
+                        cri::NamespaceMode::Pod as i32
+                    },
+                    ..Default::default()
+                }),
+                privileged: security.and_then(|s| s.privileged).unwrap_or(false),
+                run_as_user: security
+                    .and_then(|s| s.run_as_user)
+                    .or_else(|| pod_security.and_then(|s| s.run_as_user))
+                    .map(|value| cri::Int64Value { value }),
+                run_as_group: security
+                    .and_then(|s| s.run_as_group)
+                    .or_else(|| pod_security.and_then(|s| s.run_as_group))
+                    .map(|value| cri::Int64Value { value }),
+                readonly_rootfs: security
+                    .and_then(|s| s.read_only_root_filesystem)
+                    .unwrap_or(false),
+                no_new_privs: security
+                    .and_then(|s| s.allow_privilege_escalation)
+                    .is_some_and(|allowed| !allowed),
+                capabilities: security.and_then(|s| s.capabilities.as_ref()).map(|c| {
+                    cri::Capability {
+                        add_capabilities: c.add.clone().unwrap_or_default(),
+                        drop_capabilities: c.drop.clone().unwrap_or_default(),
+                        ..Default::default()
+                    }
+                }),
+                supplemental_groups: pod_security
+                    .and_then(|s| s.supplemental_groups.clone())
+                    .unwrap_or_default(),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Requests and limits as cgroup settings, as kubelet computes them: CPU
+/// shares from the request (or the limit), a quota from the CPU limit over
+/// 100 ms periods, the memory limit.
+fn resources(container: &Container) -> cri::LinuxContainerResources {
+    let requirements = container.resources.as_ref();
+    let get = |which: Option<
+        &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >,
+               name: &str| { which.and_then(|m| m.get(name)).map(|q| q.0.clone()) };
+    let limits = requirements.and_then(|r| r.limits.as_ref());
+    let requests = requirements.and_then(|r| r.requests.as_ref());
+    let cpu_limit = get(limits, "cpu").and_then(|q| tug_api::quantity::milli(&q));
+    let cpu_request = get(requests, "cpu")
+        .and_then(|q| tug_api::quantity::milli(&q))
+        .or(cpu_limit);
+    let memory_limit = get(limits, "memory").and_then(|q| tug_api::quantity::value(&q));
+    const PERIOD: i64 = 100_000;
+    cri::LinuxContainerResources {
+        cpu_shares: cpu_request.map_or(2, |m| ((m * 1024) / 1000).max(2) as i64),
+        cpu_period: if cpu_limit.is_some() { PERIOD } else { 0 },
+        cpu_quota: cpu_limit.map_or(0, |m| ((m * PERIOD as i128) / 1000).max(1000) as i64),
+        memory_limit_in_bytes: memory_limit.map_or(0, |b| b as i64),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variable_references_expand_as_kubelet_expands_them() {
+        let vars = BTreeMap::from([("A".to_string(), "x".to_string())]);
+        for (text, want) in [
+            ("$(A)-$(A)", "x-x"),
+            ("$$(A)", "$(A)"),
+            ("$(B)", "$(B)"),
+            ("$(A", "$(A"),
+            ("a$b", "a$b"),
+            ("", ""),
+        ] {
+            assert_eq!(expand(text, &vars), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn resources_become_cgroup_settings() {
+        let container: Container = serde_json::from_value(json!({
+            "name": "a",
+            "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi"}},
+        }))
+        .unwrap();
+        let r = resources(&container);
+        assert_eq!(
+            (r.cpu_shares, r.cpu_quota, r.cpu_period),
+            (256, 50_000, 100_000)
+        );
+        assert_eq!(r.memory_limit_in_bytes, 64 << 20);
+        let none = resources(&serde_json::from_value(json!({"name": "b"})).unwrap());
+        assert_eq!(
+            (none.cpu_shares, none.cpu_quota, none.memory_limit_in_bytes),
+            (2, 0, 0)
+        );
+    }
+}

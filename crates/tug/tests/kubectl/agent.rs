@@ -1,0 +1,406 @@
+//! The node agent inside `tug server`, with real containerd, runc and the
+//! CNI plugins, and a busybox image built here from Debian's
+//! busybox-static. One agent runs at a time (they share the machine's
+//! network); each test removes its pods, its containerd and its bridge.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+
+use serde_json::Value;
+
+use super::{Server, until};
+
+const BUSYBOX: &str = "tug.local/busybox:1";
+const NODE: &str = "tug-agent-test";
+const BRIDGE: &str = "tugtest0";
+
+static ONE_AGENT: Mutex<()> = Mutex::new(());
+
+/// A server with a node agent; on drop its pods are removed, the server
+/// stopped (its containerd with it) and the bridge deleted.
+struct Agent {
+    server: Option<Server>,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Agent {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        self.server.as_ref().expect("the agent's server")
+    }
+}
+
+fn agent_flags() -> Vec<&'static str> {
+    vec![
+        "--node-name",
+        NODE,
+        "--cluster-cidr",
+        "10.244.0.0/16",
+        "--cni-bridge",
+        BRIDGE,
+    ]
+}
+
+impl Agent {
+    fn start(dir: &Path) -> Agent {
+        let turn = ONE_AGENT.lock().unwrap_or_else(|p| p.into_inner());
+        let agent = Agent {
+            server: Some(Server::start_with_agent(dir, &agent_flags())),
+            _turn: turn,
+        };
+        until(60, "the agent's node to be Ready", || {
+            let ready = agent.kubectl(&[
+                "get",
+                "node",
+                NODE,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            (String::from_utf8_lossy(&ready.stdout) == "True").then_some(())
+        });
+        agent
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("data/agent/containerd/containerd.sock")
+    }
+
+    fn tug(&self, args: &[&str]) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_tug"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "tug {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Restarts the server (and its agent and containerd) on its data.
+    fn restart(&mut self) {
+        let server = self.server.take().expect("a running server");
+        let dir = server.dir.clone();
+        self.server = Some(server.stop().start(&dir));
+    }
+
+    /// Waits until `check` holds for the pod's JSON, and answers it.
+    fn pod_until(
+        &self,
+        seconds: u64,
+        name: &str,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        until(seconds, what, || {
+            let output = self.kubectl(&["get", "pod", name, "-o", "json"]);
+            let pod: Value = serde_json::from_slice(&output.stdout).ok()?;
+            check(&pod).then_some(pod)
+        })
+    }
+
+    /// The runtime's containers, through CRI.
+    fn runtime_containers(&self) -> usize {
+        let socket = self.socket();
+        runtime().block_on(async {
+            let runtime = tug_kubelet::cri::Runtime::connect(&socket).unwrap();
+            runtime.containers(None).await.unwrap().len()
+        })
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let socket = self.socket();
+        let _ = runtime().block_on(tug_kubelet::remove_all_pods(&socket));
+        if let Some(server) = self.server.take() {
+            drop(server.stop());
+        }
+        let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
+    }
+}
+
+/// A Docker archive of busybox (Debian's busybox-static, every applet
+/// linked in /bin), imported with `tug images import`.
+fn busybox_archive(dir: &Path) -> PathBuf {
+    use tug_kubelet::images::{Entry, ImageConfig, docker_archive, tar};
+    let busybox = std::fs::read("/bin/busybox").expect("Debian's busybox-static");
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    let applets: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|a| *a != "busybox")
+        .map(|a| format!("bin/{a}"))
+        .collect();
+    let mut entries = vec![
+        Entry::Dir { path: "bin" },
+        Entry::Dir { path: "tmp" },
+        Entry::Dir { path: "etc" },
+        Entry::File {
+            path: "bin/busybox",
+            mode: 0o755,
+            data: &busybox,
+        },
+    ];
+    for applet in &applets {
+        entries.push(Entry::Symlink {
+            path: applet,
+            target: "busybox",
+        });
+    }
+    let layer = tar(&entries).unwrap();
+    let archive = docker_archive(
+        BUSYBOX,
+        &[layer],
+        &ImageConfig {
+            cmd: &["sh"],
+            env: &["PATH=/bin"],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let path = dir.join("busybox.tar");
+    std::fs::write(&path, archive).unwrap();
+    path
+}
+
+fn status_of<'a>(pod: &'a Value, container: &str) -> &'a Value {
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["name"] == container))
+        .unwrap_or(&Value::Null)
+}
+
+fn ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+const INIT_POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: staged
+spec:
+  terminationGracePeriodSeconds: 2
+  initContainers:
+  - {name: first, image: tug.local/busybox:1, imagePullPolicy: IfNotPresent, command: [sleep, '1']}
+  - {name: second, image: tug.local/busybox:1, imagePullPolicy: IfNotPresent, command: ['true']}
+  containers:
+  - name: main
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sleep, '3600']
+    env:
+    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+";
+
+#[test]
+fn pods_run_on_containerd_and_report_as_kubelet_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path());
+    let archive = busybox_archive(dir.path());
+    agent.tug(&["images", "import", archive.to_str().unwrap()]);
+    let images = agent.tug(&["images", "list"]);
+    assert!(images.contains("tug.local/busybox"), "{images}");
+    assert!(images.contains("tug.local/pause"), "{images}");
+
+    let node: Value =
+        serde_json::from_str(&agent.ok(&["get", "node", NODE, "-o", "json"])).unwrap();
+    let runtime_version = node["status"]["nodeInfo"]["containerRuntimeVersion"]
+        .as_str()
+        .unwrap();
+    assert!(
+        runtime_version.starts_with("containerd://"),
+        "{runtime_version}"
+    );
+    assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], NODE);
+    let cidr = node["spec"]["podCIDR"].as_str().unwrap().to_string();
+    let prefix = cidr.trim_end_matches("0/24");
+
+    // A web server: Running and Ready, its address in the node's range,
+    // serving from the host.
+    agent.ok(&[
+        "run",
+        "web",
+        &format!("--image={BUSYBOX}"),
+        "--image-pull-policy=IfNotPresent",
+        "--",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+    ]);
+    let web = agent.pod_until(60, "web", "web to be Running and Ready", |p| {
+        p["status"]["phase"] == "Running" && ready(p)
+    });
+    let ip = web["status"]["podIP"].as_str().unwrap().to_string();
+    assert!(ip.starts_with(prefix), "{ip} is not in {cidr}");
+    let main = status_of(&web, "web");
+    assert!(
+        main["containerID"]
+            .as_str()
+            .unwrap()
+            .starts_with("containerd://")
+    );
+    assert!(main["state"]["running"]["startedAt"].is_string(), "{main}");
+    assert_eq!(main["restartCount"], 0);
+    let answer = until(30, "the web server to answer on the pod's address", || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect((ip.as_str(), 8080)).ok()?;
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        Some(answer)
+    });
+    assert!(
+        answer.starts_with("HTTP/1.") && answer.contains(" 404 "),
+        "{answer}"
+    );
+    let described = agent.ok(&["describe", "pod", "web"]);
+    for event in [
+        "already present on machine",
+        "Created container: web",
+        "Started container web",
+    ] {
+        assert!(described.contains(event), "no {event:?} in:\n{described}");
+    }
+
+    // A container that fails restarts with back-off.
+    agent.ok(&[
+        "run",
+        "crash",
+        &format!("--image={BUSYBOX}"),
+        "--image-pull-policy=IfNotPresent",
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    let crash = agent.pod_until(60, "crash", "crash to loop in back-off", |p| {
+        let c = status_of(p, "crash");
+        c["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+            && c["restartCount"].as_i64().unwrap_or(0) >= 2
+    });
+    let c = status_of(&crash, "crash");
+    assert_eq!(c["lastState"]["terminated"]["exitCode"], 3, "{c}");
+    assert_eq!(c["lastState"]["terminated"]["reason"], "Error", "{c}");
+    assert!(
+        c["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("back-off "),
+        "{c}"
+    );
+    assert_eq!(crash["status"]["phase"], "Running");
+    let listed = agent.ok(&["get", "pod", "crash"]);
+    assert!(listed.contains("CrashLoopBackOff"), "{listed}");
+    let described = agent.ok(&["describe", "pod", "crash"]);
+    assert!(
+        described.contains("Back-off restarting failed container crash"),
+        "{described}"
+    );
+
+    // Pods that never restart end Succeeded or Failed.
+    for (name, command, phase, reason, code) in [
+        ("done", "true", "Succeeded", "Completed", 0),
+        ("failed", "false", "Failed", "Error", 1),
+    ] {
+        agent.ok(&[
+            "run",
+            name,
+            "--restart=Never",
+            &format!("--image={BUSYBOX}"),
+            "--image-pull-policy=IfNotPresent",
+            "--",
+            command,
+        ]);
+        let pod = agent.pod_until(60, name, &format!("{name} to be {phase}"), |p| {
+            p["status"]["phase"] == phase
+        });
+        let c = status_of(&pod, name);
+        assert_eq!(c["state"]["terminated"]["reason"], reason, "{c}");
+        assert_eq!(c["state"]["terminated"]["exitCode"], code, "{c}");
+        assert_eq!(c["restartCount"], 0, "{c}");
+    }
+
+    // Init containers run in order, each to completion, before the main one.
+    agent.apply(INIT_POD);
+    let staged = agent.pod_until(60, "staged", "staged to be Running", |p| {
+        p["status"]["phase"] == "Running" && ready(p)
+    });
+    let inits = staged["status"]["initContainerStatuses"]
+        .as_array()
+        .unwrap();
+    assert_eq!(inits.len(), 2);
+    for init in inits {
+        assert_eq!(init["state"]["terminated"]["reason"], "Completed", "{init}");
+    }
+    let first_finished = inits[0]["state"]["terminated"]["finishedAt"]
+        .as_str()
+        .unwrap();
+    let second_started = inits[1]["state"]["terminated"]["startedAt"]
+        .as_str()
+        .unwrap();
+    assert!(second_started >= first_finished, "{inits:?}");
+
+    // The agent restarts (the whole server does): running pods are
+    // adopted, not restarted.
+    let before = status_of(&web, "web")["containerID"].clone();
+    agent.restart();
+    until(60, "the node to be Ready again", || {
+        let output = agent.kubectl(&[
+            "get",
+            "node",
+            NODE,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        (String::from_utf8_lossy(&output.stdout) == "True").then_some(())
+    });
+    let web = agent.pod_until(30, "web", "web to be Ready after the restart", ready);
+    let after = status_of(&web, "web");
+    assert_eq!(after["containerID"], before, "{after}");
+    assert_eq!(after["restartCount"], 0, "{after}");
+
+    // Deletion stops the containers, then the pod object goes.
+    agent.ok(&[
+        "delete",
+        "pod",
+        "web",
+        "staged",
+        "done",
+        "failed",
+        "crash",
+        "--grace-period=2",
+    ]);
+    let listed = agent.ok(&["get", "pods", "-o", "name"]);
+    assert_eq!(listed.trim(), "", "{listed}");
+    until(30, "the runtime to hold no container", || {
+        (agent.runtime_containers() == 0).then_some(())
+    });
+}
+
+trait Apply {
+    fn apply(&self, manifest: &str);
+}
+
+impl Apply for Server {
+    fn apply(&self, manifest: &str) {
+        let path = self.dir.join(format!("manifest-{}.yaml", manifest.len()));
+        std::fs::write(&path, manifest).unwrap();
+        self.ok(&["apply", "-f", path.to_str().unwrap()]);
+    }
+}
