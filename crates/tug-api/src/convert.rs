@@ -56,9 +56,10 @@ pub fn from_stored(resource: &Resource, object: &mut Value) {
     }
 }
 
-/// Whether the served form differs from the stored one.
+/// Whether the served form differs from the stored one (or from what the
+/// client sent: a Secret's stringData is folded into its data).
 pub fn converts(resource: &Resource) -> bool {
-    !renames(resource).is_empty() || is_hpa_v1(resource)
+    !renames(resource).is_empty() || is_hpa_v1(resource) || is_secret(resource)
 }
 
 /// The stored form of an object as a client sent it.
@@ -66,6 +67,35 @@ pub fn to_stored(resource: &Resource, object: &mut Value) {
     rename(object, renames(resource).iter().copied());
     if is_hpa_v1(resource) {
         hpa_v1_to_v2(object);
+    }
+    if is_secret(resource) {
+        fold_string_data(object);
+    }
+}
+
+fn is_secret(resource: &Resource) -> bool {
+    resource.group.is_empty() && resource.plural == "secrets"
+}
+
+/// A Secret's stringData, write-only, goes into its data (base64), each
+/// key overwriting data's, as upstream's conversion does.
+fn fold_string_data(secret: &mut Value) {
+    use base64::Engine as _;
+    let Some(map) = secret.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(strings)) = map.remove("stringData") else {
+        return;
+    };
+    if !map.get("data").is_some_and(Value::is_object) {
+        map.insert("data".into(), Value::Object(Map::new()));
+    }
+    if let Some(Value::Object(data)) = map.get_mut("data") {
+        for (key, value) in strings {
+            let text = value.as_str().unwrap_or_default();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+            data.insert(key, Value::String(encoded));
+        }
     }
 }
 
@@ -133,6 +163,18 @@ mod tests {
 
     use super::*;
     use crate::registry;
+
+    #[test]
+    fn a_secrets_string_data_is_stored_in_its_data() {
+        let secrets = registry::find("", "v1", "secrets").unwrap();
+        let mut secret = json!({"data": {"a": "b2xk", "b": "Yg=="}, "stringData": {"a": "new"}});
+        to_stored(secrets, &mut secret);
+        assert_eq!(secret, json!({"data": {"a": "bmV3", "b": "Yg=="}}));
+        let mut only = json!({"stringData": {"k": "v"}});
+        to_stored(secrets, &mut only);
+        assert_eq!(only, json!({"data": {"k": "dg=="}}));
+        assert!(converts(secrets));
+    }
 
     #[test]
     fn hpa_v1_is_stored_as_v2() {

@@ -222,7 +222,7 @@ pub const RESOURCES: &[Resource] = &[
         true,
         &["po"],
         ALL,
-        &["status", "binding", "eviction"]
+        &["status", "binding", "eviction", "log"]
     ),
     resource!(
         "",

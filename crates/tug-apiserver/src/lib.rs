@@ -22,6 +22,7 @@ pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;
+pub mod proxy;
 pub mod rest;
 pub mod server;
 pub mod serviceaccount;
@@ -61,8 +62,9 @@ pub struct Config {
     /// first start.
     pub node_token: Option<String>,
     /// The node of this server's own agent, if it runs one: its
-    /// credentials (`system:node:<name>`) are written beside the others.
-    pub agent_node: Option<String>,
+    /// credentials (`system:node:<name>`) and serving certificate are
+    /// written beside the others.
+    pub agent_node: Option<AgentNode>,
 }
 
 /// Where the node-join token is kept, as k3s's `server/node-token`.
@@ -109,8 +111,28 @@ pub struct Started {
     /// `<data-dir>/server/cred/controller.kubeconfig`.
     pub controller_kubeconfig: PathBuf,
     /// The node agent's (`system:node:<name>`, group `system:nodes`), in
-    /// `<data-dir>/server/cred/agent.kubeconfig`, if it runs.
-    pub agent_kubeconfig: Option<PathBuf>,
+    /// `<data-dir>/server/cred/agent.kubeconfig`, and its serving
+    /// certificate, if it runs.
+    pub agent: Option<AgentCredentials>,
+}
+
+/// The node agent that runs beside the API server.
+#[derive(Clone, Debug)]
+pub struct AgentNode {
+    pub name: String,
+    pub address: IpAddr,
+}
+
+/// A node agent's credentials, as files.
+#[derive(Clone, Debug)]
+pub struct AgentCredentials {
+    /// `system:node:<name>` in `system:nodes`.
+    pub kubeconfig: PathBuf,
+    /// Its HTTPS server's certificate and key, naming the node and its address.
+    pub serving_cert: PathBuf,
+    pub serving_key: PathBuf,
+    /// The cluster CA, which signs the API server's client certificate.
+    pub client_ca: PathBuf,
 }
 
 /// The namespaces every cluster has.
@@ -313,14 +335,38 @@ pub async fn run(
         "system:kube-controller-manager",
         &[],
     )?;
-    let agent_kubeconfig = match &config.agent_node {
-        Some(node) => Some(component_kubeconfig(
-            "agent.kubeconfig",
-            &format!("system:node:{node}"),
-            &["system:nodes"],
-        )?),
+    let agent = match &config.agent_node {
+        Some(node) => {
+            let kubeconfig = component_kubeconfig(
+                "agent.kubeconfig",
+                &format!("system:node:{}", node.name),
+                &["system:nodes"],
+            )?;
+            let serving = ca.serving_as(
+                &format!("system:node:{}", node.name),
+                &[
+                    node.name.clone(),
+                    node.address.to_string(),
+                    "127.0.0.1".into(),
+                    "localhost".into(),
+                ],
+            )?;
+            let (serving_cert, serving_key) = (
+                cred.join("agent-serving.crt"),
+                cred.join("agent-serving.key"),
+            );
+            pki::write_private(&serving_cert, serving.cert_pem.as_bytes(), 0o644)?;
+            pki::write_private(&serving_key, serving.key_pem.as_bytes(), 0o600)?;
+            Some(AgentCredentials {
+                kubeconfig,
+                serving_cert,
+                serving_key,
+                client_ca: pki::tls_dir(&config.data_dir).join("ca.crt"),
+            })
+        }
         None => None,
     };
+    let kubelet_client = Arc::new(proxy::KubeletClient::new(&ca)?);
     let shared = Arc::new(server::Shared {
         api: Arc::new(rest::ApiState {
             store: store.clone(),
@@ -334,6 +380,7 @@ pub async fn run(
             issuer: serviceaccount::Issuer::load_or_create(&pki::tls_dir(&config.data_dir))?,
         },
         authorizer: Arc::new(auth::AllowAuthenticated),
+        kubelet: kubelet_client,
     });
     ensure_kubernetes_service(&shared.api, address.port()).await?;
     tokio::spawn(crd::run(shared.api.clone(), shutdown.clone()));
@@ -343,7 +390,7 @@ pub async fn run(
         kubeconfig_path: config.kubeconfig_path.clone(),
         scheduler_kubeconfig,
         controller_kubeconfig,
-        agent_kubeconfig,
+        agent,
     });
     server::serve(listener, acceptor, server::router(shared), shutdown).await;
     Ok(())

@@ -107,9 +107,14 @@ impl Ca {
     /// A serving certificate for the API server, naming `names` (DNS names
     /// or IP addresses).
     pub fn serving(&self, names: &[String]) -> anyhow::Result<Issued> {
+        self.serving_as("tug-apiserver", names)
+    }
+
+    /// A serving certificate with common name `common_name`.
+    pub fn serving_as(&self, common_name: &str, names: &[String]) -> anyhow::Result<Issued> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "tug-apiserver");
+        dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
         params.subject_alt_names = names
             .iter()

@@ -700,6 +700,11 @@ impl ApiState {
             .ok_or_else(|| ApiError::not_found(resource.plural, resource.group, name))
     }
 
+    /// The object `target` names, as a client reads it.
+    pub async fn object(&self, target: &Target) -> Result<Value, ApiError> {
+        decode(target.resource, &self.load(target).await?)
+    }
+
     pub async fn get(
         &self,
         target: &Target,

@@ -40,6 +40,8 @@ pub struct Shared {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     pub authn: Authenticator,
     pub authorizer: Arc<dyn Authorizer>,
+    /// The API server's client of node agents.
+    pub kubelet: Arc<crate::proxy::KubeletClient>,
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -332,7 +334,9 @@ async fn route(
         .as_deref()
         .is_some_and(registry::Resource::create_only);
     let created = create_only && method == Method::POST;
+    let read_only = target.subresource.as_deref() == Some("log");
     if create_only != created
+        || (read_only && method != Method::GET)
         || (!create_only && !method_allowed(target.resource, &method, collection))
     {
         return Err(ApiError::method_not_allowed(
@@ -387,6 +391,9 @@ async fn route(
             .await
         }
         (Method::POST, true) => api.create(&target, &query, &headers, &body).await,
+        (Method::GET, false) if target.subresource.as_deref() == Some("log") => {
+            crate::proxy::pod_log(api, &shared.kubelet, &target, &query).await
+        }
         (Method::GET, false) => api.get(&target, &headers, &query).await,
         (Method::PUT, false) => api.update(&target, &query, &headers, &body).await,
         (Method::PATCH, false) => api.patch(&target, &query, &headers, &body).await,

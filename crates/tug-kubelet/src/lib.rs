@@ -8,13 +8,20 @@
 //! - [`network`]: the pod network's CNI configuration.
 //! - [`pod`]: pure planning and status of one pod.
 //! - [`worker`]: the pod workers: observe, plan, act, report.
+//! - [`server`] and [`logs`]: the HTTPS port the API server reads logs from.
+//! - [`volumes`]: the pods' volumes on the node.
+//! - [`probes`]: startup, liveness and readiness probes.
 
 pub mod containerd;
 pub mod cri;
 pub mod images;
+pub mod logs;
 pub mod network;
 pub mod node;
 pub mod pod;
+pub mod probes;
+pub mod server;
+pub mod volumes;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -40,6 +47,10 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     /// Whether this node runs the control plane (its role label).
     pub control_plane: bool,
+    /// The agent's HTTPS port (logs for the API server).
+    pub port: u16,
+    /// Its certificate and the CA of its clients; without, it serves nothing.
+    pub tls: Option<server::Tls>,
 }
 
 impl Config {
@@ -89,11 +100,26 @@ pub async fn run(
     };
     let socket = config.runtime_socket();
     let runtime = cri::Runtime::connect(&socket)?;
-    let version = runtime
-        .version()
-        .await
-        .with_context(|| format!("the container runtime at {}", socket.display()))?;
+    // CRI answers "not initialized" while containerd recovers its
+    // containers (after a restart, with pods running): wait for it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    let version = loop {
+        match runtime.version().await {
+            Ok(version) => break version,
+            Err(err) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %format!("{err:#}"), "waiting for the container runtime");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("the container runtime at {}", socket.display()));
+            }
+        }
+    };
     import_images(&config, &socket).await?;
+    if let Some(tls) = &config.tls {
+        server::serve(config.port, tls, runtime.clone(), shutdown.clone()).await?;
+    }
     let machine = node::Machine::read(&config.data_dir);
     let registered = node::register(&client, &node::object(&config, &machine, &version)).await?;
     tracing::info!(node = %config.node_name, runtime = %version, "node agent registered its node");

@@ -44,12 +44,18 @@ fn read_trimmed(path: &str) -> String {
 }
 
 impl Machine {
-    pub fn read(data_dir: &Path) -> Machine {
-        let memory_ki = read_trimmed("/proc/meminfo")
+    /// The machine's memory, from /proc/meminfo.
+    pub fn memory_bytes() -> u64 {
+        read_trimmed("/proc/meminfo")
             .lines()
             .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0);
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    }
+
+    pub fn read(data_dir: &Path) -> Machine {
+        let memory_ki = Machine::memory_bytes() / 1024;
         let storage_bytes = rustix::fs::statvfs(data_dir)
             .map(|s| s.f_blocks * s.f_frsize)
             .unwrap_or(0);
@@ -161,7 +167,7 @@ pub fn object(config: &Config, machine: &Machine, runtime_version: &str) -> Valu
                 {"type": "InternalIP", "address": config.node_ip.to_string()},
                 {"type": "Hostname", "address": config.node_name},
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": config.port}},
             "nodeInfo": {
                 "machineID": machine.machine_id,
                 "systemUUID": machine.machine_id,
@@ -212,7 +218,12 @@ pub async fn register(client: &Client, node: &Value) -> anyhow::Result<Node> {
                 .patch(name, &PatchParams::default(), &Patch::Merge(labels))
                 .await
                 .with_context(|| format!("updating node {name}"))?;
-            let status = json!({"status": node["status"]});
+            // Its conditions stay as they were until the status loop
+            // posts the runtime's (a restarted agent's node stays Ready).
+            let mut status = json!({"status": node["status"]});
+            if let Some(status) = status["status"].as_object_mut() {
+                status.remove("conditions");
+            }
             nodes
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
                 .await

@@ -50,6 +50,12 @@ pub struct RuntimeContainer {
     pub reason: String,
     pub message: String,
     pub image_ref: String,
+    /// Its probes' results: `Some(false)` while a startup (readiness)
+    /// probe has not succeeded, `None` without one.
+    pub started: Option<bool>,
+    pub ready: Option<bool>,
+    /// A liveness or startup probe failed: it is to be restarted.
+    pub probe_failed: bool,
 }
 
 /// Everything the runtime holds for one pod, newest first.
@@ -133,10 +139,14 @@ impl Backoff {
     }
 }
 
-/// A failed image pull: the error, its back-off, and whether it was
-/// reported yet (ErrImagePull first, ImagePullBackOff while waiting).
+/// Why a container could not be started (its image could not be pulled,
+/// its environment not resolved): the reason and message its status
+/// shows, the back-off, and whether it was reported yet (an ErrImagePull
+/// turns ImagePullBackOff while waiting, once reported).
 #[derive(Clone, Debug, Default)]
 pub struct PullError {
+    /// ErrImagePull, ErrImageNeverPull or CreateContainerConfigError.
+    pub reason: &'static str,
     pub message: String,
     pub backoff: Backoff,
     pub fresh: bool,
@@ -398,6 +408,12 @@ pub fn plan(
                 let attempt = newest.map_or(0, |c| c.attempt + 1);
                 plan.actions.push(Action::Start { index, attempt });
             }
+            Some(c) if c.state == State::Running && c.probe_failed => {
+                plan.actions.push(Action::KillContainer {
+                    id: c.id.clone(),
+                    grace: probe_grace(pod, &container.name),
+                });
+            }
             Some(c) if c.state != State::Exited => {}
             Some(c) => {
                 if !should_restart(policy, c.exit_code) {
@@ -429,6 +445,20 @@ pub fn plan(
         }
     }
     plan
+}
+
+/// The grace a container killed by its probe gets: the probe's own
+/// terminationGracePeriodSeconds, else the pod's.
+fn probe_grace(pod: &Pod, name: &str) -> i64 {
+    containers(pod)
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|c| {
+            c.liveness_probe
+                .as_ref()
+                .and_then(|p| p.termination_grace_period_seconds)
+        })
+        .unwrap_or_else(|| grace_period(pod))
 }
 
 /// When an image pull that failed may be tried again, if not yet.
@@ -501,7 +531,9 @@ fn container_status(
     };
     let pull_error = memory.pull_errors.get(&spec.name).map(|error| {
         let backoff = error.backoff;
-        if !error.fresh && backoff.since + backoff.delay > now {
+        if error.reason != "ErrImagePull" {
+            waiting(error.reason, Some(error.message.clone()))
+        } else if !error.fresh && backoff.since + backoff.delay > now {
             waiting(
                 "ImagePullBackOff",
                 Some(format!(
@@ -542,8 +574,9 @@ fn container_status(
             let last = older.map(terminated);
             match c.state {
                 State::Running => {
-                    status["ready"] = json!(true);
-                    status["started"] = json!(true);
+                    let started = c.started.unwrap_or(true);
+                    status["ready"] = json!(started && c.ready.unwrap_or(true));
+                    status["started"] = json!(started);
                     (json!({"running": {"startedAt": time(c.started_at)}}), last)
                 }
                 State::Created | State::Unknown => (waiting("ContainerCreating", None), last),

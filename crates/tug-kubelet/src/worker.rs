@@ -25,6 +25,7 @@ use tug_controllers::events::{self, Recorder};
 use crate::Config;
 use crate::cri::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE, POD_UID, Runtime};
 use crate::pod::{self, Action, Memory, Nanos, Observed, RuntimeContainer, Sandbox, State};
+use crate::{probes, volumes};
 
 /// How often the runtime is relisted.
 const RELIST: Duration = Duration::from_secs(1);
@@ -44,6 +45,7 @@ struct Shared {
     pods: Mutex<HashMap<String, Arc<Pod>>>,
     /// Each pod worker's wake-up channel.
     workers: Mutex<HashMap<String, mpsc::Sender<()>>>,
+    probes: Arc<probes::Results>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -82,6 +84,7 @@ pub async fn run(
         recorder,
         pods: Mutex::new(HashMap::new()),
         workers: Mutex::new(HashMap::new()),
+        probes: Arc::new(probes::Results::default()),
     });
     tokio::spawn(relist(shared.clone(), shutdown.clone()));
     let api: Api<Pod> = Api::all(client);
@@ -191,6 +194,8 @@ struct Worker {
     reported: Option<Value>,
     /// Sandbox addresses, by sandbox ID.
     ips: HashMap<String, String>,
+    /// The probes running, by container ID.
+    probers: HashMap<String, CancellationToken>,
 }
 
 enum Next {
@@ -243,7 +248,13 @@ async fn work(shared: Arc<Shared>, uid: String, mut wake: mpsc::Receiver<()>) {
 }
 
 /// What the runtime holds for the pod `uid`.
-async fn observe(runtime: &Runtime, uid: &str, worker: &mut Worker) -> anyhow::Result<Observed> {
+async fn observe(
+    shared: &Shared,
+    uid: &str,
+    pod: Option<&Pod>,
+    worker: &mut Worker,
+) -> anyhow::Result<Observed> {
+    let runtime = &shared.runtime;
     let mut observed = Observed::default();
     for sandbox in runtime.sandboxes(Some(uid)).await? {
         let ready = sandbox.state == cri::PodSandboxState::SandboxReady as i32;
@@ -278,6 +289,18 @@ async fn observe(runtime: &Runtime, uid: &str, worker: &mut Worker) -> anyhow::R
             _ => State::Unknown,
         };
         let metadata = status.metadata.unwrap_or_default();
+        let mut message = status.message;
+        if state == State::Exited && message.is_empty() {
+            message = termination_message(
+                &shared.config,
+                pod,
+                uid,
+                &metadata.name,
+                metadata.attempt,
+                status.exit_code,
+                &status.log_path,
+            );
+        }
         observed.containers.push(RuntimeContainer {
             id: status.id,
             sandbox_id: container.pod_sandbox_id,
@@ -289,8 +312,11 @@ async fn observe(runtime: &Runtime, uid: &str, worker: &mut Worker) -> anyhow::R
             finished_at: status.finished_at,
             exit_code: status.exit_code,
             reason: status.reason,
-            message: status.message,
+            message,
             image_ref: status.image_ref,
+            started: None,
+            ready: None,
+            probe_failed: false,
         });
     }
     observed.sort();
@@ -303,13 +329,16 @@ async fn sync(
     pod: Option<&Pod>,
     worker: &mut Worker,
 ) -> anyhow::Result<Next> {
-    let observed = observe(&shared.runtime, uid, worker).await?;
+    let mut observed = observe(shared, uid, pod, worker).await?;
+    probe(shared, uid, pod, &mut observed, worker);
     let Some(pod) = pod else {
         if observed.sandboxes.is_empty() && observed.containers.is_empty() {
             return Ok(Next::Done);
         }
         stop_all(shared, None, &observed, ORPHAN_GRACE).await;
         remove_all(&shared.runtime, &observed).await?;
+        volumes::remove_dir(&volumes::pod_dir(&shared.config, uid))
+            .context("removing the pod's volumes")?;
         return Ok(Next::Done);
     };
     let now = now_nanos();
@@ -319,12 +348,117 @@ async fn sync(
     let plan = pod::plan(pod, &observed, &worker.memory, &reported_phase, now);
     report(shared, pod, &observed, worker, &previous, now).await?;
     if plan.actions.is_empty() {
+        // ConfigMaps, Secrets and the downward API change: their volumes
+        // follow on every sync of a running pod.
+        if reported_phase == "Running"
+            && pod.metadata.deletion_timestamp.is_none()
+            && let Err(err) = volumes::prepare(&shared.client, &shared.config, pod).await
+        {
+            tracing::debug!(pod = %uid, error = %err, "refreshing volumes");
+        }
         return Ok(Next::Wait(plan.wake_at));
     }
     for action in plan.actions {
         execute(shared, pod, &observed, worker, action).await?;
     }
     Ok(Next::Again)
+}
+
+/// Starts the probes of running containers that have some, stops those
+/// of containers that stopped, and puts their results in `observed`.
+fn probe(
+    shared: &Arc<Shared>,
+    uid: &str,
+    pod: Option<&Pod>,
+    observed: &mut Observed,
+    worker: &mut Worker,
+) {
+    let running: Vec<&str> = observed
+        .containers
+        .iter()
+        .filter(|c| {
+            c.state == State::Running
+                && pod.is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+        })
+        .map(|c| c.id.as_str())
+        .collect();
+    worker.probers.retain(|id, stop| {
+        let keep = running.contains(&id.as_str());
+        if !keep {
+            stop.cancel();
+            shared.probes.forget(id);
+        }
+        keep
+    });
+    let Some(pod) = pod else {
+        return;
+    };
+    let specs: Vec<&Container> = pod.spec.iter().flat_map(|s| s.containers.iter()).collect();
+    for c in &mut observed.containers {
+        let Some(spec) = specs.iter().find(|s| s.name == c.name) else {
+            continue;
+        };
+        let kinds = [
+            probes::Kind::Startup,
+            probes::Kind::Liveness,
+            probes::Kind::Readiness,
+        ];
+        if c.state == State::Running
+            && !worker.probers.contains_key(&c.id)
+            && kinds.iter().any(|k| k.of(spec).is_some())
+        {
+            let stop = CancellationToken::new();
+            let target = probes::Target {
+                container_id: c.id.clone(),
+                pod_ip: observed_ip(&observed.sandboxes),
+            };
+            for kind in kinds {
+                let Some(probe) = kind.of(spec) else {
+                    continue;
+                };
+                let (shared_for_events, uid_owned) = (shared.clone(), uid.to_string());
+                let reference = container_ref(pod, &spec.name, false);
+                let changed = move |failure: Option<String>| {
+                    if let Some(message) = failure {
+                        shared_for_events.recorder.event(
+                            reference.clone(),
+                            events::WARNING,
+                            "Unhealthy",
+                            format!("{} probe failed: {message}", kind.name()),
+                        );
+                    }
+                    shared_for_events.wake(&uid_owned);
+                };
+                tokio::spawn(probes::run(
+                    shared.runtime.clone(),
+                    shared.probes.clone(),
+                    kind,
+                    probe.clone(),
+                    (*spec).clone(),
+                    target.clone(),
+                    stop.clone(),
+                    changed,
+                ));
+            }
+            worker.probers.insert(c.id.clone(), stop);
+        }
+        let state = shared.probes.get(&c.id);
+        if spec.startup_probe.is_some() {
+            c.started = Some(state.started.unwrap_or(false));
+        }
+        if spec.readiness_probe.is_some() {
+            c.ready = Some(state.ready.unwrap_or(false));
+        }
+        c.probe_failed = state.failed;
+    }
+}
+
+fn observed_ip(sandboxes: &[Sandbox]) -> Option<std::net::IpAddr> {
+    sandboxes
+        .iter()
+        .find(|s| s.ready)
+        .and_then(|s| s.ip.as_deref())
+        .and_then(|ip| ip.parse().ok())
 }
 
 /// Writes the pod's status if it changed.
@@ -439,6 +573,9 @@ async fn execute(
         }
         Action::RemovePod => {
             remove_all(runtime, observed).await?;
+            let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+            volumes::remove_dir(&volumes::pod_dir(&shared.config, uid))
+                .context("removing the pod's volumes")?;
             if pod.metadata.deletion_timestamp.is_some() {
                 let api: Api<Pod> = Api::namespaced(
                     shared.client.clone(),
@@ -490,7 +627,25 @@ async fn execute(
             )
             .await?;
         }
-        Action::KillContainer { id, grace } => runtime.stop_container(&id, grace).await?,
+        Action::KillContainer { id, grace } => {
+            if let Some(c) = observed.containers.iter().find(|c| c.id == id) {
+                let kind = if shared.probes.get(&id).started == Some(false) {
+                    "startup"
+                } else {
+                    "liveness"
+                };
+                shared.recorder.event(
+                    container_ref(pod, &c.name, false),
+                    events::NORMAL,
+                    "Killing",
+                    format!(
+                        "Container {} failed {kind} probe, will be restarted",
+                        c.name
+                    ),
+                );
+            }
+            runtime.stop_container(&id, grace).await?;
+        }
         Action::RemoveContainer { id } => runtime.remove_container(&id).await?,
     }
     Ok(())
@@ -574,11 +729,11 @@ async fn ensure_image(
         worker.memory.pull_errors.remove(&container.name);
         return Ok(Some(id));
     }
-    let failure = if policy == "Never" {
+    let (reason, failure) = if policy == "Never" {
         let message =
             format!("Container image \"{image}\" is not present with pull policy of Never");
         event(events::WARNING, "ErrImageNeverPull", message.clone());
-        message
+        ("ErrImageNeverPull", message)
     } else {
         event(
             events::NORMAL,
@@ -603,7 +758,7 @@ async fn ensure_image(
                 let message = format!("Failed to pull image \"{image}\": {err:#}");
                 event(events::WARNING, "Failed", message.clone());
                 event(events::WARNING, "Failed", "Error: ErrImagePull".into());
-                message
+                ("ErrImagePull", message)
             }
         }
     };
@@ -612,6 +767,7 @@ async fn ensure_image(
         .pull_errors
         .entry(container.name.clone())
         .or_default();
+    error.reason = reason;
     error.message = failure;
     error.backoff.failed(now_nanos());
     error.fresh = true;
@@ -635,15 +791,50 @@ async fn start(
         .filter(|s| s.ready)
         .context("the pod's sandbox is not ready")?;
     let sandbox_config = sandbox_config(&shared.config, pod, sandbox.attempt)?;
-    let config = container_config(
-        &shared.config,
-        pod,
-        container,
-        attempt,
-        &image_id,
-        sandbox.ip.as_deref(),
-    );
     let reference = container_ref(pod, &container.name, init);
+    let volumes = match volumes::prepare(&shared.client, &shared.config, pod).await {
+        Ok(volumes) => volumes,
+        Err(err) => {
+            shared.recorder.event(
+                pod_ref(pod),
+                events::WARNING,
+                "FailedMount",
+                err.to_string(),
+            );
+            return Err(anyhow::anyhow!("{err}"));
+        }
+    };
+    let ip = sandbox.ip.as_deref();
+    let prepared = async {
+        let env = environment(&shared.client, &shared.config, pod, container, ip).await?;
+        let mounts = mounts(&shared.config, pod, container, attempt, &volumes, ip)?;
+        Ok::<_, String>((env, mounts))
+    };
+    let (env, mounts) = match prepared.await {
+        Ok(prepared) => {
+            worker.memory.pull_errors.remove(&container.name);
+            prepared
+        }
+        Err(message) => {
+            shared.recorder.event(
+                reference,
+                events::WARNING,
+                "Failed",
+                "Error: CreateContainerConfigError".into(),
+            );
+            let error = worker
+                .memory
+                .pull_errors
+                .entry(container.name.clone())
+                .or_default();
+            error.reason = "CreateContainerConfigError";
+            error.message = message;
+            error.backoff.failed(now_nanos());
+            error.fresh = true;
+            return Ok(());
+        }
+    };
+    let config = container_config(pod, container, attempt, &image_id, env, mounts);
     // A restart counts toward the container's back-off.
     if let Some(failed) = observed
         .containers
@@ -866,7 +1057,12 @@ pub fn expand(text: &str, vars: &BTreeMap<String, String>) -> String {
 }
 
 /// A fieldRef's value, for the fields kubelet resolves.
-fn field_value(pod: &Pod, config: &Config, pod_ip: Option<&str>, path: &str) -> Option<String> {
+pub(crate) fn field_value(
+    pod: &Pod,
+    config: &Config,
+    pod_ip: Option<&str>,
+    path: &str,
+) -> Option<String> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
     let keyed = |prefix: &str, map: Option<&BTreeMap<String, String>>| {
@@ -892,40 +1088,320 @@ fn field_value(pod: &Pod, config: &Config, pod_ip: Option<&str>, path: &str) -> 
     }
 }
 
-/// The container's environment, in order, each value expanded against
-/// the ones before it.
-fn environment(
+/// The container's environment, in order: envFrom's sources, then env,
+/// each value expanded against the ones before it. A missing ConfigMap,
+/// Secret or key that is not optional is the CreateContainerConfigError's
+/// message.
+async fn environment(
+    client: &Client,
     config: &Config,
     pod: &Pod,
     container: &Container,
     pod_ip: Option<&str>,
-) -> Vec<(String, String)> {
+) -> Result<Vec<(String, String)>, String> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let mut ordered: Vec<(String, String)> = Vec::new();
+    let mut set = |name: String, value: String, vars: &mut BTreeMap<String, String>| {
+        vars.insert(name.clone(), value.clone());
+        ordered.retain(|(n, _)| *n != name);
+        ordered.push((name, value));
+    };
+    for source in container.env_from.iter().flatten() {
+        let prefix = source.prefix.clone().unwrap_or_default();
+        let data = if let Some(cm) = &source.config_map_ref {
+            config_map_data(client, namespace, &cm.name, cm.optional.unwrap_or(false)).await?
+        } else if let Some(secret) = &source.secret_ref {
+            secret_data(
+                client,
+                namespace,
+                &secret.name,
+                secret.optional.unwrap_or(false),
+            )
+            .await?
+        } else {
+            BTreeMap::new()
+        };
+        for (key, value) in data {
+            set(format!("{prefix}{key}"), value, &mut vars);
+        }
+    }
     for env in container.env.iter().flatten() {
+        let from = env.value_from.as_ref();
         let value = if let Some(value) = &env.value {
             expand(value, &vars)
-        } else if let Some(field) = env.value_from.as_ref().and_then(|v| v.field_ref.as_ref()) {
+        } else if let Some(field) = from.and_then(|v| v.field_ref.as_ref()) {
             field_value(pod, config, pod_ip, &field.field_path).unwrap_or_default()
+        } else if let Some(resource) = from.and_then(|v| v.resource_field_ref.as_ref()) {
+            resource_value(pod, resource)?
+        } else if let Some(key) = from.and_then(|v| v.config_map_key_ref.as_ref()) {
+            let optional = key.optional.unwrap_or(false);
+            let data = config_map_data(client, namespace, &key.name, optional).await?;
+            match data.get(&key.key) {
+                Some(value) => value.clone(),
+                None if optional => continue,
+                None => {
+                    return Err(format!(
+                        "couldn't find key {} in ConfigMap {namespace}/{}",
+                        key.key, key.name
+                    ));
+                }
+            }
+        } else if let Some(key) = from.and_then(|v| v.secret_key_ref.as_ref()) {
+            let optional = key.optional.unwrap_or(false);
+            let data = secret_data(client, namespace, &key.name, optional).await?;
+            match data.get(&key.key) {
+                Some(value) => value.clone(),
+                None if optional => continue,
+                None => {
+                    return Err(format!(
+                        "couldn't find key {} in Secret {namespace}/{}",
+                        key.key, key.name
+                    ));
+                }
+            }
         } else {
             String::new()
         };
-        vars.insert(env.name.clone(), value.clone());
-        ordered.retain(|(name, _)| *name != env.name);
-        ordered.push((env.name.clone(), value));
+        set(env.name.clone(), value, &mut vars);
     }
-    ordered
+    Ok(ordered)
 }
 
-fn container_config(
+async fn config_map_data(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    optional: bool,
+) -> Result<BTreeMap<String, String>, String> {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), namespace);
+    match api.get_opt(name).await.map_err(|e| e.to_string())? {
+        Some(map) => Ok(map.data.unwrap_or_default()),
+        None if optional => Ok(BTreeMap::new()),
+        None => Err(format!("configmap {name:?} not found")),
+    }
+}
+
+async fn secret_data(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    optional: bool,
+) -> Result<BTreeMap<String, String>, String> {
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), namespace);
+    match api.get_opt(name).await.map_err(|e| e.to_string())? {
+        Some(secret) => Ok(secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+            .collect()),
+        None if optional => Ok(BTreeMap::new()),
+        None => Err(format!("secret {name:?} not found")),
+    }
+}
+
+/// A resourceFieldRef's value: the container's request or limit (the
+/// node's allocatable for an unset limit), in units of its divisor.
+pub(crate) fn resource_value(
+    pod: &Pod,
+    selector: &k8s_openapi::api::core::v1::ResourceFieldSelector,
+) -> Result<String, String> {
+    let spec = pod.spec.as_ref().ok_or("the pod has no spec")?;
+    let container = match selector.container_name.as_deref() {
+        Some(name) if !name.is_empty() => spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == name)
+            .ok_or_else(|| format!("container {name:?} not found"))?,
+        _ => spec.containers.first().ok_or("the pod has no containers")?,
+    };
+    let (which, resource) = selector
+        .resource
+        .split_once('.')
+        .ok_or_else(|| format!("unsupported resource {:?}", selector.resource))?;
+    let resources = container.resources.as_ref();
+    let map = match which {
+        "limits" => resources.and_then(|r| r.limits.as_ref()),
+        "requests" => resources.and_then(|r| r.requests.as_ref()),
+        _ => return Err(format!("unsupported resource {:?}", selector.resource)),
+    };
+    let quantity = map.and_then(|m| m.get(resource)).map(|q| q.0.clone());
+    let cpu = resource == "cpu";
+    let value = match quantity {
+        Some(q) if cpu => tug_api::quantity::milli(&q),
+        Some(q) => tug_api::quantity::value(&q),
+        None if which == "limits" && cpu => {
+            Some(std::thread::available_parallelism().map_or(1, |n| n.get()) as i128 * 1000)
+        }
+        None if which == "limits" => Some(crate::node::Machine::memory_bytes() as i128),
+        None => Some(0),
+    }
+    .ok_or_else(|| format!("{} is not a quantity", selector.resource))?;
+    let divisor = selector
+        .divisor
+        .as_ref()
+        .map(|d| d.0.clone())
+        .unwrap_or_else(|| "1".into());
+    let divisor = if cpu {
+        tug_api::quantity::milli(&divisor)
+    } else {
+        tug_api::quantity::value(&divisor)
+    }
+    .filter(|d| *d > 0)
+    .ok_or_else(|| format!("invalid divisor {divisor:?}"))?;
+    // Rounded up, as kubelet's ExtractResourceValueByContainer.
+    Ok(((value + divisor - 1) / divisor).to_string())
+}
+
+/// The container's mounts: its volumeMounts, the pod's /etc/hosts and
+/// its termination-message file.
+fn mounts(
     config: &Config,
     pod: &Pod,
     container: &Container,
     attempt: u32,
-    image_id: &str,
+    volumes: &BTreeMap<String, volumes::Ready>,
     pod_ip: Option<&str>,
+) -> Result<Vec<cri::Mount>, String> {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let dir = volumes::pod_dir(config, uid);
+    let mut mounts = Vec::new();
+    let mut targets: Vec<&str> = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let volume = volumes
+            .get(&mount.name)
+            .ok_or_else(|| format!("volume {:?} not found in the pod", mount.name))?;
+        let mut host = volume.path.clone();
+        if let Some(sub) = mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            if !volumes::safe_relative(sub) {
+                return Err(format!(
+                    "subPath {sub:?} must be a relative path without '..'"
+                ));
+            }
+            host = host.join(sub);
+            if !host.exists() {
+                std::fs::create_dir_all(&host)
+                    .map_err(|e| format!("creating {}: {e}", host.display()))?;
+            }
+        }
+        targets.push(&mount.mount_path);
+        mounts.push(cri::Mount {
+            container_path: mount.mount_path.clone(),
+            host_path: host.display().to_string(),
+            readonly: mount.read_only.unwrap_or(false) || volume.read_only,
+            propagation: match mount.mount_propagation.as_deref() {
+                Some("HostToContainer") => cri::MountPropagation::PropagationHostToContainer as i32,
+                Some("Bidirectional") => cri::MountPropagation::PropagationBidirectional as i32,
+                _ => cri::MountPropagation::PropagationPrivate as i32,
+            },
+            ..Default::default()
+        });
+    }
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    if !host_network && !targets.contains(&"/etc/hosts") {
+        let hosts = dir.join("etc-hosts");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        std::fs::write(&hosts, volumes::etc_hosts(pod, pod_ip))
+            .map_err(|e| format!("writing {}: {e}", hosts.display()))?;
+        mounts.push(cri::Mount {
+            container_path: "/etc/hosts".into(),
+            host_path: hosts.display().to_string(),
+            ..Default::default()
+        });
+    }
+    let message_path = container
+        .termination_message_path
+        .clone()
+        .unwrap_or_else(|| "/dev/termination-log".into());
+    if !message_path.is_empty() && !targets.contains(&message_path.as_str()) {
+        let file = termination_file(config, uid, &container.name, attempt);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&file, b"").map_err(|e| format!("writing {}: {e}", file.display()))?;
+        mounts.push(cri::Mount {
+            container_path: message_path,
+            host_path: file.display().to_string(),
+            ..Default::default()
+        });
+    }
+    Ok(mounts)
+}
+
+/// What a container left in its termination-message file (4 KiB at
+/// most), or with FallbackToLogsOnError and a failure, its log's last
+/// lines (80 lines, 2 KiB at most), as kubelet reads them.
+fn termination_message(
+    config: &Config,
+    pod: Option<&Pod>,
+    uid: &str,
+    name: &str,
+    attempt: u32,
+    exit_code: i32,
+    log_path: &str,
+) -> String {
+    const MESSAGE_MAX: usize = 4096;
+    let file = termination_file(config, uid, name, attempt);
+    let mut message = std::fs::read(&file).unwrap_or_default();
+    message.truncate(MESSAGE_MAX);
+    if !message.is_empty() {
+        return String::from_utf8_lossy(&message).into_owned();
+    }
+    let fallback = pod
+        .and_then(|p| p.spec.as_ref())
+        .into_iter()
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .find(|c| c.name == name)
+        .and_then(|c| c.termination_message_policy.as_deref())
+        == Some("FallbackToLogsOnError");
+    if !fallback || exit_code == 0 || log_path.is_empty() {
+        return String::new();
+    }
+    let data = std::fs::read(log_path).unwrap_or_default();
+    let options = crate::logs::Options {
+        tail_lines: Some(80),
+        ..Default::default()
+    };
+    let (mut tail, _) = crate::logs::render(&data, &options);
+    if tail.len() > 2048 {
+        tail.drain(..tail.len() - 2048);
+    }
+    String::from_utf8_lossy(&tail).into_owned()
+}
+
+/// Where a container's termination message is written.
+pub(crate) fn termination_file(
+    config: &Config,
+    uid: &str,
+    container: &str,
+    attempt: u32,
+) -> std::path::PathBuf {
+    volumes::pod_dir(config, uid)
+        .join("containers")
+        .join(container)
+        .join(attempt.to_string())
+}
+
+fn container_config(
+    pod: &Pod,
+    container: &Container,
+    attempt: u32,
+    image_id: &str,
+    env: Vec<(String, String)>,
+    mounts: Vec<cri::Mount>,
 ) -> cri::ContainerConfig {
-    let env = environment(config, pod, container, pod_ip);
     let vars: BTreeMap<String, String> = env.iter().cloned().collect();
     let expand_all = |list: &Option<Vec<String>>| -> Vec<String> {
         list.iter().flatten().map(|s| expand(s, &vars)).collect()
@@ -953,6 +1429,7 @@ fn container_config(
             .into_iter()
             .map(|(key, value)| cri::KeyValue { key, value })
             .collect(),
+        mounts,
         labels,
         annotations: HashMap::from([
             (

@@ -192,6 +192,10 @@ pub(crate) struct ServerArgs {
     #[arg(long, value_name = "SOCKET")]
     pub(crate) container_runtime_endpoint: Option<PathBuf>,
 
+    /// The node agent's HTTPS port (logs for the API server).
+    #[arg(long, default_value_t = 10250, value_name = "PORT")]
+    pub(crate) kubelet_port: u16,
+
     /// The Linux bridge the pods' network hangs from.
     #[arg(long, default_value = "cni0", value_name = "NAME", hide = true)]
     pub(crate) cni_bridge: String,

@@ -76,6 +76,9 @@ fn agent_config(args: &ServerArgs) -> anyhow::Result<tug_kubelet::Config> {
         cni_bridge: args.cni_bridge.clone(),
         labels: Default::default(),
         control_plane: true,
+        port: args.kubelet_port,
+        // Issued by the API server at start.
+        tls: None,
     })
 }
 
@@ -139,7 +142,10 @@ impl TryFrom<ServerArgs> for Config {
                 service_cidr: args.service_cidr.clone(),
                 token_auth_file: args.token_auth_file,
                 node_token: args.token,
-                agent_node: agent.as_ref().map(|a| a.node_name.clone()),
+                agent_node: agent.as_ref().map(|a| tug_apiserver::AgentNode {
+                    name: a.node_name.clone(),
+                    address: a.node_ip,
+                }),
             },
             agent,
             data_dir: args.data_dir,
@@ -278,10 +284,15 @@ async fn run_components(
             move |leading| tug_controllers::run(client.clone(), config.clone(), leading),
         ));
     }
-    if let (Some(config), Some(kubeconfig)) = (components.agent, &started.agent_kubeconfig) {
-        let Some(client) = component_client(kubeconfig, "kubelet").await else {
+    if let (Some(mut config), Some(credentials)) = (components.agent, &started.agent) {
+        let Some(client) = component_client(&credentials.kubeconfig, "kubelet").await else {
             return;
         };
+        config.tls = Some(tug_kubelet::server::Tls {
+            cert: credentials.serving_cert.clone(),
+            key: credentials.serving_key.clone(),
+            client_ca: credentials.client_ca.clone(),
+        });
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             // The agent retries until it runs: containerd may be missing

@@ -87,6 +87,15 @@ impl Stopped {
     }
 }
 
+/// The server's log, kept in its directory (appended across restarts).
+fn server_log(dir: &Path) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
 impl Server {
     fn start(dir: &Path) -> Self {
         Self::start_with(dir, &[])
@@ -128,7 +137,7 @@ impl Server {
             .arg("--write-kubeconfig")
             .arg(&kubeconfig)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(server_log(dir))
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();

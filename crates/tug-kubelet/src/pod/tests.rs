@@ -42,6 +42,9 @@ fn container(name: &str, attempt: u32, state: State, exit_code: i32) -> RuntimeC
         reason: String::new(),
         message: String::new(),
         image_ref: "sha256:abc".into(),
+        started: None,
+        ready: None,
+        probe_failed: false,
     }
 }
 
@@ -375,6 +378,7 @@ fn a_failed_pull_shows_err_image_pull_then_back_off() {
     let o = observed(vec![sandbox(0, true)], vec![]);
     let mut memory = Memory::default();
     let mut error = PullError {
+        reason: "ErrImagePull",
         message: "not found".into(),
         ..Default::default()
     };
@@ -399,6 +403,37 @@ fn a_failed_pull_shows_err_image_pull_then_back_off() {
         vec![Action::Start {
             index: 0,
             attempt: 0
+        }]
+    );
+}
+
+#[test]
+fn probes_decide_readiness_and_a_failed_liveness_probe_restarts() {
+    let p = pod("Always", &["a"], &[]);
+    let mut c = container("a", 0, State::Running, 0);
+    c.ready = Some(false);
+    let o = observed(vec![sandbox(0, true)], vec![c.clone()]);
+    let context = Context {
+        node_ip: "192.0.2.1",
+        now: 0,
+    };
+    let s = status(&p, &o, &Memory::default(), &Value::Null, &context);
+    assert_eq!(s["containerStatuses"][0]["ready"], false);
+    assert_eq!(s["containerStatuses"][0]["started"], true);
+    assert_eq!(s["phase"], "Running");
+    c.started = Some(false);
+    c.ready = Some(true);
+    let o = observed(vec![sandbox(0, true)], vec![c.clone()]);
+    let s = status(&p, &o, &Memory::default(), &Value::Null, &context);
+    assert_eq!(s["containerStatuses"][0]["started"], false);
+    assert_eq!(s["containerStatuses"][0]["ready"], false);
+    c.probe_failed = true;
+    let o = observed(vec![sandbox(0, true)], vec![c]);
+    assert_eq!(
+        actions(plan(&p, &o, &Memory::default(), "Running", 0)),
+        vec![Action::KillContainer {
+            id: "a-0".into(),
+            grace: 30
         }]
     );
 }

@@ -125,7 +125,9 @@ impl Drop for Agent {
         let socket = self.socket();
         let _ = runtime().block_on(tug_kubelet::remove_all_pods(&socket));
         if let Some(server) = self.server.take() {
+            let pods = server.dir.join("data/agent/pods");
             drop(server.stop());
+            let _ = tug_kubelet::volumes::remove_dir(&pods);
         }
         let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
     }
@@ -287,7 +289,7 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
         "--",
         "sh",
         "-c",
-        "exit 3",
+        "echo dying; exit 3",
     ]);
     let crash = agent.pod_until(60, "crash", "crash to loop in back-off", |p| {
         let c = status_of(p, "crash");
@@ -315,7 +317,7 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
 
     // Pods that never restart end Succeeded or Failed.
     for (name, command, phase, reason, code) in [
-        ("done", "true", "Succeeded", "Completed", 0),
+        ("done", "echo one; echo two", "Succeeded", "Completed", 0),
         ("failed", "false", "Failed", "Error", 1),
     ] {
         agent.ok(&[
@@ -325,6 +327,8 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
             &format!("--image={BUSYBOX}"),
             "--image-pull-policy=IfNotPresent",
             "--",
+            "sh",
+            "-c",
             command,
         ]);
         let pod = agent.pod_until(60, name, &format!("{name} to be {phase}"), |p| {
@@ -335,6 +339,42 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
         assert_eq!(c["state"]["terminated"]["exitCode"], code, "{c}");
         assert_eq!(c["restartCount"], 0, "{c}");
     }
+
+    // Logs, as kubectl reads them through the API server and the agent.
+    assert_eq!(agent.ok(&["logs", "done"]), "one\ntwo\n");
+    assert_eq!(agent.ok(&["logs", "done", "--tail=1"]), "two\n");
+    let stamped = agent.ok(&["logs", "done", "--timestamps"]);
+    let first = stamped.lines().next().unwrap();
+    assert!(
+        first.ends_with("Z one") && first.starts_with("20"),
+        "{stamped}"
+    );
+    let refused = agent.fails(&["logs", "done", "-c", "other"]);
+    assert!(
+        refused.contains("container other is not valid for pod done"),
+        "{refused}"
+    );
+    let refused = agent.fails(&["logs", "web", "--previous"]);
+    assert!(
+        refused.contains("previous terminated container \"web\" in pod \"web\" not found"),
+        "{refused}"
+    );
+    // Following ends when the container does, with every line.
+    agent.ok(&[
+        "run",
+        "talk",
+        "--restart=Never",
+        &format!("--image={BUSYBOX}"),
+        "--image-pull-policy=IfNotPresent",
+        "--",
+        "sh",
+        "-c",
+        "echo first; sleep 3; echo last",
+    ]);
+    agent.pod_until(60, "talk", "talk to run", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    assert_eq!(agent.ok(&["logs", "-f", "talk"]), "first\nlast\n");
 
     // Init containers run in order, each to completion, before the main one.
     agent.apply(INIT_POD);
@@ -384,6 +424,7 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
         "done",
         "failed",
         "crash",
+        "talk",
         "--grace-period=2",
     ]);
     let listed = agent.ok(&["get", "pods", "-o", "name"]);
@@ -403,4 +444,227 @@ impl Apply for Server {
         std::fs::write(&path, manifest).unwrap();
         self.ok(&["apply", "-f", path.to_str().unwrap()]);
     }
+}
+
+const SEED: &str = "apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {greeting: hello, mode: fast}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {password: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: seed
+  labels: {app: seed}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {name: shared, emptyDir: {}}
+  - {name: scratch, emptyDir: {medium: Memory, sizeLimit: 1Mi}}
+  - {name: settings, configMap: {name: settings}}
+  - {name: creds, secret: {secretName: creds}}
+  - name: info
+    downwardAPI:
+      items:
+      - {path: labels, fieldRef: {fieldPath: metadata.labels}}
+  containers:
+  - name: web
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'echo \"$GREETING from $POD\" > /www/index.html; exec httpd -f -p 8080 -h /www']
+    env:
+    - {name: GREETING, valueFrom: {configMapKeyRef: {name: settings, key: greeting}}}
+    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    volumeMounts:
+    - {name: shared, mountPath: /www}
+  - name: agent
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command:
+    - sh
+    - -c
+    - 'while true; do echo \"$(wget -q -O - http://localhost:8080/) mode=$(cat /etc/settings/mode) pw=$PASSWORD file=$(cat /etc/creds/password) $(cat /etc/info/labels) tmpfs=$(grep -c \" /scratch tmpfs \" /proc/mounts)\"; sleep 1; done'
+    env:
+    - {name: PASSWORD, valueFrom: {secretKeyRef: {name: creds, key: password}}}
+    volumeMounts:
+    - {name: settings, mountPath: /etc/settings}
+    - {name: creds, mountPath: /etc/creds}
+    - {name: info, mountPath: /etc/info}
+    - {name: scratch, mountPath: /scratch}
+";
+
+#[test]
+fn containers_share_volumes_and_localhost_and_see_config_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path());
+    let archive = busybox_archive(dir.path());
+    agent.tug(&["images", "import", archive.to_str().unwrap()]);
+
+    // The seed's pod: a web server and an agent sharing an emptyDir and
+    // localhost, with settings from a ConfigMap, a Secret and the
+    // downward API, as environment and as files.
+    agent.apply(SEED);
+    agent.pod_until(60, "seed", "seed to be Running and Ready", |p| {
+        p["status"]["phase"] == "Running" && ready(p)
+    });
+    let expected = "hello from seed mode=fast pw=s3cret file=s3cret app=\"seed\" tmpfs=1";
+    until(30, "the agent to read the web server's page", || {
+        let logs = agent.kubectl(&["logs", "seed", "-c", "agent", "--tail=1"]);
+        (String::from_utf8_lossy(&logs.stdout).trim() == expected).then_some(())
+    });
+    // A changed ConfigMap reaches the running pod's files.
+    agent.ok(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-p",
+        r#"{"data":{"mode":"slow"}}"#,
+    ]);
+    let changed = expected.replace("mode=fast", "mode=slow");
+    until(60, "the changed setting to reach the pod", || {
+        let logs = agent.kubectl(&["logs", "seed", "-c", "agent", "--tail=1"]);
+        (String::from_utf8_lossy(&logs.stdout).trim() == changed).then_some(())
+    });
+
+    // A missing ConfigMap keeps a container from starting, with upstream's
+    // reason; the pod starts once it exists.
+    agent.ok(&[
+        "run",
+        "later",
+        &format!("--image={BUSYBOX}"),
+        "--image-pull-policy=IfNotPresent",
+        "--overrides",
+        r#"{"spec":{"containers":[{"name":"later","image":"tug.local/busybox:1","imagePullPolicy":"IfNotPresent","command":["sleep","3600"],"env":[{"name":"X","valueFrom":{"configMapKeyRef":{"name":"absent","key":"x"}}}]}]}}"#,
+    ]);
+    let waiting = agent.pod_until(60, "later", "later to wait for its ConfigMap", |p| {
+        status_of(p, "later")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    });
+    assert_eq!(
+        status_of(&waiting, "later")["state"]["waiting"]["message"],
+        "configmap \"absent\" not found"
+    );
+    agent.ok(&["create", "configmap", "absent", "--from-literal=x=1"]);
+    agent.pod_until(60, "later", "later to run once its ConfigMap exists", |p| {
+        p["status"]["phase"] == "Running" && ready(p)
+    });
+
+    // A termination message is read from the file the container wrote.
+    agent.ok(&[
+        "run",
+        "bye",
+        "--restart=Never",
+        &format!("--image={BUSYBOX}"),
+        "--image-pull-policy=IfNotPresent",
+        "--",
+        "sh",
+        "-c",
+        "echo see you > /dev/termination-log",
+    ]);
+    let bye = agent.pod_until(60, "bye", "bye to succeed", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    assert_eq!(
+        status_of(&bye, "bye")["state"]["terminated"]["message"],
+        "see you\n"
+    );
+
+    agent.ok(&["delete", "pod", "seed", "later", "bye", "--grace-period=1"]);
+    // The pods' volumes are gone from the node, tmpfs mounts included.
+    let pods_dir = dir.path().join("data/agent/pods");
+    until(30, "the pods' directories to be removed", || {
+        let left = std::fs::read_dir(&pods_dir).map_or(0, |d| d.count());
+        (left == 0).then_some(())
+    });
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(pods_dir.to_str().unwrap()), "{mounts}");
+}
+
+const PROBED: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: probed
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'mkdir /www; httpd -p 8080 -h /www; sleep 2; echo ok > /www/ready; sleep 5; rm /www/ready; sleep 5; echo ok > /www/ready; sleep 3600']
+    startupProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1
+    readinessProbe:
+      httpGet: {path: /ready, port: 8080}
+      periodSeconds: 1
+      failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sick
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'touch /tmp/alive; sleep 2; rm /tmp/alive; sleep 3600']
+    livenessProbe:
+      exec: {command: [cat, /tmp/alive]}
+      periodSeconds: 1
+      failureThreshold: 1
+";
+
+#[test]
+fn probes_gate_readiness_and_restart_what_fails_its_liveness() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path());
+    let archive = busybox_archive(dir.path());
+    agent.tug(&["images", "import", archive.to_str().unwrap()]);
+    agent.apply(PROBED);
+
+    // Readiness follows the HTTP probe: ready, then not, then ready again,
+    // the container running throughout.
+    for (ready_now, what) in [
+        (true, "probed to turn Ready"),
+        (false, "probed to turn not Ready when its probe fails"),
+        (true, "probed to turn Ready again"),
+    ] {
+        let pod = agent.pod_until(60, "probed", what, |p| {
+            ready(p) == ready_now && status_of(p, "web")["state"]["running"].is_object()
+        });
+        let web = status_of(&pod, "web");
+        assert_eq!(web["ready"], ready_now, "{web}");
+        assert_eq!(web["started"], true, "{web}");
+        assert_eq!(web["restartCount"], 0, "{web}");
+    }
+    let described = agent.ok(&["describe", "pod", "probed"]);
+    assert!(
+        described.contains("Readiness probe failed: HTTP probe failed with statuscode: 404"),
+        "{described}"
+    );
+
+    // A failing liveness probe restarts the container.
+    let sick = agent.pod_until(
+        60,
+        "sick",
+        "sick to be restarted by its liveness probe",
+        |p| status_of(p, "app")["restartCount"].as_i64().unwrap_or(0) >= 1,
+    );
+    assert!(
+        status_of(&sick, "app")["lastState"]["terminated"].is_object(),
+        "{sick}"
+    );
+    let described = agent.ok(&["describe", "pod", "sick"]);
+    assert!(described.contains("Liveness probe failed"), "{described}");
+    assert!(
+        described.contains("Container app failed liveness probe, will be restarted"),
+        "{described}"
+    );
+    agent.ok(&["delete", "pod", "probed", "sick", "--grace-period=1"]);
 }
