@@ -159,7 +159,18 @@ pub struct Memory {
     pub backoff: HashMap<String, Backoff>,
     /// Image pull failures per container name.
     pub pull_errors: HashMap<String, PullError>,
+    /// When the agent first ran the pod (its status' startTime).
+    pub start_time: Option<Nanos>,
 }
+
+/// When the pod's activeDeadlineSeconds runs out, if it has one and has
+/// started.
+fn deadline(pod: &Pod, memory: &Memory) -> Option<Nanos> {
+    let seconds = pod.spec.as_ref()?.active_deadline_seconds?;
+    Some(memory.start_time? + seconds * SECOND)
+}
+
+const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -343,8 +354,10 @@ pub fn plan(
         }
         return plan;
     }
+    let out_of_time = deadline(pod, memory).is_some_and(|at| at <= now);
     let terminal = matches!(reported_phase, "Succeeded" | "Failed")
-        || matches!(phase(pod, observed), "Succeeded" | "Failed");
+        || matches!(phase(pod, observed), "Succeeded" | "Failed")
+        || out_of_time;
     if terminal {
         if observed.any_running() || sandbox_up {
             plan.actions.push(Action::KillPod {
@@ -353,6 +366,7 @@ pub fn plan(
         }
         return plan;
     }
+    plan.wake_at = deadline(pod, memory);
     let policy = restart_policy(pod);
     if !sandbox_up {
         // A pod that never restarts does not get a new sandbox once its
@@ -635,6 +649,10 @@ pub fn status(
 ) -> Value {
     let reported = previous["phase"].as_str().unwrap_or("Pending");
     let mut phase = phase(pod, observed);
+    let out_of_time = deadline(pod, memory).is_some_and(|at| at <= context.now);
+    if out_of_time && !matches!(reported, "Succeeded" | "Failed") {
+        phase = "Failed";
+    }
     if matches!(reported, "Succeeded" | "Failed") {
         phase = if reported == "Succeeded" {
             "Succeeded"
@@ -786,6 +804,10 @@ pub fn status(
     });
     if !init_statuses.is_empty() {
         status["initContainerStatuses"] = json!(init_statuses);
+    }
+    if previous["reason"] == "DeadlineExceeded" || out_of_time && reported != "Succeeded" {
+        status["reason"] = json!("DeadlineExceeded");
+        status["message"] = json!(DEADLINE_MESSAGE);
     }
     let host_network = pod
         .spec

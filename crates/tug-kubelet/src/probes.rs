@@ -197,6 +197,36 @@ pub async fn try_once(
     Err("the probe has no handler".into())
 }
 
+/// Runs a lifecycle hook (postStart, preStop): exec, httpGet, tcpSocket
+/// as a probe's, or sleep.
+pub async fn hook(
+    runtime: &Runtime,
+    handler: &k8s_openapi::api::core::v1::LifecycleHandler,
+    container: &Container,
+    target: &Target,
+    timeout: Duration,
+) -> Result<(), String> {
+    if let Some(sleep) = &handler.sleep {
+        tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64)).await;
+        return Ok(());
+    }
+    let probe = Probe {
+        exec: handler.exec.clone(),
+        http_get: handler.http_get.clone(),
+        tcp_socket: handler.tcp_socket.clone(),
+        ..Default::default()
+    };
+    match tokio::time::timeout(
+        timeout,
+        try_once(runtime, &probe, container, target, timeout),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(format!("timed out after {}s", timeout.as_secs())),
+    }
+}
+
 /// A probe's port: a number, or the name of one of the container's ports.
 pub fn port(port: &IntOrString, container: &Container) -> Result<u16, String> {
     match port {

@@ -345,6 +345,10 @@ async fn sync(
     let api_status = serde_json::to_value(&pod.status).unwrap_or(Value::Null);
     let previous = worker.reported.clone().unwrap_or(api_status);
     let reported_phase = previous["phase"].as_str().unwrap_or("Pending").to_string();
+    worker.memory.start_time = previous["startTime"]
+        .as_str()
+        .and_then(tug_api::format::parse_timestamp)
+        .map(|seconds| seconds * 1_000_000_000);
     let plan = pod::plan(pod, &observed, &worker.memory, &reported_phase, now);
     report(shared, pod, &observed, worker, &previous, now).await?;
     if plan.actions.is_empty() {
@@ -634,17 +638,13 @@ async fn execute(
                 } else {
                     "liveness"
                 };
-                shared.recorder.event(
-                    container_ref(pod, &c.name, false),
-                    events::NORMAL,
-                    "Killing",
-                    format!(
-                        "Container {} failed {kind} probe, will be restarted",
-                        c.name
-                    ),
+                let why = format!(
+                    "Container {} failed {kind} probe, will be restarted",
+                    c.name
                 );
+                let ip = observed_ip(&observed.sandboxes);
+                stop_container(shared, Some(pod), c, grace, ip, Some(why)).await;
             }
-            runtime.stop_container(&id, grace).await?;
         }
         Action::RemoveContainer { id } => runtime.remove_container(&id).await?,
     }
@@ -654,30 +654,80 @@ async fn execute(
 /// Stops every container of the pod at once (SIGTERM, SIGKILL after
 /// `grace` seconds), then its sandboxes.
 async fn stop_all(shared: &Shared, pod: Option<&Pod>, observed: &Observed, grace: i64) {
+    let ip = observed_ip(&observed.sandboxes);
     let stops = observed
         .containers
         .iter()
         .filter(|c| c.state != State::Exited)
-        .map(|c| {
-            if let Some(pod) = pod {
-                shared.recorder.event(
-                    container_ref(pod, &c.name, is_init(pod, &c.name)),
-                    events::NORMAL,
-                    "Killing",
-                    format!("Stopping container {}", c.name),
-                );
-            }
-            shared.runtime.stop_container(&c.id, grace)
-        });
-    for result in futures::future::join_all(stops).await {
-        if let Err(err) = result {
-            tracing::warn!(error = %format!("{err:#}"), "stopping a container");
-        }
-    }
+        .map(|c| stop_container(shared, pod, c, grace, ip, None));
+    futures::future::join_all(stops).await;
     for sandbox in observed.sandboxes.iter().filter(|s| s.ready) {
         if let Err(err) = shared.runtime.stop_sandbox(&sandbox.id).await {
             tracing::warn!(error = %format!("{err:#}"), "stopping a pod sandbox");
         }
+    }
+}
+
+/// The least a container gets to stop after its preStop hook used up its
+/// grace period, as kubelet's minimumGracePeriodInSeconds.
+const MINIMUM_GRACE: i64 = 2;
+
+/// Stops one container as kubelet does: a Killing event (saying `why`,
+/// or "Stopping container"), its preStop hook (within the grace period),
+/// then SIGTERM and SIGKILL after what is left.
+async fn stop_container(
+    shared: &Shared,
+    pod: Option<&Pod>,
+    c: &RuntimeContainer,
+    grace: i64,
+    ip: Option<std::net::IpAddr>,
+    why: Option<String>,
+) {
+    let mut grace = grace;
+    if let Some(pod) = pod {
+        let init = is_init(pod, &c.name);
+        let reference = container_ref(pod, &c.name, init);
+        shared.recorder.event(
+            reference.clone(),
+            events::NORMAL,
+            "Killing",
+            why.unwrap_or_else(|| format!("Stopping container {}", c.name)),
+        );
+        let spec = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .find(|s| s.name == c.name);
+        let pre_stop = spec.and_then(|s| s.lifecycle.as_ref()?.pre_stop.as_ref());
+        if let (Some(spec), Some(pre_stop)) = (spec, pre_stop)
+            && c.state == State::Running
+            && grace > 0
+        {
+            let started = Instant::now();
+            let target = probes::Target {
+                container_id: c.id.clone(),
+                pod_ip: ip,
+            };
+            let limit = Duration::from_secs(grace as u64);
+            if let Err(message) =
+                probes::hook(&shared.runtime, pre_stop, spec, &target, limit).await
+            {
+                shared.recorder.event(
+                    reference,
+                    events::WARNING,
+                    "FailedPreStopHook",
+                    format!(
+                        "PreStopHook failed for container {:?} in pod {}: {message}",
+                        c.name,
+                        pod_description(pod)
+                    ),
+                );
+            }
+            grace = (grace - started.elapsed().as_secs() as i64).max(MINIMUM_GRACE);
+        }
+    }
+    if let Err(err) = shared.runtime.stop_container(&c.id, grace).await {
+        tracing::warn!(error = %format!("{err:#}"), "stopping a container");
     }
 }
 
@@ -880,11 +930,42 @@ async fn start(
         return Err(err).context("starting a container");
     }
     shared.recorder.event(
-        reference,
+        reference.clone(),
         events::NORMAL,
         "Started",
         format!("Started container {}", container.name),
     );
+    // A postStart hook that fails has the container killed (and
+    // restarted as its policy says).
+    if let Some(post_start) = container
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.post_start.as_ref())
+    {
+        let target = probes::Target {
+            container_id: id.clone(),
+            pod_ip: sandbox.ip.as_deref().and_then(|ip| ip.parse().ok()),
+        };
+        let limit = Duration::from_secs(pod::grace_period(pod).max(MINIMUM_GRACE) as u64 * 4);
+        if let Err(message) =
+            probes::hook(&shared.runtime, post_start, container, &target, limit).await
+        {
+            shared.recorder.event(
+                reference,
+                events::WARNING,
+                "FailedPostStartHook",
+                format!(
+                    "PostStartHook failed for container {:?} in pod {}: {message}",
+                    container.name,
+                    pod_description(pod)
+                ),
+            );
+            shared
+                .runtime
+                .stop_container(&id, pod::grace_period(pod))
+                .await?;
+        }
+    }
     Ok(())
 }
 

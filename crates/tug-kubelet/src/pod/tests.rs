@@ -437,3 +437,38 @@ fn probes_decide_readiness_and_a_failed_liveness_probe_restarts() {
         }]
     );
 }
+
+#[test]
+fn a_pod_past_its_active_deadline_is_stopped_and_failed() {
+    let mut p = pod("Always", &["a"], &[]);
+    p.spec.as_mut().unwrap().active_deadline_seconds = Some(5);
+    let memory = Memory {
+        start_time: Some(100 * S),
+        ..Default::default()
+    };
+    let running = observed(
+        vec![sandbox(0, true)],
+        vec![container("a", 0, State::Running, 0)],
+    );
+    let early = plan(&p, &running, &memory, "Running", 101 * S);
+    assert_eq!(early.actions, vec![]);
+    assert_eq!(early.wake_at, Some(105 * S));
+    assert_eq!(
+        actions(plan(&p, &running, &memory, "Running", 105 * S)),
+        vec![Action::KillPod { grace: 30 }]
+    );
+    let context = Context {
+        node_ip: "192.0.2.1",
+        now: 105 * S,
+    };
+    let s = status(
+        &p,
+        &running,
+        &memory,
+        &json!({"phase": "Running"}),
+        &context,
+    );
+    assert_eq!(s["phase"], "Failed");
+    assert_eq!(s["reason"], "DeadlineExceeded");
+    assert_eq!(s["message"], DEADLINE_MESSAGE);
+}

@@ -668,3 +668,90 @@ fn probes_gate_readiness_and_restart_what_fails_its_liveness() {
     );
     agent.ok(&["delete", "pod", "probed", "sick", "--grace-period=1"]);
 }
+
+#[test]
+fn hooks_run_deadlines_end_pods_and_missing_images_back_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path());
+    let archive = busybox_archive(dir.path());
+    agent.tug(&["images", "import", archive.to_str().unwrap()]);
+    let shared = dir.path().join("hooks");
+    std::fs::create_dir_all(&shared).unwrap();
+    agent.apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: hooked
+spec:
+  terminationGracePeriodSeconds: 5
+  volumes:
+  - {{name: out, hostPath: {{path: {}, type: Directory}}}}
+  containers:
+  - name: app
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'while true; do cat /out/posted 2>/dev/null; sleep 1; done']
+    volumeMounts:
+    - {{name: out, mountPath: /out}}
+    lifecycle:
+      postStart:
+        exec: {{command: [sh, -c, 'echo posted > /out/posted']}}
+      preStop:
+        exec: {{command: [sh, -c, 'echo stopped > /out/stopped']}}
+",
+        shared.display()
+    ));
+    agent.pod_until(60, "hooked", "hooked to run", ready);
+    assert_eq!(
+        std::fs::read_to_string(shared.join("posted")).unwrap(),
+        "posted\n"
+    );
+    agent.ok(&["delete", "pod", "hooked"]);
+    assert_eq!(
+        std::fs::read_to_string(shared.join("stopped")).unwrap(),
+        "stopped\n",
+        "the preStop hook ran before the container stopped"
+    );
+
+    // activeDeadlineSeconds ends a pod, Failed with upstream's reason.
+    agent.ok(&[
+        "run",
+        "brief",
+        &format!("--image={BUSYBOX}"),
+        "--image-pull-policy=IfNotPresent",
+        "--overrides",
+        r#"{"spec":{"activeDeadlineSeconds":2}}"#,
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let brief = agent.pod_until(60, "brief", "brief to pass its deadline", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(brief["status"]["reason"], "DeadlineExceeded");
+    assert_eq!(
+        brief["status"]["message"],
+        "Pod was active on the node longer than the specified deadline"
+    );
+
+    // An image that cannot be pulled: ErrImagePull, then ImagePullBackOff.
+    agent.ok(&["run", "ghost", "--image=127.0.0.1:1/absent:1"]);
+    let mut seen = Vec::new();
+    until(90, "ghost to back off pulling its image", || {
+        let output = agent.kubectl(&["get", "pod", "ghost", "-o", "json"]);
+        let pod: Value = serde_json::from_slice(&output.stdout).ok()?;
+        let reason = status_of(&pod, "ghost")["state"]["waiting"]["reason"]
+            .as_str()?
+            .to_string();
+        if seen.last() != Some(&reason) {
+            seen.push(reason.clone());
+        }
+        (reason == "ImagePullBackOff" && seen.contains(&"ErrImagePull".to_string())).then_some(())
+    });
+    let described = agent.ok(&["describe", "pod", "ghost"]);
+    assert!(
+        described.contains("Failed to pull image \"127.0.0.1:1/absent:1\""),
+        "{described}"
+    );
+    agent.ok(&["delete", "pod", "brief", "ghost", "--grace-period=1"]);
+}
