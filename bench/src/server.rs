@@ -16,24 +16,60 @@ pub(crate) struct Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM first, so that a node agent stops its containerd; SIGKILL
+    /// after 15 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
 impl Server {
+    #[allow(dead_code)]
     pub(crate) async fn start(
         tug: &Path,
         dir: &Path,
         datastore: Option<&str>,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::launch(tug, dir, datastore, extra, false).await
+    }
+
+    /// A server that runs its node agent too (its own containerd).
+    #[allow(dead_code)]
+    pub(crate) async fn start_with_agent(
+        tug: &Path,
+        dir: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::launch(tug, dir, None, extra, true).await
+    }
+
+    async fn launch(
+        tug: &Path,
+        dir: &Path,
+        datastore: Option<&str>,
+        extra: &[&str],
+        agent: bool,
+    ) -> anyhow::Result<Self> {
         let port = crate::support::free_port()?;
         let kubeconfig = kubeconfig_path(dir);
         let mut command = Command::new(tug);
+        command.args(["server", "--bind-address", "127.0.0.1"]);
+        if !agent {
+            command.arg("--disable-agent");
+        }
         command
-            .args(["server", "--bind-address", "127.0.0.1", "--disable-agent"])
             .args(extra)
             .arg(format!("--https-listen-port={port}"))
             .arg("--data-dir")

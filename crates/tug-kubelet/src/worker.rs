@@ -196,6 +196,9 @@ struct Worker {
     ips: HashMap<String, String>,
     /// The probes running, by container ID.
     probers: HashMap<String, CancellationToken>,
+    /// Containers' statuses as last asked, with the state they were
+    /// listed in, by container ID.
+    containers: HashMap<String, (i32, RuntimeContainer)>,
 }
 
 enum Next {
@@ -278,10 +281,22 @@ async fn observe(
             ip,
         });
     }
-    for container in runtime.containers(Some(uid)).await? {
+    let listed = runtime.containers(Some(uid)).await?;
+    worker
+        .containers
+        .retain(|id, _| listed.iter().any(|c| c.id == *id));
+    for container in listed {
+        // A container's status is asked again only when its state changed.
+        if let Some((state, known)) = worker.containers.get(&container.id)
+            && *state == container.state
+        {
+            observed.containers.push(known.clone());
+            continue;
+        }
         let Some(status) = runtime.container_status(&container.id).await? else {
             continue;
         };
+        let listed_state = status.state;
         let state = match cri::ContainerState::try_from(status.state) {
             Ok(cri::ContainerState::ContainerCreated) => State::Created,
             Ok(cri::ContainerState::ContainerRunning) => State::Running,
@@ -301,7 +316,7 @@ async fn observe(
                 &status.log_path,
             );
         }
-        observed.containers.push(RuntimeContainer {
+        let known = RuntimeContainer {
             id: status.id,
             sandbox_id: container.pod_sandbox_id,
             name: metadata.name,
@@ -317,7 +332,11 @@ async fn observe(
             started: None,
             ready: None,
             probe_failed: false,
-        });
+        };
+        worker
+            .containers
+            .insert(known.id.clone(), (listed_state, known.clone()));
+        observed.containers.push(known);
     }
     observed.sort();
     Ok(observed)
@@ -329,7 +348,9 @@ async fn sync(
     pod: Option<&Pod>,
     worker: &mut Worker,
 ) -> anyhow::Result<Next> {
+    let begun = Instant::now();
     let mut observed = observe(shared, uid, pod, worker).await?;
+    tracing::trace!(pod = %uid, took_ms = begun.elapsed().as_millis() as u64, "observed");
     probe(shared, uid, pod, &mut observed, worker);
     let Some(pod) = pod else {
         if observed.sandboxes.is_empty() && observed.containers.is_empty() {
@@ -363,7 +384,10 @@ async fn sync(
         return Ok(Next::Wait(plan.wake_at));
     }
     for action in plan.actions {
+        let begun = Instant::now();
+        let what = format!("{action:?}");
         execute(shared, pod, &observed, worker, action).await?;
+        tracing::debug!(pod = %uid, action = %what, took_ms = begun.elapsed().as_millis() as u64, "acted");
     }
     Ok(Next::Again)
 }
