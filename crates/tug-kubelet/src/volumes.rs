@@ -120,8 +120,9 @@ async fn setup(
     let (plugin, files, on_tmpfs) = if let Some(source) = &volume.config_map {
         let mode = source.default_mode.unwrap_or(0o644) as u32;
         let optional = source.optional.unwrap_or(false);
-        let files = config_map_files(
+        let files = source_files(
             client,
+            Source::ConfigMap,
             namespace,
             &source.name,
             source.items.as_deref(),
@@ -134,8 +135,9 @@ async fn setup(
         let mode = source.default_mode.unwrap_or(0o644) as u32;
         let name = source.secret_name.clone().unwrap_or_default();
         let optional = source.optional.unwrap_or(false);
-        let files = secret_files(
+        let files = source_files(
             client,
+            Source::Secret,
             namespace,
             &name,
             source.items.as_deref(),
@@ -166,8 +168,9 @@ async fn setup(
         for projection in source.sources.iter().flatten() {
             if let Some(cm) = &projection.config_map {
                 files.extend(
-                    config_map_files(
+                    source_files(
                         client,
+                        Source::ConfigMap,
                         namespace,
                         &cm.name,
                         cm.items.as_deref(),
@@ -179,8 +182,9 @@ async fn setup(
             }
             if let Some(secret) = &projection.secret {
                 files.extend(
-                    secret_files(
+                    source_files(
                         client,
+                        Source::Secret,
                         namespace,
                         &secret.name,
                         secret.items.as_deref(),
@@ -363,60 +367,80 @@ pub fn project(
     Ok(files)
 }
 
-async fn config_map_files(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    items: Option<&[KeyToPath]>,
-    mode: u32,
-    optional: bool,
-) -> Result<Files, String> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let Some(map) = api.get_opt(name).await.map_err(|e| e.to_string())? else {
-        return if optional {
-            Ok(Files::new())
-        } else {
-            Err(format!("configmap {name:?} not found"))
-        };
-    };
-    let mut data: BTreeMap<String, Vec<u8>> = map
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.into_bytes()))
-        .collect();
-    for (key, value) in map.binary_data.unwrap_or_default() {
-        data.insert(key, value.0);
-    }
-    project(&data, items, mode, &format!("configmap {name:?}"))
+/// Where a volume or an environment variable takes its data from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    ConfigMap,
+    Secret,
 }
 
-async fn secret_files(
+/// A ConfigMap's (data and binaryData) or a Secret's data; empty when it
+/// is missing and `optional`, else upstream's "not found" message.
+pub async fn source_data(
     client: &Client,
+    source: Source,
+    namespace: &str,
+    name: &str,
+    optional: bool,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let (found, kind) = match source {
+        Source::ConfigMap => {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+            let map = api.get_opt(name).await.map_err(|e| e.to_string())?;
+            let data = map.map(|map| {
+                let mut data: BTreeMap<String, Vec<u8>> = map
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect();
+                for (key, value) in map.binary_data.unwrap_or_default() {
+                    data.insert(key, value.0);
+                }
+                data
+            });
+            (data, "configmap")
+        }
+        Source::Secret => {
+            let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+            let secret = api.get_opt(name).await.map_err(|e| e.to_string())?;
+            let data = secret.map(|secret| {
+                secret
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect()
+            });
+            (data, "secret")
+        }
+    };
+    match found {
+        Some(data) => Ok(data),
+        None if optional => Ok(BTreeMap::new()),
+        None => Err(format!("{kind} {name:?} not found")),
+    }
+}
+
+/// The files a configMap or secret volume (or projection) holds.
+async fn source_files(
+    client: &Client,
+    source: Source,
     namespace: &str,
     name: &str,
     items: Option<&[KeyToPath]>,
     mode: u32,
     optional: bool,
 ) -> Result<Files, String> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let Some(secret) = api.get_opt(name).await.map_err(|e| e.to_string())? else {
-        return if optional {
-            Ok(Files::new())
-        } else {
-            Err(format!("secret {name:?} not found"))
-        };
-    };
-    let mut data: BTreeMap<String, Vec<u8>> = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    for (key, value) in secret.string_data.unwrap_or_default() {
-        data.insert(key, value.into_bytes());
+    let data = source_data(client, source, namespace, name, optional).await?;
+    if data.is_empty() && optional {
+        return Ok(Files::new());
     }
-    project(&data, items, mode, &format!("secret {name:?}"))
+    let what = match source {
+        Source::ConfigMap => format!("configmap {name:?}"),
+        Source::Secret => format!("secret {name:?}"),
+    };
+    project(&data, items, mode, &what)
 }
 
 /// A downward API value: a fieldRef's, or a resourceFieldRef's.

@@ -1215,13 +1215,23 @@ async fn environment(
     for source in container.env_from.iter().flatten() {
         let prefix = source.prefix.clone().unwrap_or_default();
         let data = if let Some(cm) = &source.config_map_ref {
-            config_map_data(client, namespace, &cm.name, cm.optional.unwrap_or(false)).await?
-        } else if let Some(secret) = &source.secret_ref {
-            secret_data(
+            let optional = cm.optional.unwrap_or(false);
+            env_data(
                 client,
+                volumes::Source::ConfigMap,
+                namespace,
+                &cm.name,
+                optional,
+            )
+            .await?
+        } else if let Some(secret) = &source.secret_ref {
+            let optional = secret.optional.unwrap_or(false);
+            env_data(
+                client,
+                volumes::Source::Secret,
                 namespace,
                 &secret.name,
-                secret.optional.unwrap_or(false),
+                optional,
             )
             .await?
         } else {
@@ -1241,7 +1251,14 @@ async fn environment(
             resource_value(pod, resource)?
         } else if let Some(key) = from.and_then(|v| v.config_map_key_ref.as_ref()) {
             let optional = key.optional.unwrap_or(false);
-            let data = config_map_data(client, namespace, &key.name, optional).await?;
+            let data = env_data(
+                client,
+                volumes::Source::ConfigMap,
+                namespace,
+                &key.name,
+                optional,
+            )
+            .await?;
             match data.get(&key.key) {
                 Some(value) => value.clone(),
                 None if optional => continue,
@@ -1254,7 +1271,14 @@ async fn environment(
             }
         } else if let Some(key) = from.and_then(|v| v.secret_key_ref.as_ref()) {
             let optional = key.optional.unwrap_or(false);
-            let data = secret_data(client, namespace, &key.name, optional).await?;
+            let data = env_data(
+                client,
+                volumes::Source::Secret,
+                namespace,
+                &key.name,
+                optional,
+            )
+            .await?;
             match data.get(&key.key) {
                 Some(value) => value.clone(),
                 None if optional => continue,
@@ -1273,38 +1297,19 @@ async fn environment(
     Ok(ordered)
 }
 
-async fn config_map_data(
+/// A ConfigMap's or Secret's data as environment values.
+async fn env_data(
     client: &Client,
+    source: volumes::Source,
     namespace: &str,
     name: &str,
     optional: bool,
 ) -> Result<BTreeMap<String, String>, String> {
-    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
-        Api::namespaced(client.clone(), namespace);
-    match api.get_opt(name).await.map_err(|e| e.to_string())? {
-        Some(map) => Ok(map.data.unwrap_or_default()),
-        None if optional => Ok(BTreeMap::new()),
-        None => Err(format!("configmap {name:?} not found")),
-    }
-}
-
-async fn secret_data(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    optional: bool,
-) -> Result<BTreeMap<String, String>, String> {
-    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), namespace);
-    match api.get_opt(name).await.map_err(|e| e.to_string())? {
-        Some(secret) => Ok(secret
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-            .collect()),
-        None if optional => Ok(BTreeMap::new()),
-        None => Err(format!("secret {name:?} not found")),
-    }
+    let data = volumes::source_data(client, source, namespace, name, optional).await?;
+    Ok(data
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect())
 }
 
 /// A resourceFieldRef's value: the container's request or limit (the
