@@ -534,7 +534,7 @@ async fn report(
 }
 
 /// A BackOff event for each container that has just entered
-/// CrashLoopBackOff.
+/// CrashLoopBackOff or ImagePullBackOff.
 fn crash_loop_events(shared: &Shared, pod: &Pod, previous: &Value, status: &Value) {
     let waiting_reason = |status: &Value, name: &str| {
         status["containerStatuses"]
@@ -547,11 +547,13 @@ fn crash_loop_events(shared: &Shared, pod: &Pod, previous: &Value, status: &Valu
     };
     for container in pod.spec.iter().flat_map(|s| &s.containers) {
         let now = waiting_reason(status, &container.name);
-        if now.as_deref() == Some("CrashLoopBackOff")
-            && waiting_reason(previous, &container.name) != now
-        {
-            shared.recorder.event(
-                container_ref(pod, &container.name, false),
+        if waiting_reason(previous, &container.name) == now {
+            continue;
+        }
+        let reference = container_ref(pod, &container.name, false);
+        match now.as_deref() {
+            Some("CrashLoopBackOff") => shared.recorder.event(
+                reference,
                 events::WARNING,
                 "BackOff",
                 format!(
@@ -559,7 +561,17 @@ fn crash_loop_events(shared: &Shared, pod: &Pod, previous: &Value, status: &Valu
                     container.name,
                     pod_description(pod)
                 ),
-            );
+            ),
+            Some("ImagePullBackOff") => shared.recorder.event(
+                reference,
+                events::NORMAL,
+                "BackOff",
+                format!(
+                    "Back-off pulling image {:?}",
+                    container.image.as_deref().unwrap_or_default()
+                ),
+            ),
+            _ => {}
         }
     }
 }

@@ -734,24 +734,20 @@ spec:
         "Pod was active on the node longer than the specified deadline"
     );
 
-    // An image that cannot be pulled: ErrImagePull, then ImagePullBackOff.
+    // An image that cannot be pulled: ErrImagePull, then ImagePullBackOff
+    // while the agent waits to try again (the first shows only until the
+    // next sync, so the events tell it).
     agent.ok(&["run", "ghost", "--image=127.0.0.1:1/absent:1"]);
-    let mut seen = Vec::new();
-    until(90, "ghost to back off pulling its image", || {
-        let output = agent.kubectl(&["get", "pod", "ghost", "-o", "json"]);
-        let pod: Value = serde_json::from_slice(&output.stdout).ok()?;
-        let reason = status_of(&pod, "ghost")["state"]["waiting"]["reason"]
-            .as_str()?
-            .to_string();
-        if seen.last() != Some(&reason) {
-            seen.push(reason.clone());
-        }
-        (reason == "ImagePullBackOff" && seen.contains(&"ErrImagePull".to_string())).then_some(())
+    agent.pod_until(90, "ghost", "ghost to back off pulling its image", |p| {
+        status_of(p, "ghost")["state"]["waiting"]["reason"] == "ImagePullBackOff"
     });
     let described = agent.ok(&["describe", "pod", "ghost"]);
-    assert!(
-        described.contains("Failed to pull image \"127.0.0.1:1/absent:1\""),
-        "{described}"
-    );
+    for event in [
+        "Failed to pull image \"127.0.0.1:1/absent:1\"",
+        "Error: ErrImagePull",
+        "Back-off pulling image \"127.0.0.1:1/absent:1\"",
+    ] {
+        assert!(described.contains(event), "no {event:?} in:\n{described}");
+    }
     agent.ok(&["delete", "pod", "brief", "ghost", "--grace-period=1"]);
 }
