@@ -786,7 +786,39 @@ impl ApiState {
     }
 
     /// PATCH with a JSON merge patch (RFC 7386) or a JSON patch (RFC 6902).
+    /// A patch, applied again to the object as it is now when a concurrent
+    /// write won (as upstream's GuaranteedUpdate), unless the patch itself
+    /// names a resourceVersion.
     pub async fn patch(
+        &self,
+        target: &Target,
+        query: &Query,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        // Server-side apply's conflicts are about field managers: final.
+        let apply = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/apply-patch+yaml"));
+        let pinned = apply
+            || serde_json::from_slice::<Value>(body)
+                .ok()
+                .is_some_and(|p| !p["metadata"]["resourceVersion"].is_null());
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.patch_once(target, query, headers, body).await {
+                Err(err)
+                    if err.code == StatusCode::CONFLICT
+                        && !pinned
+                        && attempts < DELETE_ATTEMPTS => {}
+                other => return other,
+            }
+        }
+    }
+
+    async fn patch_once(
         &self,
         target: &Target,
         query: &Query,
