@@ -1261,43 +1261,38 @@ async fn environment(
             field_value(pod, config, pod_ip, &field.field_path).unwrap_or_default()
         } else if let Some(resource) = from.and_then(|v| v.resource_field_ref.as_ref()) {
             resource_value(pod, resource)?
-        } else if let Some(key) = from.and_then(|v| v.config_map_key_ref.as_ref()) {
-            let optional = key.optional.unwrap_or(false);
-            let data = env_data(
-                client,
-                volumes::Source::ConfigMap,
-                namespace,
-                &key.name,
-                optional,
-            )
-            .await?;
-            match data.get(&key.key) {
+        } else if let Some((source, kind, name, key, optional)) = from.and_then(|v| {
+            v.config_map_key_ref
+                .as_ref()
+                .map(|k| {
+                    (
+                        volumes::Source::ConfigMap,
+                        "ConfigMap",
+                        &k.name,
+                        &k.key,
+                        k.optional,
+                    )
+                })
+                .or_else(|| {
+                    v.secret_key_ref.as_ref().map(|k| {
+                        (
+                            volumes::Source::Secret,
+                            "Secret",
+                            &k.name,
+                            &k.key,
+                            k.optional,
+                        )
+                    })
+                })
+        }) {
+            let optional = optional.unwrap_or(false);
+            let data = env_data(client, source, namespace, name, optional).await?;
+            match data.get(key) {
                 Some(value) => value.clone(),
                 None if optional => continue,
                 None => {
                     return Err(format!(
-                        "couldn't find key {} in ConfigMap {namespace}/{}",
-                        key.key, key.name
-                    ));
-                }
-            }
-        } else if let Some(key) = from.and_then(|v| v.secret_key_ref.as_ref()) {
-            let optional = key.optional.unwrap_or(false);
-            let data = env_data(
-                client,
-                volumes::Source::Secret,
-                namespace,
-                &key.name,
-                optional,
-            )
-            .await?;
-            match data.get(&key.key) {
-                Some(value) => value.clone(),
-                None if optional => continue,
-                None => {
-                    return Err(format!(
-                        "couldn't find key {} in Secret {namespace}/{}",
-                        key.key, key.name
+                        "couldn't find key {key} in {kind} {namespace}/{name}"
                     ));
                 }
             }
