@@ -43,8 +43,17 @@ impl Resource {
             "token" => ("authentication.k8s.io", "v1", "TokenRequest"),
             "binding" => ("", "v1", "Binding"),
             "eviction" => ("policy", "v1", "Eviction"),
+            "exec" => ("", "v1", "PodExecOptions"),
+            "attach" => ("", "v1", "PodAttachOptions"),
+            "portforward" => ("", "v1", "PodPortForwardOptions"),
             _ => (self.group, self.version, self.kind),
         }
+    }
+
+    /// Subresources that open a stream (exec, attach, port-forward): no
+    /// object is read or written.
+    pub fn streaming(subresource: &str) -> bool {
+        matches!(subresource, "exec" | "attach" | "portforward")
     }
 
     /// Subresources that are only created (POST): a token, a binding, an
@@ -222,7 +231,15 @@ pub const RESOURCES: &[Resource] = &[
         true,
         &["po"],
         ALL,
-        &["status", "binding", "eviction", "log"]
+        &[
+            "status",
+            "binding",
+            "eviction",
+            "log",
+            "exec",
+            "attach",
+            "portforward"
+        ]
     ),
     resource!(
         "",

@@ -60,6 +60,8 @@ fn scope(resource: &Resource) -> &'static str {
 fn subresource_verbs(subresource: &str) -> &'static [&'static str] {
     if Resource::create_only(subresource) {
         &["create"]
+    } else if Resource::streaming(subresource) {
+        &["create", "get"]
     } else if subresource == "log" {
         &["get"]
     } else {

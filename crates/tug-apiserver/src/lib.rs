@@ -26,8 +26,11 @@ pub mod proxy;
 pub mod rest;
 pub mod server;
 pub mod serviceaccount;
+pub mod spdy;
 pub mod status;
+pub mod stream;
 pub mod table;
+pub mod websocket;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

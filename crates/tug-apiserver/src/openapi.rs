@@ -692,6 +692,9 @@ fn build(group: &str, version: &str) -> Option<Value> {
         });
         paths.insert(format!("{collection}/{{name}}"), object);
         for sub in resource.subresources {
+            if Resource::streaming(sub) {
+                continue;
+            }
             let (verb, action, method) = if Resource::create_only(sub) {
                 ("create", "post", "post")
             } else {

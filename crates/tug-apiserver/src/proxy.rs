@@ -27,6 +27,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// An agent's error message, read at most.
 const ERROR_BYTES_MAX: usize = 64 * 1024;
+/// The header that names a streaming protocol's version.
+pub const PROTOCOL_HEADER: &str = "X-Stream-Protocol-Version";
 
 pub struct KubeletClient {
     tls: tokio_rustls::TlsConnector,
@@ -55,18 +57,16 @@ impl KubeletClient {
         })
     }
 
-    /// GET `path_and_query` on the agent at `address:port`; its answer,
-    /// streaming, or its error as a Status with its code.
-    async fn get(
+    /// An HTTP/1.1 connection to the agent at `address:port`, verified
+    /// against the cluster CA; `what` names the request in errors.
+    async fn connect(
         &self,
         address: IpAddr,
         port: u16,
-        path_and_query: &str,
-    ) -> Result<Response, ApiError> {
+        what: &str,
+    ) -> Result<hyper::client::conn::http1::SendRequest<Body>, ApiError> {
         let unreachable = |err: &dyn std::fmt::Display| {
-            ApiError::unavailable(format!(
-                "Get \"https://{address}:{port}{path_and_query}\": {err}"
-            ))
+            ApiError::unavailable(format!("{what} \"https://{address}:{port}\": {err}"))
         };
         let stream = tokio::time::timeout(
             CONNECT_TIMEOUT,
@@ -81,38 +81,109 @@ impl KubeletClient {
             .connect(name, stream)
             .await
             .map_err(|e| unreachable(&e))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| unreachable(&e))?;
-        tokio::spawn(connection);
-        let request = hyper::Request::get(path_and_query)
-            .header(header::HOST, format!("{address}:{port}"))
-            .body(Body::empty())
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        tokio::spawn(connection.with_upgrades());
+        Ok(sender)
+    }
+
+    /// Sends `request` to the agent; its answer once its head arrived, or
+    /// its error as a Status with its code.
+    async fn send(
+        &self,
+        address: IpAddr,
+        port: u16,
+        request: hyper::Request<Body>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
+        let what = if request.method() == hyper::Method::GET {
+            "Get"
+        } else {
+            "Post"
+        };
+        let path = request.uri().to_string();
+        let mut sender = self.connect(address, port, what).await?;
+        let unreachable = |err: &dyn std::fmt::Display| {
+            ApiError::unavailable(format!("{what} \"https://{address}:{port}{path}\": {err}"))
+        };
         let answer = tokio::time::timeout(ANSWER_TIMEOUT, sender.send_request(request))
             .await
             .map_err(|_| unreachable(&"timeout awaiting response headers"))?
             .map_err(|e| unreachable(&e))?;
         let code = answer.status();
-        if !code.is_success() {
-            let body = http_body_util::Limited::new(answer.into_body(), ERROR_BYTES_MAX)
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let message = String::from_utf8_lossy(&body).trim().to_string();
-            return Err(match code {
-                StatusCode::BAD_REQUEST => ApiError::bad_request(message),
-                StatusCode::NOT_FOUND => ApiError::bad_request(message),
-                _ => ApiError::unavailable(message),
-            });
+        if code.is_success() || code == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(answer);
         }
+        let body = http_body_util::Limited::new(answer.into_body(), ERROR_BYTES_MAX)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let message = String::from_utf8_lossy(&body).trim().to_string();
+        Err(match code {
+            StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => ApiError::bad_request(message),
+            _ => ApiError::unavailable(message),
+        })
+    }
+
+    /// GET `path_and_query` on the agent at `address:port`; its answer,
+    /// streaming, or its error as a Status with its code.
+    async fn get(
+        &self,
+        address: IpAddr,
+        port: u16,
+        path_and_query: &str,
+    ) -> Result<Response, ApiError> {
+        let request = hyper::Request::get(path_and_query)
+            .header(header::HOST, format!("{address}:{port}"))
+            .body(Body::empty())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let answer = self.send(address, port, request).await?;
         let mut response = Response::new(Body::new(answer.into_body()));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/plain"),
         );
         Ok(response)
+    }
+
+    /// Asks the agent at `address:port` to upgrade a POST of
+    /// `path_and_query` to SPDY/3.1 with one of `protocols`; the connection
+    /// and the protocol the agent chose.
+    pub async fn upgrade(
+        &self,
+        address: IpAddr,
+        port: u16,
+        path_and_query: &str,
+        protocols: &[String],
+    ) -> Result<(hyper::upgrade::Upgraded, String), ApiError> {
+        let mut request = hyper::Request::post(path_and_query)
+            .header(header::HOST, format!("{address}:{port}"))
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "SPDY/3.1");
+        for protocol in protocols {
+            request = request.header(PROTOCOL_HEADER, protocol);
+        }
+        let request = request
+            .body(Body::empty())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let answer = self.send(address, port, request).await?;
+        if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(ApiError::unavailable(format!(
+                "the node agent did not upgrade the connection: {}",
+                answer.status()
+            )));
+        }
+        let chosen = answer
+            .headers()
+            .get(PROTOCOL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let upgraded = hyper::upgrade::on(answer)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("upgrading to the node agent: {e}")))?;
+        Ok((upgraded, chosen))
     }
 }
 
@@ -127,7 +198,7 @@ fn names(pod: &Value, field: &str) -> Vec<String> {
 }
 
 /// The container a log request is for, or upstream's complaint.
-pub fn log_container(pod: &Value, asked: Option<&str>) -> Result<String, String> {
+pub fn container_for(pod: &Value, asked: Option<&str>) -> Result<String, String> {
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let containers = names(pod, "containers");
     let init = names(pod, "initContainers");
@@ -200,7 +271,7 @@ pub async fn pod_log(
 ) -> Result<Response, ApiError> {
     let pod = api.object(target).await?;
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
-    let container = log_container(&pod, query.get("container").map(String::as_str))
+    let container = container_for(&pod, query.get("container").map(String::as_str))
         .map_err(ApiError::bad_request)?;
     let Some(node) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
         return Err(ApiError::bad_request(format!(
@@ -211,27 +282,7 @@ pub async fn pod_log(
     if let Some(message) = not_started(&pod, &container, previous) {
         return Err(ApiError::bad_request(message));
     }
-    let nodes = registry::find("", "v1", "nodes").expect("nodes are a built-in resource");
-    let node_object = api
-        .object(&Target {
-            resource: nodes,
-            namespace: None,
-            name: Some(node.to_string()),
-            subresource: None,
-        })
-        .await?;
-    let address = node_object["status"]["addresses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|a| a["type"] == "InternalIP")
-        .find_map(|a| a["address"].as_str()?.parse::<IpAddr>().ok())
-        .ok_or_else(|| ApiError::unavailable(format!("node {node:?} has no InternalIP address")))?;
-    let port = node_object["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .filter(|p| *p > 0)
-        .unwrap_or(10250);
+    let (address, port) = node_endpoint(api, node).await?;
     let mut forwarded: Vec<String> = Vec::new();
     for option in [
         "follow",
@@ -255,8 +306,34 @@ pub async fn pod_log(
     kubelet.get(address, port, &path).await
 }
 
+/// Where the agent of `node` answers: its InternalIP and kubelet port.
+pub async fn node_endpoint(api: &ApiState, node: &str) -> Result<(IpAddr, u16), ApiError> {
+    let nodes = registry::find("", "v1", "nodes").expect("nodes are a built-in resource");
+    let node_object = api
+        .object(&Target {
+            resource: nodes,
+            namespace: None,
+            name: Some(node.to_string()),
+            subresource: None,
+        })
+        .await?;
+    let address = node_object["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["type"] == "InternalIP")
+        .find_map(|a| a["address"].as_str()?.parse::<IpAddr>().ok())
+        .ok_or_else(|| ApiError::unavailable(format!("node {node:?} has no InternalIP address")))?;
+    let port = node_object["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .unwrap_or(10250);
+    Ok((address, port))
+}
+
 /// Percent-encodes what a query value may not carry as is.
-fn encode(value: &str) -> String {
+pub fn encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         match byte {
@@ -280,18 +357,18 @@ mod tests {
             "metadata": {"name": "web"},
             "spec": {"containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}]},
         });
-        assert_eq!(log_container(&pod, Some("b")), Ok("b".into()));
-        assert_eq!(log_container(&pod, Some("i")), Ok("i".into()));
+        assert_eq!(container_for(&pod, Some("b")), Ok("b".into()));
+        assert_eq!(container_for(&pod, Some("i")), Ok("i".into()));
         assert_eq!(
-            log_container(&pod, Some("x")),
+            container_for(&pod, Some("x")),
             Err("container x is not valid for pod web".into())
         );
         assert_eq!(
-            log_container(&pod, None),
+            container_for(&pod, None),
             Err("a container name must be specified for pod web, choose one of: [a b] or one of the init containers: [i]".into())
         );
         let single = json!({"metadata": {"name": "one"}, "spec": {"containers": [{"name": "c"}]}});
-        assert_eq!(log_container(&single, None), Ok("c".into()));
+        assert_eq!(container_for(&single, None), Ok("c".into()));
     }
 
     #[test]

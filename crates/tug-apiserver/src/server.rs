@@ -328,6 +328,30 @@ async fn route(
     {
         return Err(not_found());
     }
+    if let Some(sub) = target.subresource.as_deref()
+        && registry::Resource::streaming(sub)
+    {
+        if method != Method::GET && method != Method::POST {
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+        // A WebSocket's GET needs `create` too, as upstream authorizes it.
+        let attributes = Attributes {
+            verb: "create".into(),
+            resource: Some(ResourceAttributes {
+                group: group.into(),
+                version: version.into(),
+                resource: target.resource.plural.into(),
+                subresource: sub.into(),
+                namespace: target.namespace.clone().unwrap_or_default(),
+                name: target.name.clone().unwrap_or_default(),
+            }),
+            path: path.to_string(),
+        };
+        authorize(shared, user, &attributes)?;
+        return crate::stream::connect(&shared.api, &shared.kubelet, &target, request).await;
+    }
     let collection = target.name.is_none();
     let create_only = target
         .subresource

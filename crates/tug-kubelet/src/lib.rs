@@ -21,6 +21,7 @@ pub mod node;
 pub mod pod;
 pub mod probes;
 pub mod server;
+pub mod streaming;
 pub mod volumes;
 pub mod worker;
 

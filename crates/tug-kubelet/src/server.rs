@@ -4,7 +4,8 @@
 //! `kube-apiserver-kubelet-client`, or group `system:masters`) is served.
 //!
 //! `GET /containerLogs/{namespace}/{pod}/{container}`: a container's log
-//! with kubectl's options, followed until the container stops.
+//! with kubectl's options, followed until the container stops; exec,
+//! attach and port-forward in [`crate::streaming`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ use tower::ServiceExt;
 
 use crate::cri::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE, Runtime};
 use crate::logs::{self, Options};
+use crate::streaming;
 
 /// The client the agent serves.
 const API_SERVER_CLIENT: &str = "kube-apiserver-kubelet-client";
@@ -100,6 +102,18 @@ pub async fn serve(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            get(streaming::exec).post(streaming::exec),
+        )
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            get(streaming::attach).post(streaming::attach),
+        )
+        .route(
+            "/portForward/{namespace}/{pod}",
+            get(streaming::port_forward).post(streaming::port_forward),
+        )
         .with_state(runtime);
     tokio::spawn(async move {
         loop {
@@ -140,7 +154,7 @@ pub async fn serve(
                     },
                 );
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
+                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
                     .await;
             });
         }

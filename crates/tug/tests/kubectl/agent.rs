@@ -4,7 +4,7 @@
 //! network); each test removes its pods, its containerd and its bridge.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
@@ -750,4 +750,285 @@ spec:
         assert!(described.contains(event), "no {event:?} in:\n{described}");
     }
     agent.ok(&["delete", "pod", "brief", "ghost", "--grace-period=1"]);
+}
+
+const STREAMED: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: streamed
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 8080 -h /www']
+  - name: echo
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'while read line; do echo \"got $line\"; done; sleep 3600']
+    stdin: true
+";
+
+impl Agent {
+    /// kubectl as a command to adjust: its stdin, environment, a spawn.
+    fn kubectl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("kubectl");
+        command
+            .arg(format!("--cache-dir={}", self.dir.join("cache").display()))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", &self.dir);
+        command
+    }
+
+    /// kubectl with `input` on its standard input.
+    fn kubectl_input(&self, args: &[&str], env: &[(&str, &str)], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .kubectl_command(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        output
+    }
+}
+
+/// A child's standard output, line by line, on a channel.
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// Waits up to 30 s for a line containing `wanted`.
+fn line_with(lines: &std::sync::mpsc::Receiver<String>, wanted: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(wanted) => return line,
+            Ok(_) => continue,
+            Err(_) => panic!("no line with {wanted:?} within 30 s"),
+        }
+    }
+}
+
+/// A GET of `/` through 127.0.0.1:`port`; the whole answer.
+fn http_get(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn exec_attach_port_forward_and_cp_reach_the_containers() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path());
+    let archive = busybox_archive(dir.path());
+    agent.tug(&["images", "import", archive.to_str().unwrap()]);
+    agent.apply(STREAMED);
+    agent.pod_until(60, "streamed", "streamed to run", ready);
+
+    // exec in one container reaches the other on localhost.
+    let page = agent.ok(&[
+        "exec",
+        "streamed",
+        "-c",
+        "echo",
+        "--",
+        "wget",
+        "-qO-",
+        "http://localhost:8080/",
+    ]);
+    assert_eq!(page, "hello\n");
+
+    // stdout and stderr apart, and the command's exit code, over
+    // WebSocket (kubectl's default) and over SPDY (its fallback).
+    for env in [
+        [("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "true")],
+        [("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")],
+    ] {
+        let failed = agent
+            .kubectl_command(&[
+                "exec",
+                "streamed",
+                "-c",
+                "web",
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 3",
+            ])
+            .envs(env)
+            .output()
+            .unwrap();
+        assert_eq!(failed.status.code(), Some(3), "{env:?}");
+        assert_eq!(String::from_utf8_lossy(&failed.stdout), "out\n");
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        assert!(stderr.starts_with("err\n"), "{stderr}");
+        assert!(
+            stderr.contains("command terminated with exit code 3"),
+            "{stderr}"
+        );
+
+        // stdin reaches the command, and its end ends the command.
+        let input: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let counted = agent.kubectl_input(
+            &[
+                "exec",
+                "-i",
+                "streamed",
+                "-c",
+                "web",
+                "--",
+                "sh",
+                "-c",
+                "cat | wc -c",
+            ],
+            &env,
+            &input,
+        );
+        assert!(counted.status.success(), "{counted:?}");
+        assert_eq!(String::from_utf8_lossy(&counted.stdout).trim(), "200000");
+    }
+
+    // exec -it: the command runs on a terminal.
+    let terminal = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "kubectl --cache-dir={} exec -it streamed -c web -- tty",
+            dir.path().join("cache").display()
+        ))
+        .arg("/dev/null")
+        .env("KUBECONFIG", &agent.kubeconfig)
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let seen = String::from_utf8_lossy(&terminal.stdout);
+    assert!(terminal.status.success(), "{seen}");
+    assert!(seen.contains("/dev/pts/"), "{seen}");
+
+    // A container that does not exist, and a pod that does not.
+    let missing = agent.fails(&["exec", "streamed", "-c", "nope", "--", "true"]);
+    assert!(
+        missing.contains("container nope is not valid for pod streamed"),
+        "{missing}"
+    );
+    let absent = agent.fails(&["exec", "ghost", "--", "true"]);
+    assert!(absent.contains("pods \"ghost\" not found"), "{absent}");
+
+    // attach: what is typed reaches the container's stdin, its output
+    // comes back.
+    let mut attached = agent
+        .kubectl_command(&["attach", "-i", "streamed", "-c", "echo"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut attached);
+    {
+        use std::io::Write;
+        let stdin = attached.stdin.as_mut().unwrap();
+        stdin.write_all(b"ping\n").unwrap();
+        stdin.flush().unwrap();
+    }
+    line_with(&lines, "got ping");
+    let _ = attached.kill();
+    let _ = attached.wait();
+
+    // port-forward, over WebSocket and over SPDY: two connections each.
+    for websockets in ["true", "false"] {
+        let port = free_port();
+        let mut forward = agent
+            .kubectl_command(&["port-forward", "pod/streamed", &format!("{port}:8080")])
+            .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = lines_of(&mut forward);
+        line_with(&lines, &format!("127.0.0.1:{port} -> 8080"));
+        for _ in 0..2 {
+            let answer = http_get(port);
+            assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+            assert!(answer.ends_with("\r\n\r\nhello\n"), "{answer}");
+        }
+        let _ = forward.kill();
+        let _ = forward.wait();
+    }
+
+    // cp, both ways, of a file larger than a stream's buffers.
+    let original: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let local = dir.path().join("original.bin");
+    std::fs::write(&local, &original).unwrap();
+    agent.ok(&[
+        "cp",
+        local.to_str().unwrap(),
+        "streamed:/www/copy.bin",
+        "-c",
+        "web",
+    ]);
+    let size = agent.ok(&[
+        "exec",
+        "streamed",
+        "-c",
+        "web",
+        "--",
+        "wc",
+        "-c",
+        "/www/copy.bin",
+    ]);
+    assert_eq!(size.split_whitespace().next(), Some("300000"));
+    let back = dir.path().join("back.bin");
+    agent.ok(&[
+        "cp",
+        "streamed:/www/copy.bin",
+        back.to_str().unwrap(),
+        "-c",
+        "web",
+    ]);
+    assert!(
+        std::fs::read(&back).unwrap() == original,
+        "cp changed the file"
+    );
+
+    agent.ok(&["delete", "pod", "streamed", "--grace-period=1"]);
 }
