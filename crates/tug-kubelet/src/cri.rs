@@ -266,6 +266,27 @@ impl Runtime {
         Ok(status.image.map(|image| image.id))
     }
 
+    /// The user the image runs as.
+    pub async fn image_user(&self, image: &str) -> anyhow::Result<crate::pod::ImageUser> {
+        let status = self
+            .images
+            .clone()
+            .image_status(cri::ImageStatusRequest {
+                image: Some(image_spec(image)),
+                verbose: false,
+            })
+            .await
+            .context("CRI ImageStatus")?
+            .into_inner();
+        Ok(status
+            .image
+            .map(|image| crate::pod::ImageUser {
+                uid: image.uid.map(|u| u.value),
+                name: image.username,
+            })
+            .unwrap_or_default())
+    }
+
     /// Pulls `image`, returning its reference (ID).
     pub async fn pull(&self, image: &str) -> anyhow::Result<String> {
         let mut request = tonic::Request::new(cri::PullImageRequest {

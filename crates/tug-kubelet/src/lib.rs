@@ -118,6 +118,7 @@ pub async fn run(
         }
     };
     import_images(&config, &socket).await?;
+    tokio::task::spawn_blocking(|| network::sweep_orphan_chains(network::SWEEP_SETTLE));
     if let Some(tls) = &config.tls {
         server::serve(config.port, tls, runtime.clone(), shutdown.clone()).await?;
     }
@@ -181,5 +182,7 @@ pub async fn remove_all_pods(socket: &std::path::Path) -> anyhow::Result<()> {
         runtime.stop_sandbox(&sandbox.id).await?;
         runtime.remove_sandbox(&sandbox.id).await?;
     }
+    // Nothing else sets up pods here.
+    network::sweep_orphan_chains(std::time::Duration::ZERO);
     Ok(())
 }

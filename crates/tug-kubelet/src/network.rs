@@ -11,6 +11,9 @@ use serde_json::json;
 
 use crate::Config;
 
+/// The CNI network's name, in the comments of its iptables rules.
+pub const NETWORK: &str = "tug-pod-network";
+
 pub fn conf_dir(config: &Config) -> PathBuf {
     config.agent_dir().join("cni/net.d")
 }
@@ -20,7 +23,7 @@ pub fn conflist(config: &Config, cidr: &str) -> String {
     let ipam_dir = config.agent_dir().join("cni/ipam");
     let conflist = json!({
         "cniVersion": "0.4.0",
-        "name": "tug-pod-network",
+        "name": NETWORK,
         "plugins": [
             {
                 "type": "bridge",
@@ -57,4 +60,87 @@ pub fn configure(config: &Config, cidr: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     tracing::info!(cidr, path = %path.display(), "pod network configured");
     Ok(())
+}
+
+/// The bridge plugin's masquerade chains of this network that nothing
+/// jumps to any more (a teardown can leave one behind), in the lines of
+/// `iptables -t nat -S`.
+pub fn orphan_chains(rules: &str) -> Vec<String> {
+    let marker = format!("name: \\\"{NETWORK}\\\"");
+    let ours: std::collections::BTreeSet<&str> = rules
+        .lines()
+        .filter(|line| line.contains(&marker))
+        .filter_map(|line| line.strip_prefix("-A "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter(|chain| chain.starts_with("CNI-") && !chain.starts_with("CNI-HOSTPORT"))
+        .collect();
+    let targets: std::collections::BTreeSet<&str> = rules
+        .lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let at = words.iter().position(|w| *w == "-j")?;
+            words.get(at + 1).copied()
+        })
+        .collect();
+    ours.into_iter()
+        .filter(|chain| !targets.contains(chain))
+        .map(str::to_string)
+        .collect()
+}
+
+/// How long a chain must stay an orphan to be removed.
+pub const SWEEP_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn nat_rules() -> String {
+    std::process::Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Removes [`orphan_chains`] that are still orphans after `settle` (a pod
+/// being set up has its chain a moment before the jump to it); failures
+/// are only logged. Blocks.
+pub fn sweep_orphan_chains(settle: std::time::Duration) {
+    let first = orphan_chains(&nat_rules());
+    if first.is_empty() {
+        return;
+    }
+    std::thread::sleep(settle);
+    for chain in orphan_chains(&nat_rules()) {
+        if !first.contains(&chain) {
+            continue;
+        }
+        for action in ["-F", "-X"] {
+            let done = std::process::Command::new("iptables")
+                .args(["-w", "-t", "nat", action, &chain])
+                .status();
+            if !done.is_ok_and(|s| s.success()) {
+                tracing::debug!(%chain, "removing a stale CNI chain failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_chains_of_this_network_that_nothing_jumps_to_are_orphans() {
+        let rules = r#"-P POSTROUTING ACCEPT
+-N CNI-HOSTPORT-MASQ
+-N CNI-aaa
+-N CNI-bbb
+-N CNI-ccc
+-A POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ
+-A POSTROUTING -s 10.244.0.2/32 -m comment --comment "name: \"tug-pod-network\" id: \"1\"" -j CNI-aaa
+-A CNI-aaa -d 10.244.0.0/24 -m comment --comment "name: \"tug-pod-network\" id: \"1\"" -j ACCEPT
+-A CNI-bbb -d 10.244.0.0/24 -m comment --comment "name: \"tug-pod-network\" id: \"2\"" -j ACCEPT
+-A CNI-bbb ! -d 224.0.0.0/4 -m comment --comment "name: \"tug-pod-network\" id: \"2\"" -j MASQUERADE
+-A CNI-ccc -d 10.88.0.0/16 -m comment --comment "name: \"other\" id: \"3\"" -j ACCEPT
+"#;
+        assert_eq!(orphan_chains(rules), ["CNI-bbb"]);
+    }
 }

@@ -228,6 +228,82 @@ fn init_containers(pod: &Pod) -> &[Container] {
         .unwrap_or(&[])
 }
 
+/// kubelet's oom_score_adj for a container of a pod: Guaranteed and
+/// critical pods -997, BestEffort 1000, Burstable by its share of the
+/// node's memory (3 to 999); never below `floor` (0 where the kernel
+/// refuses negative values, as on these machines).
+pub fn oom_score_adj(
+    qos: &str,
+    critical: bool,
+    memory_request: u64,
+    memory_capacity: u64,
+    floor: i64,
+) -> i64 {
+    let score = if critical || qos == "Guaranteed" {
+        -997
+    } else if qos == "BestEffort" {
+        1000
+    } else {
+        let share = (1000 * u128::from(memory_request)) / u128::from(memory_capacity.max(1));
+        (1000 - share.min(1000) as i64).clamp(3, 999)
+    };
+    score.max(floor)
+}
+
+/// The image's user as CRI reports it: a uid, or a name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageUser {
+    pub uid: Option<i64>,
+    pub name: String,
+}
+
+/// Whether the container must not run as root (its own setting, else the
+/// pod's).
+pub fn run_as_non_root(pod: &Pod, container: &Container) -> bool {
+    let shared = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    container
+        .security_context
+        .as_ref()
+        .and_then(|s| s.run_as_non_root)
+        .or_else(|| shared.and_then(|s| s.run_as_non_root))
+        .unwrap_or(false)
+}
+
+/// kubelet's runAsNonRoot check, with its messages: an explicit
+/// runAsUser must not be 0; else the image's user must be a non-zero uid
+/// (an image without a user runs as root).
+pub fn verify_non_root(pod: &Pod, container: &Container, image: &ImageUser) -> Result<(), String> {
+    if !run_as_non_root(pod, container) {
+        return Ok(());
+    }
+    let own = container.security_context.as_ref();
+    let shared = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let meta = &pod.metadata;
+    let who = format!(
+        "{}_{}({})",
+        meta.name.as_deref().unwrap_or_default(),
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.uid.as_deref().unwrap_or_default()
+    );
+    let name = &container.name;
+    let user = own
+        .and_then(|s| s.run_as_user)
+        .or_else(|| shared.and_then(|s| s.run_as_user));
+    match (user, image.uid, image.name.as_str()) {
+        (Some(0), _, _) => Err(format!(
+            "container's runAsUser breaks non-root policy (pod: {who:?}, container: {name})"
+        )),
+        (Some(_), _, _) => Ok(()),
+        (None, Some(0), _) | (None, None, "") => Err(format!(
+            "container has runAsNonRoot and image will run as root (pod: {who:?}, container: {name})"
+        )),
+        (None, None, user) => Err(format!(
+            "container has runAsNonRoot and image has non-numeric user ({user}), cannot verify user is non-root (pod: {who:?}, container: {name})"
+        )),
+        (None, Some(_), _) => Ok(()),
+    }
+}
+
 pub fn grace_period(pod: &Pod) -> i64 {
     pod.metadata
         .deletion_grace_period_seconds

@@ -33,6 +33,8 @@ const RELIST: Duration = Duration::from_secs(1);
 const RESYNC: Duration = Duration::from_secs(10);
 /// Grace given to the containers of a pod removed from the API.
 const ORPHAN_GRACE: i64 = 2;
+/// Pods of this priority or more are critical (system-cluster-critical).
+const CRITICAL_PRIORITY: i32 = 2_000_000_000;
 /// Syncs that act, one after another, before a worker pauses.
 const BURST: usize = 20;
 
@@ -46,6 +48,10 @@ struct Shared {
     /// Each pod worker's wake-up channel.
     workers: Mutex<HashMap<String, mpsc::Sender<()>>>,
     probes: Arc<probes::Results>,
+    /// The node's memory, in bytes, for the containers' oom_score_adj.
+    memory_capacity: u64,
+    /// The lowest oom_score_adj the kernel lets this process give.
+    oom_floor: i64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -85,6 +91,8 @@ pub async fn run(
         pods: Mutex::new(HashMap::new()),
         workers: Mutex::new(HashMap::new()),
         probes: Arc::new(probes::Results::default()),
+        memory_capacity: crate::node::Machine::memory_bytes(),
+        oom_floor: oom_score_floor(),
     });
     tokio::spawn(relist(shared.clone(), shutdown.clone()));
     let api: Api<Pod> = Api::all(client);
@@ -782,6 +790,11 @@ async fn remove_all(runtime: &Runtime, observed: &Observed) -> anyhow::Result<()
         runtime.stop_sandbox(&sandbox.id).await?;
         runtime.remove_sandbox(&sandbox.id).await?;
     }
+    if !observed.sandboxes.is_empty() {
+        tokio::task::spawn_blocking(|| {
+            crate::network::sweep_orphan_chains(crate::network::SWEEP_SETTLE)
+        });
+    }
     Ok(())
 }
 
@@ -892,6 +905,14 @@ async fn start(
     };
     let ip = sandbox.ip.as_deref();
     let prepared = async {
+        if pod::run_as_non_root(pod, container) {
+            let image_user = shared
+                .runtime
+                .image_user(&image_id)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            pod::verify_non_root(pod, container, &image_user)?;
+        }
         let env = environment(&shared.client, &shared.config, pod, container, ip).await?;
         let mounts = mounts(&shared.config, pod, container, attempt, &volumes, ip)?;
         Ok::<_, String>((env, mounts))
@@ -920,7 +941,33 @@ async fn start(
             return Ok(());
         }
     };
-    let config = container_config(pod, container, attempt, &image_id, env, mounts);
+    let mut config = container_config(pod, container, attempt, &image_id, env, mounts);
+    if let Some(resources) = config.linux.as_mut().and_then(|l| l.resources.as_mut()) {
+        let qos = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.qos_class.as_deref())
+            .unwrap_or("BestEffort");
+        let critical = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.priority)
+            .is_some_and(|p| p >= CRITICAL_PRIORITY);
+        let request = container
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("memory"))
+            .and_then(|q| tug_api::quantity::value(&q.0))
+            .map_or(0, |b| b.max(0) as u64);
+        resources.oom_score_adj = pod::oom_score_adj(
+            qos,
+            critical,
+            request,
+            shared.memory_capacity,
+            shared.oom_floor,
+        );
+    }
     // A restart counts toward the container's back-off.
     if let Some(failed) = observed
         .containers
@@ -1509,6 +1556,24 @@ pub(crate) fn termination_file(
         .join("containers")
         .join(container)
         .join(attempt.to_string())
+}
+
+/// -1000 if the kernel lets this process lower its own oom_score_adj
+/// (and so give negative values), else 0: tried once and put back.
+fn oom_score_floor() -> i64 {
+    const PATH: &str = "/proc/self/oom_score_adj";
+    let Ok(current) = std::fs::read_to_string(PATH) else {
+        return 0;
+    };
+    let Ok(current) = current.trim().parse::<i64>() else {
+        return 0;
+    };
+    let lowered = (current - 1).max(-1000);
+    if lowered == current || std::fs::write(PATH, lowered.to_string()).is_err() {
+        return 0;
+    }
+    let _ = std::fs::write(PATH, current.to_string());
+    -1000
 }
 
 fn container_config(

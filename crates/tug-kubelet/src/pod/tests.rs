@@ -472,3 +472,77 @@ fn a_pod_past_its_active_deadline_is_stopped_and_failed() {
     assert_eq!(s["reason"], "DeadlineExceeded");
     assert_eq!(s["message"], DEADLINE_MESSAGE);
 }
+
+#[test]
+fn oom_score_adj_follows_the_qos_class_as_kubelets() {
+    const GI: u64 = 1 << 30;
+    let cases = [
+        ("Guaranteed", false, GI, -1000, -997),
+        ("Guaranteed", false, GI, 0, 0),
+        ("Burstable", true, 0, -1000, -997),
+        ("BestEffort", false, 0, 0, 1000),
+        ("Burstable", false, 2 * GI, 0, 750),
+        ("Burstable", false, 0, 0, 999),
+        ("Burstable", false, 8 * GI, 0, 3),
+        ("Burstable", false, 100 * GI, 0, 3),
+    ];
+    for (qos, critical, request, floor, want) in cases {
+        assert_eq!(
+            oom_score_adj(qos, critical, request, 8 * GI, floor),
+            want,
+            "{qos} {critical} {request} {floor}"
+        );
+    }
+}
+
+#[test]
+fn run_as_non_root_is_checked_against_the_user_and_the_image() {
+    let pod = |pod_sc: Value, sc: Value| -> (Pod, Container) {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+            "spec": {"securityContext": pod_sc, "containers": [{"name": "c", "securityContext": sc}]},
+        }))
+        .unwrap();
+        let container = pod.spec.as_ref().unwrap().containers[0].clone();
+        (pod, container)
+    };
+    let root = ImageUser {
+        uid: Some(0),
+        name: String::new(),
+    };
+    let unset = ImageUser::default();
+    let named = ImageUser {
+        uid: None,
+        name: "web".into(),
+    };
+    let user = ImageUser {
+        uid: Some(1000),
+        name: String::new(),
+    };
+    let (p, c) = pod(json!({}), json!({}));
+    assert_eq!(verify_non_root(&p, &c, &root), Ok(()));
+    let (p, c) = pod(json!({"runAsNonRoot": true}), json!({}));
+    let will_be_root =
+        "container has runAsNonRoot and image will run as root (pod: \"p_ns(u1)\", container: c)";
+    assert_eq!(verify_non_root(&p, &c, &root), Err(will_be_root.into()));
+    assert_eq!(verify_non_root(&p, &c, &unset), Err(will_be_root.into()));
+    assert_eq!(verify_non_root(&p, &c, &user), Ok(()));
+    assert_eq!(
+        verify_non_root(&p, &c, &named),
+        Err("container has runAsNonRoot and image has non-numeric user (web), cannot verify user is non-root (pod: \"p_ns(u1)\", container: c)".into())
+    );
+    let (p, c) = pod(json!({"runAsNonRoot": true}), json!({"runAsUser": 1000}));
+    assert_eq!(verify_non_root(&p, &c, &root), Ok(()));
+    let (p, c) = pod(json!({"runAsUser": 0}), json!({"runAsNonRoot": true}));
+    assert_eq!(
+        verify_non_root(&p, &c, &user),
+        Err(
+            "container's runAsUser breaks non-root policy (pod: \"p_ns(u1)\", container: c)".into()
+        )
+    );
+    let (p, c) = pod(
+        json!({"runAsNonRoot": true}),
+        json!({"runAsNonRoot": false}),
+    );
+    assert_eq!(verify_non_root(&p, &c, &root), Ok(()));
+}

@@ -123,7 +123,19 @@ fn runtime() -> tokio::runtime::Runtime {
 impl Drop for Agent {
     fn drop(&mut self) {
         let socket = self.socket();
-        let _ = runtime().block_on(tug_kubelet::remove_all_pods(&socket));
+        // The agent removes what the test deleted; only what is left (a
+        // failed test's pods) is removed here, so that two do not stop
+        // the same sandbox at once.
+        let _ = runtime().block_on(async {
+            let runtime = tug_kubelet::cri::Runtime::connect(&socket)?;
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !runtime.sandboxes(None).await?.is_empty()
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            tug_kubelet::remove_all_pods(&socket).await
+        });
         if let Some(server) = self.server.take() {
             let pods = server.dir.join("data/agent/pods");
             drop(server.stop());
@@ -1031,4 +1043,167 @@ fn exec_attach_port_forward_and_cp_reach_the_containers() {
     );
 
     agent.ok(&["delete", "pod", "streamed", "--grace-period=1"]);
+}
+
+#[test]
+fn limits_security_contexts_and_host_ports_apply_to_containers() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path());
+    let archive = busybox_archive(dir.path());
+    agent.tug(&["images", "import", archive.to_str().unwrap()]);
+    let host_port = free_port();
+    agent.apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: hog
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [dd, if=/dev/zero, of=/dev/null, bs=64M, count=1]
+    resources:
+      limits: {{memory: 16Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: besteffort
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [cat, /proc/self/oom_score_adj]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: guaranteed
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [cat, /proc/self/oom_score_adj]
+    resources:
+      limits: {{memory: 64Mi, cpu: 100m}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: rootless
+spec:
+  restartPolicy: Never
+  securityContext: {{runAsNonRoot: true}}
+  containers:
+  - name: refused
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [id, -u]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: user
+spec:
+  restartPolicy: Never
+  securityContext: {{runAsNonRoot: true, runAsUser: 1000}}
+  containers:
+  - name: c
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [id, -u]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: published
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 8080 -h /www']
+    ports:
+    - {{containerPort: 8080, hostPort: {host_port}}}
+"
+    ));
+
+    // Past its memory limit, a container is OOMKilled.
+    let hog = agent.pod_until(60, "hog", "hog to be killed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    let terminated = &status_of(&hog, "hog")["state"]["terminated"];
+    assert_eq!(terminated["reason"], "OOMKilled", "{hog}");
+    assert_eq!(terminated["exitCode"], 137);
+
+    // oom_score_adj by QoS class, as kubelet's (Guaranteed's -997 is 0
+    // where the kernel refuses negative values).
+    for (pod, wanted) in [
+        ("besteffort", &["1000"][..]),
+        ("guaranteed", &["-997", "0"]),
+    ] {
+        agent.pod_until(60, pod, "the pod to succeed", |p| {
+            p["status"]["phase"] == "Succeeded"
+        });
+        let score = agent.ok(&["logs", pod]);
+        assert!(wanted.contains(&score.trim()), "{pod}: {score}");
+    }
+
+    // runAsNonRoot: refused for an image that runs as root, unless a user
+    // is given.
+    let refused = agent.pod_until(60, "rootless", "rootless to be refused", |p| {
+        status_of(p, "refused")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    });
+    let uid = refused["metadata"]["uid"].as_str().unwrap();
+    assert_eq!(
+        status_of(&refused, "refused")["state"]["waiting"]["message"],
+        format!(
+            "container has runAsNonRoot and image will run as root (pod: \"rootless_default({uid})\", container: refused)"
+        )
+    );
+    agent.pod_until(60, "user", "user to succeed", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    assert_eq!(agent.ok(&["logs", "user"]), "1000\n");
+
+    // A hostPort reaches the container from the node.
+    agent.pod_until(60, "published", "published to run", ready);
+    let node_ip = agent.ok(&[
+        "get",
+        "node",
+        NODE,
+        "-o",
+        "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+    ]);
+    let answer = until(30, "the host port to answer", || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect((node_ip.as_str(), host_port)).ok()?;
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .ok()?;
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        Some(answer)
+    });
+    assert!(answer.ends_with("\r\n\r\nhello\n"), "{answer}");
+
+    agent.ok(&[
+        "delete",
+        "pod",
+        "hog",
+        "besteffort",
+        "guaranteed",
+        "rootless",
+        "user",
+        "published",
+        "--grace-period=1",
+    ]);
 }
