@@ -11,6 +11,7 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use crate::images::PAUSE_IMAGE;
+use crate::registries::Registries;
 
 /// Where one containerd keeps everything.
 #[derive(Clone, Debug)]
@@ -75,10 +76,11 @@ async fn stop_leftover(layout: &Layout) {
 
 /// containerd's configuration: everything under `layout`, CRI with tug's
 /// pause image, CNI from `cni_conf_dir`, and the one setting these
-/// machines need (no negative oom_score_adj).
-pub fn config(layout: &Layout, cni_conf_dir: &Path) -> String {
+/// machines need (no negative oom_score_adj), and the registries'
+/// mirrors, logins and TLS settings.
+pub fn config(layout: &Layout, cni_conf_dir: &Path, registries: &Registries) -> String {
     let dir = layout.dir.display();
-    format!(
+    let mut config = format!(
         r#"version = 2
 root = "{dir}/root"
 state = "{dir}/state"
@@ -97,7 +99,9 @@ state = "{dir}/state"
     Root = "{dir}/runc"
 "#,
         cni = cni_conf_dir.display()
-    )
+    );
+    config.push_str(&registries.containerd_toml());
+    config
 }
 
 /// Starts containerd and keeps it running until `shutdown`, then stops it
@@ -106,11 +110,12 @@ state = "{dir}/state"
 pub async fn start(
     layout: Layout,
     cni_conf_dir: &Path,
+    registries: &Registries,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     std::fs::create_dir_all(&layout.dir)
         .with_context(|| format!("creating {}", layout.dir.display()))?;
-    std::fs::write(layout.config(), config(&layout, cni_conf_dir))
+    std::fs::write(layout.config(), config(&layout, cni_conf_dir, registries))
         .with_context(|| format!("writing {}", layout.config().display()))?;
     stop_leftover(&layout).await;
     let child = spawn(&layout)?;

@@ -287,11 +287,19 @@ impl Runtime {
             .unwrap_or_default())
     }
 
-    /// Pulls `image`, returning its reference (ID).
-    pub async fn pull(&self, image: &str) -> anyhow::Result<String> {
+    /// Pulls `image` (with a registry login), returning its reference (ID).
+    pub async fn pull(
+        &self,
+        image: &str,
+        login: Option<&crate::registries::Credential>,
+    ) -> anyhow::Result<String> {
         let mut request = tonic::Request::new(cri::PullImageRequest {
             image: Some(image_spec(image)),
-            auth: None,
+            auth: login.map(|login| cri::AuthConfig {
+                username: login.username.clone(),
+                password: login.password.clone(),
+                ..Default::default()
+            }),
             sandbox_config: None,
         });
         request.set_timeout(Duration::from_secs(600));

@@ -20,6 +20,7 @@ pub mod network;
 pub mod node;
 pub mod pod;
 pub mod probes;
+pub mod registries;
 pub mod server;
 pub mod streaming;
 pub mod volumes;
@@ -59,6 +60,11 @@ impl Config {
         self.data_dir.join("agent")
     }
 
+    /// The registries' mirrors and logins, in k3s's `registries.yaml`.
+    pub fn registries_file(&self) -> PathBuf {
+        self.agent_dir().join("registries.yaml")
+    }
+
     /// Where containerd's socket is, the agent's own or the given one.
     pub fn runtime_socket(&self) -> PathBuf {
         self.runtime_endpoint
@@ -93,6 +99,7 @@ pub async fn run(
             containerd::start(
                 containerd::Layout::new(&agent_dir),
                 &network::conf_dir(&config),
+                &registries::Registries::read(&config.registries_file())?,
                 shutdown.clone(),
             )
             .await?,

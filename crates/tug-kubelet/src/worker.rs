@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod, Secret};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::watcher;
@@ -25,7 +25,7 @@ use tug_controllers::events::{self, Recorder};
 use crate::Config;
 use crate::cri::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE, POD_UID, Runtime};
 use crate::pod::{self, Action, Memory, Nanos, Observed, RuntimeContainer, Sandbox, State};
-use crate::{probes, volumes};
+use crate::{probes, registries, volumes};
 
 /// How often the runtime is relisted.
 const RELIST: Duration = Duration::from_secs(1);
@@ -800,6 +800,72 @@ async fn remove_all(runtime: &Runtime, observed: &Observed) -> anyhow::Result<()
 
 /// Pulls the container's image as its policy says; `Ok(false)` when the
 /// image is not there (the failure recorded for the back-off).
+/// The logins of the pod's imagePullSecrets; a Warning event names the
+/// secrets that could not be read, and the pull goes on without them.
+async fn pull_secret_logins(shared: &Shared, pod: &Pod) -> Vec<(String, registries::Credential)> {
+    let names: Vec<String> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|r| r.name.clone())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(shared.client.clone(), &namespace);
+    let mut logins = Vec::new();
+    let mut missing = Vec::new();
+    for name in names {
+        match api.get_opt(&name).await {
+            Ok(Some(secret)) => {
+                let data: BTreeMap<String, Vec<u8>> = secret
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(key, value)| (key, value.0))
+                    .collect();
+                logins.extend(registries::secret_logins(&data));
+            }
+            Ok(None) | Err(_) => missing.push(name),
+        }
+    }
+    if !missing.is_empty() {
+        shared.recorder.event(
+            pod_ref(pod),
+            events::WARNING,
+            "FailedToRetrieveImagePullSecret",
+            format!(
+                "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                missing.join(", ")
+            ),
+        );
+    }
+    logins
+}
+
+/// Pulls `image` with each login of the pod's pull secrets that matches
+/// it, the most specific first, until one works; anonymously when none
+/// matches.
+async fn pull(shared: &Shared, pod: &Pod, image: &str) -> anyhow::Result<String> {
+    let logins = pull_secret_logins(shared, pod).await;
+    let matching = registries::matching(image, &logins);
+    if matching.is_empty() {
+        return shared.runtime.pull(image, None).await;
+    }
+    let mut failure = None;
+    for login in &matching {
+        match shared.runtime.pull(image, Some(login)).await {
+            Ok(reference) => return Ok(reference),
+            Err(err) => failure = Some(err),
+        }
+    }
+    Err(failure.expect("at least one login was tried"))
+}
+
 async fn ensure_image(
     shared: &Shared,
     pod: &Pod,
@@ -840,7 +906,7 @@ async fn ensure_image(
             format!("Pulling image \"{image}\""),
         );
         let started = Instant::now();
-        match shared.runtime.pull(&image).await {
+        match pull(shared, pod, &image).await {
             Ok(reference) => {
                 let took = started.elapsed().as_secs_f64();
                 event(

@@ -1207,3 +1207,178 @@ spec:
         "--grace-period=1",
     ]);
 }
+
+/// Debian's docker-registry on loopback, with a login; killed on drop.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Registry {
+    const USER: &str = "tug";
+    const PASSWORD: &str = "s3cret";
+
+    fn start(dir: &Path) -> Registry {
+        let port = free_port();
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", Self::USER, Self::PASSWORD])
+            .output()
+            .expect("htpasswd (apache2-utils)");
+        assert!(htpasswd.status.success());
+        std::fs::write(dir.join("htpasswd"), &htpasswd.stdout).unwrap();
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1
+log: {{level: error}}
+storage: {{filesystem: {{rootdirectory: {root}}}}}
+http: {{addr: 127.0.0.1:{port}}}
+auth:
+  htpasswd: {{realm: tug-test, path: {htpasswd}}}
+",
+                root = dir.join("registry").display(),
+                htpasswd = dir.join("htpasswd").display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry");
+        let registry = Registry { child, port };
+        until(30, "the registry to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        registry
+    }
+
+    /// Pushes a Docker archive as `name` (a repository and tag).
+    fn push(&self, archive: &Path, name: &str) {
+        let output = Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+            ])
+            .arg(format!("--dest-creds={}:{}", Self::USER, Self::PASSWORD))
+            .arg(format!("docker-archive:{}", archive.display()))
+            .arg(format!("docker://127.0.0.1:{}/{name}", self.port))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn images_are_pulled_through_mirrors_registry_logins_and_pull_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path());
+    let archive = busybox_archive(dir.path());
+    registry.push(&archive, "tugtest/busybox:1");
+    let port = registry.port;
+    // Docker Hub's names go to the local registry, which its login opens;
+    // `localhost:PORT` is the same registry under a name without a login.
+    let agent_dir = dir.path().join("data/agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    std::fs::write(
+        agent_dir.join("registries.yaml"),
+        format!(
+            "mirrors:
+  docker.io:
+    endpoint: [\"http://127.0.0.1:{port}\"]
+  \"localhost:{port}\":
+    endpoint: [\"http://localhost:{port}\"]
+configs:
+  \"127.0.0.1:{port}\":
+    auth: {{username: {user}, password: {password}}}
+",
+            user = Registry::USER,
+            password = Registry::PASSWORD,
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(dir.path());
+
+    // Through the mirror, with the registry's login: nothing imported.
+    agent.ok(&[
+        "run",
+        "mirrored",
+        "--image=tugtest/busybox:1",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    agent.pod_until(90, "mirrored", "mirrored to run", ready);
+    let described = agent.ok(&["describe", "pod", "mirrored"]);
+    assert!(
+        described.contains("Successfully pulled image \"tugtest/busybox:1\""),
+        "{described}"
+    );
+
+    // Without a login the registry refuses; a pull secret opens it.
+    let image = format!("localhost:{port}/tugtest/busybox:1");
+    agent.ok(&[
+        "run",
+        "refused",
+        &format!("--image={image}"),
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    agent.pod_until(90, "refused", "refused to back off", |p| {
+        status_of(p, "refused")["state"]["waiting"]["reason"] == "ImagePullBackOff"
+    });
+    let described = agent.ok(&["describe", "pod", "refused"]);
+    assert!(described.contains("Error: ErrImagePull"), "{described}");
+    agent.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server=localhost:{port}"),
+        &format!("--docker-username={}", Registry::USER),
+        &format!("--docker-password={}", Registry::PASSWORD),
+    ]);
+    agent.ok(&[
+        "run",
+        "let-in",
+        &format!("--image={image}"),
+        "--overrides",
+        r#"{"spec":{"imagePullSecrets":[{"name":"absent"},{"name":"regcred"}]}}"#,
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    agent.pod_until(90, "let-in", "let-in to run", ready);
+    let described = agent.ok(&["describe", "pod", "let-in"]);
+    assert!(
+        described.contains(
+            "Unable to retrieve some image pull secrets (absent); attempting to pull the image may not succeed."
+        ),
+        "{described}"
+    );
+    agent.ok(&[
+        "delete",
+        "pod",
+        "mirrored",
+        "refused",
+        "let-in",
+        "--grace-period=1",
+    ]);
+}
