@@ -9,6 +9,7 @@
 pub mod convert;
 pub mod defaults;
 pub mod format;
+pub mod join;
 pub mod jsonpath;
 pub mod quantity;
 pub mod registry;

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod cache;
 pub mod crd;
 pub mod discovery;
+pub mod join;
 mod managed;
 pub mod namespaces;
 pub mod openapi;
@@ -75,15 +76,30 @@ pub fn node_token_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("server").join("node-token")
 }
 
-/// The node-join token: the one given (saved for the next start), else
-/// the saved one, else a new random one.
-fn node_token(config: &Config) -> anyhow::Result<String> {
+/// The SHA-256 of the CA certificate's PEM, hex: what a full node-join
+/// token pins.
+pub fn ca_hash(ca_pem: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, ca_pem.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The node-join secret: the one given (saved for the next start), else
+/// the saved one, else a new random one. The file holds the full token,
+/// with the CA's hash, as k3s's `node-token`.
+fn node_token(config: &Config, ca: &pki::Ca) -> anyhow::Result<String> {
     let path = node_token_path(&config.data_dir);
-    let token = match &config.node_token {
-        Some(token) if token.trim().is_empty() => anyhow::bail!("--token must not be empty"),
-        Some(token) => token.trim().to_string(),
+    let secret = match &config.node_token {
+        Some(token) if tug_api::join::parse(token).1.is_empty() => {
+            anyhow::bail!("--token must not be empty")
+        }
+        Some(token) => tug_api::join::parse(token).1.to_string(),
         None => match std::fs::read_to_string(&path) {
-            Ok(saved) if !saved.trim().is_empty() => return Ok(saved.trim().to_string()),
+            Ok(saved) if !tug_api::join::parse(&saved).1.is_empty() => {
+                tug_api::join::parse(&saved).1.to_string()
+            }
             Ok(_) => anyhow::bail!("{} is empty; remove it or pass --token", path.display()),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let bytes: [u8; 24] = rand::random();
@@ -94,9 +110,10 @@ fn node_token(config: &Config) -> anyhow::Result<String> {
             }
         },
     };
-    pki::write_private(&path, format!("{token}\n").as_bytes(), 0o600)
+    let full = tug_api::join::token(&ca_hash(ca.cert_pem()), &secret);
+    pki::write_private(&path, format!("{full}\n").as_bytes(), 0o600)
         .with_context(|| format!("writing {}", path.display()))?;
-    Ok(token)
+    Ok(secret)
 }
 
 /// The Kubernetes version tug serves, as `/version` says it.
@@ -265,7 +282,9 @@ pub async fn run(
     if let Some(path) = &config.token_auth_file {
         tokens.load_file(path)?;
     }
-    tokens.add_node_join(&node_token(&config)?);
+    let join_secret = node_token(&config, &ca)?;
+    tokens.add_node_join(&join_secret);
+    tokens.add_node_join(&tug_api::join::token(&ca_hash(ca.cert_pem()), &join_secret));
     ensure_default_namespaces(store.as_ref()).await?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -384,6 +403,7 @@ pub async fn run(
         },
         authorizer: Arc::new(auth::AllowAuthenticated),
         kubelet: kubelet_client,
+        ca: Arc::new(ca),
     });
     ensure_kubernetes_service(&shared.api, address.port()).await?;
     tokio::spawn(crd::run(shared.api.clone(), shutdown.clone()));

@@ -183,22 +183,7 @@ pub fn pem_blocks(pem: &str, label: &str) -> anyhow::Result<Vec<Vec<u8>>> {
 
 /// The admin kubeconfig, in the shape kubectl writes.
 pub fn kubeconfig(server: &str, ca_pem: &str, client: &Issued) -> String {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    format!(
-        "apiVersion: v1\n\
-         kind: Config\n\
-         clusters:\n\
-         - cluster:\n    certificate-authority-data: {}\n    server: {server}\n  name: default\n\
-         contexts:\n\
-         - context:\n    cluster: default\n    user: default\n  name: default\n\
-         current-context: default\n\
-         preferences: {{}}\n\
-         users:\n\
-         - name: default\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
-        b64(ca_pem),
-        b64(&client.cert_pem),
-        b64(&client.key_pem),
-    )
+    tug_api::join::kubeconfig(server, ca_pem, &client.cert_pem, &client.key_pem)
 }
 
 /// Where the PKI lives under a data dir.

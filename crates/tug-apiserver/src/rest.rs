@@ -161,7 +161,7 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// DNS-1123 subdomain, as most names must be.
-fn name_problem(name: &str) -> Option<String> {
+pub(crate) fn name_problem(name: &str) -> Option<String> {
     let valid = !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {

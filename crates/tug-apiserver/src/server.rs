@@ -24,7 +24,7 @@ use crate::auth::{
 };
 use crate::rest::{ApiState, BODY_BYTES_MAX, Target, method_allowed};
 use crate::status::ApiError;
-use crate::{auth, discovery, openapi, openapi_v2};
+use crate::{auth, discovery, join, openapi, openapi_v2};
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,6 +42,8 @@ pub struct Shared {
     pub authorizer: Arc<dyn Authorizer>,
     /// The API server's client of node agents.
     pub kubelet: Arc<crate::proxy::KubeletClient>,
+    /// The cluster CA, which signs joining agents' certificates.
+    pub ca: Arc<crate::pki::Ca>,
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -207,6 +209,7 @@ async fn dispatch(
     match path.as_str() {
         "/healthz" | "/livez" | "/readyz" => return text(StatusCode::OK, "ok"),
         "/version" => return version(),
+        join::CACERTS_PATH => return join::cacerts(&shared.ca),
         _ => {}
     }
     // As upstream's union: the certificate first, then a bearer token.
@@ -227,6 +230,16 @@ async fn dispatch(
     let Ok(_permit) = shared.in_flight.clone().try_acquire_owned() else {
         return ApiError::too_many_requests().into_response();
     };
+    if path == join::CREDENTIALS_PATH {
+        if request.method() != Method::POST {
+            return ApiError::method_not_allowed("only POST").into_response();
+        }
+        let answer = match read_body(request.into_body()).await {
+            Ok(body) => join::node_credentials(&shared.ca, &user, &body),
+            Err(err) => Err(err),
+        };
+        return answer.unwrap_or_else(|err| err.into_response());
+    }
     match route(&shared, request, &path, &user).await {
         Ok(response) => response,
         Err(err) => err.into_response(),

@@ -15,6 +15,7 @@
 pub mod containerd;
 pub mod cri;
 pub mod images;
+pub mod join;
 pub mod logs;
 pub mod network;
 pub mod node;
@@ -22,6 +23,7 @@ pub mod pod;
 pub mod probes;
 pub mod registries;
 pub mod server;
+pub mod static_pods;
 pub mod streaming;
 pub mod volumes;
 pub mod worker;

@@ -25,7 +25,7 @@ use tug_controllers::events::{self, Recorder};
 use crate::Config;
 use crate::cri::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE, POD_UID, Runtime};
 use crate::pod::{self, Action, Memory, Nanos, Observed, RuntimeContainer, Sandbox, State};
-use crate::{probes, registries, volumes};
+use crate::{probes, registries, static_pods, volumes};
 
 /// How often the runtime is relisted.
 const RELIST: Duration = Duration::from_secs(1);
@@ -33,6 +33,9 @@ const RELIST: Duration = Duration::from_secs(1);
 const RESYNC: Duration = Duration::from_secs(10);
 /// Grace given to the containers of a pod removed from the API.
 const ORPHAN_GRACE: i64 = 2;
+/// How long after a container was killed its status is asked again, for
+/// an OOM kill reported late (more than a resync).
+const OOM_RECHECK: Nanos = 15 * 1_000_000_000;
 /// Pods of this priority or more are critical (system-cluster-critical).
 const CRITICAL_PRIORITY: i32 = 2_000_000_000;
 /// Syncs that act, one after another, before a worker pauses.
@@ -52,6 +55,56 @@ struct Shared {
     memory_capacity: u64,
     /// The lowest oom_score_adj the kernel lets this process give.
     oom_floor: i64,
+    /// The static pods' UIDs, and their mirror pods' UIDs once they exist.
+    statics: Mutex<HashMap<String, Option<String>>>,
+    /// Wakes the static pods' manager when a mirror pod changes.
+    mirror_changed: Arc<tokio::sync::Notify>,
+}
+
+/// The static pods' manager's view of the workers.
+struct StaticHost(Arc<Shared>);
+
+impl static_pods::Host for StaticHost {
+    fn set_static(&self, pods: std::collections::BTreeMap<String, Pod>) {
+        let shared = &self.0;
+        let mut changed: Vec<String> = Vec::new();
+        {
+            let mut statics = lock(&shared.statics);
+            let mut all = lock(&shared.pods);
+            statics.retain(|uid, _| {
+                let keep = pods.contains_key(uid);
+                if !keep {
+                    all.remove(uid);
+                    changed.push(uid.clone());
+                }
+                keep
+            });
+            for (uid, pod) in pods {
+                statics.entry(uid.clone()).or_insert(None);
+                if !all.contains_key(&uid) {
+                    all.insert(uid.clone(), Arc::new(pod));
+                    changed.push(uid);
+                }
+            }
+        }
+        for uid in changed {
+            shared.wake(&uid);
+        }
+    }
+
+    fn set_mirror(&self, uid: &str, mirror: Option<String>) {
+        let shared = &self.0;
+        let changed = match lock(&shared.statics).get_mut(uid) {
+            Some(current) if *current != mirror => {
+                *current = mirror;
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            shared.wake(uid);
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -93,7 +146,17 @@ pub async fn run(
         probes: Arc::new(probes::Results::default()),
         memory_capacity: crate::node::Machine::memory_bytes(),
         oom_floor: oom_score_floor(),
+        statics: Mutex::new(HashMap::new()),
+        mirror_changed: Arc::new(tokio::sync::Notify::new()),
     });
+    tokio::spawn(static_pods::run(
+        client.clone(),
+        config.agent_dir().join("pod-manifests"),
+        config.node_name.clone(),
+        Arc::new(StaticHost(shared.clone())),
+        shared.mirror_changed.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(relist(shared.clone(), shutdown.clone()));
     let api: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", config.node_name);
@@ -110,6 +173,12 @@ pub async fn run(
                 tracing::warn!(error = %err, "watching this node's pods");
             }
             Some(Ok(watcher::Event::Init)) => listed.clear(),
+            // Mirror pods stand for static pods, which run from their files.
+            Some(Ok(
+                watcher::Event::InitApply(pod)
+                | watcher::Event::Apply(pod)
+                | watcher::Event::Delete(pod),
+            )) if static_pods::is_mirror(&pod) => shared.mirror_changed.notify_one(),
             Some(Ok(watcher::Event::InitApply(pod))) => {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 listed.push(uid.clone());
@@ -117,13 +186,11 @@ pub async fn run(
             }
             Some(Ok(watcher::Event::InitDone)) => {
                 let gone: Vec<String> = {
+                    let statics = lock(&shared.statics);
                     let mut pods = lock(&shared.pods);
-                    let gone = pods
-                        .keys()
-                        .filter(|uid| !listed.contains(uid))
-                        .cloned()
-                        .collect();
-                    pods.retain(|uid, _| listed.contains(uid));
+                    let kept = |uid: &String| listed.contains(uid) || statics.contains_key(uid);
+                    let gone = pods.keys().filter(|uid| !kept(uid)).cloned().collect();
+                    pods.retain(|uid, _| kept(uid));
                     gone
                 };
                 for uid in listed.iter().chain(&gone) {
@@ -198,8 +265,10 @@ async fn relist(shared: Arc<Shared>, shutdown: CancellationToken) {
 #[derive(Default)]
 struct Worker {
     memory: Memory,
-    /// The status last written.
+    /// The status last written, and to which pod (a static pod's mirror
+    /// may be replaced).
     reported: Option<Value>,
+    reported_to: Option<String>,
     /// Sandbox addresses, by sandbox ID.
     ips: HashMap<String, String>,
     /// The probes running, by container ID.
@@ -341,9 +410,17 @@ async fn observe(
             ready: None,
             probe_failed: false,
         };
-        worker
-            .containers
-            .insert(known.id.clone(), (listed_state, known.clone()));
+        // containerd may learn of an OOM kill after the exit: a killed
+        // container's status is asked again for a while.
+        let killed = known.state == State::Exited
+            && known.exit_code == 137
+            && known.reason != "OOMKilled"
+            && now_nanos() - known.finished_at < OOM_RECHECK;
+        if !killed {
+            worker
+                .containers
+                .insert(known.id.clone(), (listed_state, known.clone()));
+        }
         observed.containers.push(known);
     }
     observed.sort();
@@ -515,7 +592,14 @@ async fn report(
     for error in worker.memory.pull_errors.values_mut() {
         error.fresh = false;
     }
-    if worker.reported.as_ref() == Some(&status) {
+    // A static pod's status goes to its mirror pod, once there is one.
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let target = match lock(&shared.statics).get(&uid) {
+        Some(Some(mirror)) => mirror.clone(),
+        Some(None) => return Ok(()),
+        None => uid,
+    };
+    if worker.reported.as_ref() == Some(&status) && worker.reported_to.as_ref() == Some(&target) {
         return Ok(());
     }
     crash_loop_events(shared, pod, previous, &status);
@@ -534,6 +618,7 @@ async fn report(
     {
         Ok(_) => {
             worker.reported = Some(status);
+            worker.reported_to = Some(target);
             Ok(())
         }
         Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),

@@ -18,11 +18,57 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run a server: the control plane and its store.
     Server(Box<ServerArgs>),
+    /// Run a node agent that joins a server on another machine.
+    Agent(Box<AgentArgs>),
     /// Register simulated nodes and play kubelet for their pods, through
     /// the API only (to test and measure the control plane at scale).
     SimNodes(SimNodesArgs),
     /// The node agent's images: import archives, list what is there.
     Images(ImagesArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct AgentArgs {
+    /// The server to join, e.g. https://10.0.0.1:6443.
+    #[arg(long, env = "TUG_URL", value_name = "URL")]
+    pub(crate) server: String,
+
+    /// The server's node-join token (its <data-dir>/server/node-token).
+    #[arg(long, env = "TUG_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub(crate) token: String,
+
+    /// Where the agent keeps its state (containerd, pods, credentials).
+    #[arg(long, default_value = "/var/lib/tug", value_name = "DIR")]
+    pub(crate) data_dir: PathBuf,
+
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
+}
+
+/// The node agent's flags, the same for `tug server` and `tug agent`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct NodeArgs {
+    /// The name of this machine's node (default: its hostname).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) node_name: Option<String>,
+
+    /// The node's address (default: the address of the route out, or
+    /// 127.0.0.1 without one).
+    #[arg(long, value_name = "IP")]
+    pub(crate) node_ip: Option<String>,
+
+    /// Use this CRI socket instead of starting containerd.
+    #[arg(long, value_name = "SOCKET")]
+    pub(crate) container_runtime_endpoint: Option<PathBuf>,
+
+    /// The node agent's HTTPS port (logs, exec, attach and port-forward
+    /// for the API server).
+    #[arg(long, default_value_t = 10250, value_name = "PORT")]
+    pub(crate) kubelet_port: u16,
+
+    /// The Linux bridge the pods' network hangs from.
+    #[arg(long, default_value = "cni0", value_name = "NAME", hide = true)]
+    pub(crate) cni_bridge: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -178,27 +224,8 @@ pub(crate) struct ServerArgs {
     #[arg(long)]
     pub(crate) disable_agent: bool,
 
-    /// The name of this machine's node (default: its hostname).
-    #[arg(long, value_name = "NAME")]
-    pub(crate) node_name: Option<String>,
-
-    /// The node's address (default: the address of the route out, or
-    /// 127.0.0.1 without one).
-    #[arg(long, value_name = "IP")]
-    pub(crate) node_ip: Option<String>,
-
-    /// Use this CRI socket instead of starting containerd, e.g.
-    /// /run/containerd/containerd.sock.
-    #[arg(long, value_name = "SOCKET")]
-    pub(crate) container_runtime_endpoint: Option<PathBuf>,
-
-    /// The node agent's HTTPS port (logs for the API server).
-    #[arg(long, default_value_t = 10250, value_name = "PORT")]
-    pub(crate) kubelet_port: u16,
-
-    /// The Linux bridge the pods' network hangs from.
-    #[arg(long, default_value = "cni0", value_name = "NAME", hide = true)]
-    pub(crate) cni_bridge: String,
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
 
     /// Do not run the scheduler (k3s's flag): pods stay Pending unless
     /// another scheduler binds them.

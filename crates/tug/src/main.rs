@@ -4,6 +4,7 @@
 //! this crate only turns flags into validated configs and wires the
 //! components together. Start reading at [`cli::Command`].
 
+mod agent;
 mod cli;
 mod images;
 mod leader;
@@ -39,6 +40,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             cli::Command::Server(args) => server::run(server::Config::try_from(*args)?).await,
+            cli::Command::Agent(args) => agent::run(*args).await,
             cli::Command::SimNodes(args) => sim::run(args).await,
             cli::Command::Images(args) => images::run(args).await,
         }

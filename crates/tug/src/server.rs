@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 use tug_store::{etcd, sqlite};
 
-use crate::cli::ServerArgs;
+use crate::cli::{NodeArgs, ServerArgs};
 
 /// A server's validated configuration.
 #[derive(Debug)]
@@ -44,8 +44,14 @@ pub(crate) fn hostname() -> String {
         .unwrap_or_else(|| "tug".into())
 }
 
-fn agent_config(args: &ServerArgs) -> anyhow::Result<tug_kubelet::Config> {
-    let node_name = args.node_name.clone().unwrap_or_else(hostname);
+/// The node agent's configuration from its flags (`tug server`'s and
+/// `tug agent`'s).
+pub(crate) fn agent_config(
+    flags: &NodeArgs,
+    data_dir: &std::path::Path,
+    control_plane: bool,
+) -> anyhow::Result<tug_kubelet::Config> {
+    let node_name = flags.node_name.clone().unwrap_or_else(hostname);
     let valid_name = !node_name.is_empty()
         && node_name.len() <= 253
         && node_name.split('.').all(|label| {
@@ -62,7 +68,7 @@ fn agent_config(args: &ServerArgs) -> anyhow::Result<tug_kubelet::Config> {
             "--node-name must be a DNS subdomain (lowercase letters, digits, '-' and '.'), not {node_name:?}"
         );
     }
-    let node_ip = match &args.node_ip {
+    let node_ip = match &flags.node_ip {
         Some(ip) => ip
             .parse()
             .map_err(|_| anyhow::anyhow!("--node-ip must be an IP address, not {ip:?}"))?,
@@ -71,13 +77,13 @@ fn agent_config(args: &ServerArgs) -> anyhow::Result<tug_kubelet::Config> {
     Ok(tug_kubelet::Config {
         node_name,
         node_ip,
-        data_dir: args.data_dir.clone(),
-        runtime_endpoint: args.container_runtime_endpoint.clone(),
-        cni_bridge: args.cni_bridge.clone(),
+        data_dir: data_dir.to_path_buf(),
+        runtime_endpoint: flags.container_runtime_endpoint.clone(),
+        cni_bridge: flags.cni_bridge.clone(),
         labels: Default::default(),
-        control_plane: true,
-        port: args.kubelet_port,
-        // Issued by the API server at start.
+        control_plane,
+        port: flags.kubelet_port,
+        // Issued by the API server (at its start, or when the agent joins).
         tls: None,
     })
 }
@@ -118,7 +124,7 @@ impl TryFrom<ServerArgs> for Config {
         let agent = if args.disable_agent {
             None
         } else {
-            Some(agent_config(&args)?)
+            Some(agent_config(&args.node, &args.data_dir, true)?)
         };
         let store = match args.datastore_endpoint {
             Some(endpoints) => tug_store::Config::Etcd(etcd::Config {
@@ -293,40 +299,55 @@ async fn run_components(
             key: credentials.serving_key.clone(),
             client_ca: credentials.client_ca.clone(),
         });
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            // The agent retries until it runs: containerd may be missing
-            // or slow, and the server serves meanwhile.
-            let mut delay = Duration::from_secs(2);
-            loop {
-                // What a failed attempt started (containerd) stops with it.
-                let attempt = shutdown.child_token();
-                let result =
-                    tug_kubelet::run(client.clone(), config.clone(), attempt.clone()).await;
-                attempt.cancel();
-                match result {
-                    Ok(()) => return,
-                    Err(err) => tracing::error!(
-                        error = %format!("{err:#}"),
-                        "the node agent failed; retrying in {}s",
-                        delay.as_secs()
-                    ),
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(60));
-            }
-        });
+        tasks.spawn(run_agent(client, config, shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Runs the node agent until `shutdown`, again with back-off when it
+/// fails: containerd may be missing or slow, and the rest serves meanwhile.
+pub(crate) async fn run_agent(
+    client: kube::Client,
+    config: tug_kubelet::Config,
+    shutdown: CancellationToken,
+) {
+    let mut delay = Duration::from_secs(2);
+    loop {
+        // What a failed attempt started (containerd) stops with it.
+        let attempt = shutdown.child_token();
+        let result = tug_kubelet::run(client.clone(), config.clone(), attempt.clone()).await;
+        attempt.cancel();
+        match result {
+            Ok(()) => return,
+            Err(err) => tracing::error!(
+                error = %format!("{err:#}"),
+                "the node agent failed; retrying in {}s",
+                delay.as_secs()
+            ),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
 }
 
 /// A client for a component, which names itself in its User-Agent as
 /// upstream's do (field managers come from it).
 async fn component_client(kubeconfig: &std::path::Path, what: &str) -> Option<kube::Client> {
-    let agent = format!(
+    match client_from(kubeconfig, None, Some(&user_agent(what))).await {
+        Ok(client) => Some(client),
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "the {what} cannot reach the API");
+            None
+        }
+    }
+}
+
+/// A component's User-Agent, as upstream's components name themselves.
+pub(crate) fn user_agent(what: &str) -> String {
+    format!(
         "{what}/{} ({}/{}) kubernetes/tug",
         tug_apiserver::KUBERNETES_VERSION,
         std::env::consts::OS,
@@ -335,14 +356,7 @@ async fn component_client(kubeconfig: &std::path::Path, what: &str) -> Option<ku
             "aarch64" => "arm64",
             other => other,
         }
-    );
-    match client_from(kubeconfig, None, Some(&agent)).await {
-        Ok(client) => Some(client),
-        Err(err) => {
-            tracing::error!(error = %format!("{err:#}"), "the {what} cannot reach the API");
-            None
-        }
-    }
+    )
 }
 
 /// A client with the credentials of a kubeconfig file, at `server` if

@@ -1863,7 +1863,12 @@ fn bearer_tokens_from_the_token_file_and_the_node_join_token_authenticate() {
 
     // The node-join token is kept where agents' operators find it, private.
     let saved = dir.path().join("data/server/node-token");
-    assert_eq!(std::fs::read_to_string(&saved).unwrap(), "join-me\n");
+    // It is the full token, k3s's form: the CA's hash, then the secret.
+    let full = std::fs::read_to_string(&saved).unwrap();
+    assert!(
+        full.starts_with("K10") && full.ends_with("::server:join-me\n"),
+        "{full}"
+    );
     let mode = std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let review = |token: &str| {
@@ -1882,6 +1887,11 @@ fn bearer_tokens_from_the_token_file_and_the_node_join_token_authenticate() {
     let (code, answer) = review("join-me");
     assert_eq!(code, 201, "{answer}");
     assert_eq!(answer["status"]["authenticated"], true, "{answer}");
+    assert_eq!(
+        answer["status"]["user"]["username"],
+        "system:bootstrap:tug-node-join"
+    );
+    let (_, answer) = review(full.trim());
     assert_eq!(
         answer["status"]["user"]["username"],
         "system:bootstrap:tug-node-join"
@@ -1928,7 +1938,12 @@ fn bearer_tokens_from_the_token_file_and_the_node_join_token_authenticate() {
     let stopped = server.stop();
     let server = stopped.start(dir.path());
     drop(server);
-    assert_eq!(std::fs::read_to_string(&saved).unwrap(), "join-me\n");
+    // It is the full token, k3s's form: the CA's hash, then the secret.
+    let full = std::fs::read_to_string(&saved).unwrap();
+    assert!(
+        full.starts_with("K10") && full.ends_with("::server:join-me\n"),
+        "{full}"
+    );
 }
 
 #[test]

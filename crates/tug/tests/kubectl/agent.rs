@@ -113,6 +113,37 @@ impl Agent {
     }
 }
 
+/// Removes the pods an agent's runtime still has, once the agent had time
+/// to remove what the test deleted (only a failed test's pods are left
+/// then), so that two do not stop the same sandbox at once (which can
+/// leave its network namespace behind).
+fn remove_pods_left(socket: &Path) {
+    let _ = runtime().block_on(async {
+        let runtime = tug_kubelet::cri::Runtime::connect(socket)?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !runtime.sandboxes(None).await?.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        tug_kubelet::remove_all_pods(socket).await
+    });
+}
+
+/// Unmounts and removes what a stopped agent's data dir may still mount:
+/// its pods' volumes, and network namespaces containerd did not remove
+/// (seen now and then under load; said on stderr).
+fn remove_node_leftovers(data: &Path) {
+    let _ = tug_kubelet::volumes::remove_dir(&data.join("agent/pods"));
+    let netns = data.join("agent/containerd/state/io.containerd.grpc.v1.cri/netns");
+    let left = std::fs::read_dir(&netns).map_or(0, |d| d.count());
+    if left > 0 {
+        eprintln!(
+            "{left} network namespace(s) left by containerd in {}",
+            netns.display()
+        );
+    }
+    let _ = tug_kubelet::volumes::remove_dir(&netns);
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -122,24 +153,11 @@ fn runtime() -> tokio::runtime::Runtime {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let socket = self.socket();
-        // The agent removes what the test deleted; only what is left (a
-        // failed test's pods) is removed here, so that two do not stop
-        // the same sandbox at once.
-        let _ = runtime().block_on(async {
-            let runtime = tug_kubelet::cri::Runtime::connect(&socket)?;
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-            while !runtime.sandboxes(None).await?.is_empty()
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            tug_kubelet::remove_all_pods(&socket).await
-        });
+        remove_pods_left(&self.socket());
         if let Some(server) = self.server.take() {
-            let pods = server.dir.join("data/agent/pods");
+            let data = server.dir.join("data");
             drop(server.stop());
-            let _ = tug_kubelet::volumes::remove_dir(&pods);
+            remove_node_leftovers(&data);
         }
         let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
     }
@@ -1136,11 +1154,12 @@ spec:
     ));
 
     // Past its memory limit, a container is OOMKilled.
-    let hog = agent.pod_until(60, "hog", "hog to be killed", |p| {
+    // (containerd may report the OOM kill a moment after the exit.)
+    let hog = agent.pod_until(60, "hog", "hog to be OOMKilled", |p| {
         p["status"]["phase"] == "Failed"
+            && status_of(p, "hog")["state"]["terminated"]["reason"] == "OOMKilled"
     });
     let terminated = &status_of(&hog, "hog")["state"]["terminated"];
-    assert_eq!(terminated["reason"], "OOMKilled", "{hog}");
     assert_eq!(terminated["exitCode"], 137);
 
     // oom_score_adj by QoS class, as kubelet's (Guaranteed's -997 is 0
@@ -1381,4 +1400,217 @@ configs:
         "let-in",
         "--grace-period=1",
     ]);
+}
+
+/// `tug agent`, as on another machine, and what it leaves behind removed
+/// on drop.
+struct JoinedAgent {
+    child: std::process::Child,
+    data: PathBuf,
+}
+
+impl Drop for JoinedAgent {
+    fn drop(&mut self) {
+        remove_pods_left(&self.data.join("agent/containerd/containerd.sock"));
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        remove_node_leftovers(&self.data);
+        let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
+    }
+}
+
+#[test]
+fn an_agent_on_another_machine_joins_with_the_node_token() {
+    let _turn = ONE_AGENT.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--cluster-cidr", "10.244.0.0/16"]);
+    let url = server.ok(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let token = std::fs::read_to_string(dir.path().join("data/server/node-token")).unwrap();
+    let token = token.trim();
+    let data = dir.path().join("remote");
+    let port = free_port().to_string();
+    let agent = |token: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tug"));
+        command
+            .args(["agent", "--server", &url, "--token", token])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--node-name", "remote", "--node-ip", "127.0.0.2"])
+            .args(["--kubelet-port", &port, "--cni-bridge", BRIDGE]);
+        command
+    };
+
+    // A wrong secret, and a token of another cluster's CA, are refused
+    // with a one-line reason.
+    let (hash, _) = tug_api::join::parse(token);
+    let wrong = tug_api::join::token(hash.unwrap(), "wrong");
+    let refused = agent(&wrong).output().unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("refused the token"), "{stderr}");
+    let other = tug_api::join::token(&"0".repeat(64), "wrong");
+    let mismatch = agent(&other).output().unwrap();
+    assert!(!mismatch.status.success());
+    let stderr = String::from_utf8_lossy(&mismatch.stderr);
+    assert!(
+        stderr.contains("does not match the token's hash"),
+        "{stderr}"
+    );
+
+    // With the node-token, the agent joins: its node registers and runs
+    // pods, and logs and exec reach it through its own certificates.
+    let child = agent(token)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _joined = JoinedAgent {
+        child,
+        data: data.clone(),
+    };
+    until(60, "the remote node to be Ready", || {
+        let ready = server.kubectl(&[
+            "get",
+            "node",
+            "remote",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        (String::from_utf8_lossy(&ready.stdout) == "True").then_some(())
+    });
+    let node = server.ok(&["get", "node", "remote", "-o", "json"]);
+    let node: Value = serde_json::from_str(&node).unwrap();
+    assert_eq!(
+        node["metadata"]["labels"]["node-role.kubernetes.io/control-plane"],
+        Value::Null
+    );
+    let archive = busybox_archive(dir.path());
+    let imported = Command::new(env!("CARGO_BIN_EXE_tug"))
+        .args(["images", "import"])
+        .arg(&archive)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{imported:?}");
+    server.ok(&[
+        "run",
+        "far",
+        &format!("--image={BUSYBOX}"),
+        "--image-pull-policy=IfNotPresent",
+        "--",
+        "sh",
+        "-c",
+        "echo from afar; sleep 3600",
+    ]);
+    until(60, "far to run on the remote node", || {
+        let output = server.kubectl(&["get", "pod", "far", "-o", "json"]);
+        let pod: Value = serde_json::from_slice(&output.stdout).ok()?;
+        (pod["spec"]["nodeName"] == "remote" && ready(&pod)).then_some(())
+    });
+    until(30, "far's log", || {
+        let logs = server.kubectl(&["logs", "far"]);
+        (String::from_utf8_lossy(&logs.stdout) == "from afar\n").then_some(())
+    });
+    assert_eq!(server.ok(&["exec", "far", "--", "echo", "hi"]), "hi\n");
+    server.ok(&["delete", "pod", "far", "--grace-period=1"]);
+}
+
+#[test]
+fn static_pods_run_from_files_and_show_as_mirror_pods() {
+    let dir = tempfile::tempdir().unwrap();
+    // The image is imported from the images directory at start, and the
+    // manifest is there already.
+    let agent_dir = dir.path().join("data/agent");
+    std::fs::create_dir_all(agent_dir.join("images")).unwrap();
+    let archive = busybox_archive(dir.path());
+    std::fs::rename(&archive, agent_dir.join("images/busybox.tar")).unwrap();
+    let manifests = agent_dir.join("pod-manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("web.yaml"),
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'mkdir -p /www && echo static > /www/index.html && exec httpd -f -p 8080 -h /www']
+",
+    )
+    .unwrap();
+    std::fs::write(manifests.join("notes.txt"), "not a manifest").unwrap();
+    let agent = Agent::start(dir.path());
+    let name = format!("web-{NODE}");
+
+    let mirror = agent.pod_until(
+        60,
+        &name,
+        "the mirror pod to show the static pod running",
+        ready,
+    );
+    let annotations = &mirror["metadata"]["annotations"];
+    assert_eq!(annotations["kubernetes.io/config.source"], "file");
+    assert_eq!(
+        annotations["kubernetes.io/config.mirror"],
+        annotations["kubernetes.io/config.hash"]
+    );
+    let owner = &mirror["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["name"].as_str()),
+        (Some("Node"), Some(NODE))
+    );
+    let container_id = status_of(&mirror, "web")["containerID"].clone();
+    assert!(
+        container_id
+            .as_str()
+            .is_some_and(|id| id.starts_with("containerd://"))
+    );
+    let ip = mirror["status"]["podIP"].as_str().unwrap().to_string();
+    let page = agent.ok(&[
+        "exec",
+        &name,
+        "--",
+        "wget",
+        "-qO-",
+        "http://127.0.0.1:8080/",
+    ]);
+    assert_eq!(page, "static\n");
+
+    // Deleting the mirror pod only makes it come back: the pod runs on,
+    // the same container, never restarted.
+    let old_uid = mirror["metadata"]["uid"].clone();
+    agent.ok(&["delete", "pod", &name]);
+    let back = agent.pod_until(60, &name, "the mirror pod to come back", |p| {
+        p["metadata"]["uid"] != old_uid && ready(p)
+    });
+    assert_eq!(status_of(&back, "web")["containerID"], container_id);
+    assert_eq!(status_of(&back, "web")["restartCount"], 0);
+    assert_eq!(back["status"]["podIP"], ip.as_str());
+
+    // Removing the file stops the pod and removes its mirror.
+    std::fs::remove_file(manifests.join("web.yaml")).unwrap();
+    until(60, "the static pod to be gone", || {
+        let gone = !agent.kubectl(&["get", "pod", &name]).status.success();
+        (gone && agent.runtime_containers() == 0).then_some(())
+    });
 }
