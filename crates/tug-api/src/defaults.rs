@@ -75,7 +75,8 @@ fn container(container: &mut Value) {
     }
 }
 
-/// SetDefaults_Probe and SetDefaults_HTTPGetAction.
+/// SetDefaults_Probe, SetDefaults_HTTPGetAction and SetDefaults_GRPCAction
+/// (kubectl describe needs the gRPC service set, if empty).
 fn probe_defaults(probe: &mut Value) {
     set(probe, "timeoutSeconds", json!(1));
     set(probe, "periodSeconds", json!(10));
@@ -83,6 +84,9 @@ fn probe_defaults(probe: &mut Value) {
     set(probe, "failureThreshold", json!(3));
     if let Some(http) = probe.get_mut("httpGet").filter(|h| h.is_object()) {
         http_get_defaults(http);
+    }
+    if let Some(grpc) = probe.get_mut("grpc").filter(|g| g.is_object()) {
+        set(grpc, "service", json!(""));
     }
 }
 
@@ -497,6 +501,7 @@ mod tests {
                 "name": "c", "image": "x:1",
                 "livenessProbe": {"httpGet": {"port": 8080}, "periodSeconds": 5},
                 "readinessProbe": {"exec": {"command": ["true"]}},
+                "startupProbe": {"grpc": {"port": 9000}},
                 "env": [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
             }],
             "volumes": [
@@ -514,6 +519,10 @@ mod tests {
                    "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3})
         );
         assert_eq!(container["readinessProbe"]["periodSeconds"], 10);
+        assert_eq!(
+            container["startupProbe"]["grpc"],
+            json!({"port": 9000, "service": ""})
+        );
         assert_eq!(
             container["env"][0]["valueFrom"]["fieldRef"]["apiVersion"],
             "v1"

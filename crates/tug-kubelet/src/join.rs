@@ -14,9 +14,8 @@ use axum::body::Body;
 use http_body_util::BodyExt;
 use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 
 use crate::server::Tls;
@@ -58,12 +57,8 @@ pub async fn join(
         bail!("--token must not be empty");
     }
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let unverified = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer(provider.clone())))
-        .with_no_client_auth();
+    // The CA is fetched unverified, then checked against the token.
+    let unverified = crate::tls::any_server_client();
     let (code, ca_pem) = request(&host, port, unverified, "GET", "/cacerts", None, None).await?;
     if code != StatusCode::OK {
         bail!("{server}/cacerts answered {code}");
@@ -88,6 +83,7 @@ pub async fn join(
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.context("the server's CA")?)?;
     }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verified = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
@@ -209,54 +205,4 @@ async fn request(
         .await
         .map_err(|_| anyhow::anyhow!("{what}: no answer within {TIMEOUT:?}"))?
         .with_context(|| what)
-}
-
-/// Accepts any server certificate: only for fetching the CA, which is
-/// then checked against the token's hash.
-#[derive(Debug)]
-struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

@@ -25,6 +25,7 @@ pub mod registries;
 pub mod server;
 pub mod static_pods;
 pub mod streaming;
+pub mod tls;
 pub mod volumes;
 pub mod worker;
 

@@ -7,8 +7,10 @@
 //! or startup probe has the container killed and restarted); every change
 //! wakes the worker.
 //!
-//! Kinds: exec (CRI ExecSync), httpGet (HTTP; 200 to 399 succeed),
-//! tcpSocket (a connection), grpc (not yet: reported failed).
+//! Kinds: exec (CRI ExecSync), httpGet (HTTP or HTTPS, the certificate
+//! not checked, as kubelet; 200 to 399 succeed), tcpSocket (a
+//! connection), grpc (the standard health service's Check over h2c;
+//! SERVING succeeds).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -152,9 +154,8 @@ pub async fn try_once(
             None => target.pod_ip.ok_or("the pod has no IP address yet")?,
         };
         let port = port(&http.port, container)?;
-        if http.scheme.as_deref() == Some("HTTPS") {
-            return Err("HTTPS probes are not supported by tug's node agent yet".into());
-        }
+        let https = http.scheme.as_deref() == Some("HTTPS");
+        let scheme = if https { "https" } else { "http" };
         let path = http.path.clone().unwrap_or_else(|| "/".into());
         let headers: Vec<(String, String)> = http
             .http_headers
@@ -162,11 +163,11 @@ pub async fn try_once(
             .flatten()
             .map(|h| (h.name.clone(), h.value.clone()))
             .collect();
-        let code = tokio::time::timeout(timeout, http_get(host, port, &path, &headers))
+        let code = tokio::time::timeout(timeout, http_get(https, host, port, &path, &headers))
             .await
             .map_err(|_| {
                 format!(
-                    "Get \"http://{host}:{port}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+                    "Get \"{scheme}://{host}:{port}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
                 )
             })??;
         return if (200..400).contains(&code) {
@@ -191,8 +192,18 @@ pub async fn try_once(
             Err(_) => Err(format!("dial tcp {host}:{port}: i/o timeout")),
         };
     }
-    if probe.grpc.is_some() {
-        return Err("gRPC probes are not supported by tug's node agent yet".into());
+    if let Some(grpc) = &probe.grpc {
+        let host = target.pod_ip.ok_or("the pod has no IP address yet")?;
+        let port =
+            u16::try_from(grpc.port).map_err(|_| format!("invalid port number {}", grpc.port))?;
+        let service = grpc.service.clone().unwrap_or_default();
+        return match tokio::time::timeout(timeout, grpc_check(host, port, &service)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "timeout: health rpc did not complete within {}s",
+                timeout.as_secs()
+            )),
+        };
     }
     Err("the probe has no handler".into())
 }
@@ -243,19 +254,20 @@ pub fn port(port: &IntOrString, container: &Container) -> Result<u16, String> {
     }
 }
 
-/// GET over HTTP/1.1; the status code.
+/// GET over HTTP/1.1 (in TLS for HTTPS, any certificate accepted, as
+/// kubelet's prober); the status code.
 async fn http_get(
+    https: bool,
     host: IpAddr,
     port: u16,
     path: &str,
     headers: &[(String, String)],
 ) -> Result<u16, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect((host, port))
+    let scheme = if https { "https" } else { "http" };
+    let url = format!("{scheme}://{host}:{port}{path}");
+    let stream = tokio::net::TcpStream::connect((host, port))
         .await
-        .map_err(|e| {
-            format!("Get \"http://{host}:{port}{path}\": dial tcp {host}:{port}: connect: {e}")
-        })?;
+        .map_err(|e| format!("Get \"{url}\": dial tcp {host}:{port}: connect: {e}"))?;
     let mut request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
     );
@@ -263,24 +275,174 @@ async fn http_get(
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    let head = if https {
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(crate::tls::any_server_client()))
+            .connect(
+                rustls::pki_types::ServerName::IpAddress(host.into()),
+                stream,
+            )
+            .await
+            .map_err(|e| format!("Get \"{url}\": {e}"))?;
+        status_line(tls, &request).await
+    } else {
+        status_line(stream, &request).await
+    }
+    .map_err(|e| format!("Get \"{url}\": {e}"))?;
+    let line = String::from_utf8_lossy(&head);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("Get \"{url}\": malformed HTTP response"))
+}
+
+/// Sends `request` and reads the answer up to its status line's end.
+async fn status_line<S>(mut stream: S, request: &str) -> std::io::Result<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request.as_bytes()).await?;
     let mut head = Vec::new();
     let mut buffer = [0u8; 512];
     while !head.windows(2).any(|w| w == b"\r\n") {
-        let n = stream.read(&mut buffer).await.map_err(|e| e.to_string())?;
+        let n = stream.read(&mut buffer).await?;
         if n == 0 || head.len() > 8192 {
             break;
         }
         head.extend_from_slice(&buffer[..n]);
     }
-    let line = String::from_utf8_lossy(&head);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("Get \"http://{host}:{port}{path}\": malformed HTTP response"))
+    Ok(head)
+}
+
+/// gRPC's health service statuses, by number.
+const GRPC_STATUSES: [&str; 4] = ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"];
+
+/// `grpc.health.v1.Health/Check` for `service` over HTTP/2 without TLS,
+/// as kubelet's gRPC probe: SERVING succeeds.
+async fn grpc_check(host: IpAddr, port: u16, service: &str) -> Result<(), String> {
+    use http_body_util::BodyExt;
+    let target = format!("{host}:{port}");
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("timeout: failed to connect service {target:?}: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .map_err(|e| format!("failed to connect service {target:?}: {e}"))?;
+    tokio::spawn(connection);
+    let request = hyper::Request::post(format!("http://{target}/grpc.health.v1.Health/Check"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("user-agent", "kube-probe/1.33")
+        .body(http_body_util::Full::new(bytes_of(&grpc_frame(
+            &health_request(service),
+        ))))
+        .map_err(|e| e.to_string())?;
+    let answer = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("health rpc failed: {e}"))?;
+    let (parts, body) = answer.into_parts();
+    let collected = body
+        .collect()
+        .await
+        .map_err(|e| format!("health rpc failed: {e}"))?;
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let grpc_status = |headers: &hyper::HeaderMap| {
+        headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let status = grpc_status(&trailers).or_else(|| grpc_status(&parts.headers));
+    if status.as_deref().is_some_and(|s| s != "0") {
+        let message = trailers
+            .get("grpc-message")
+            .or_else(|| parts.headers.get("grpc-message"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        return Err(format!(
+            "health rpc probe failed: rpc error: code = {} desc = {message}",
+            status.unwrap_or_default()
+        ));
+    }
+    let body = collected.to_bytes();
+    let serving = health_status(body.get(5..).unwrap_or_default());
+    if serving == 1 {
+        Ok(())
+    } else {
+        let name = GRPC_STATUSES
+            .get(serving as usize)
+            .copied()
+            .unwrap_or("UNKNOWN");
+        Err(format!("service unhealthy (responded with {name:?})"))
+    }
+}
+
+fn bytes_of(data: &[u8]) -> hyper::body::Bytes {
+    hyper::body::Bytes::copy_from_slice(data)
+}
+
+/// HealthCheckRequest { service = 1 } in protobuf.
+fn health_request(service: &str) -> Vec<u8> {
+    if service.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![0x0A];
+    let mut length = service.len();
+    while length >= 0x80 {
+        out.push((length as u8 & 0x7F) | 0x80);
+        length >>= 7;
+    }
+    out.push(length as u8);
+    out.extend_from_slice(service.as_bytes());
+    out
+}
+
+/// A gRPC message frame: not compressed, length, message.
+fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+/// HealthCheckResponse's status (field 1, a varint); 0 when absent.
+fn health_status(message: &[u8]) -> u64 {
+    let mut at = 0;
+    let varint = |at: &mut usize| -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *message.get(*at)?;
+            *at += 1;
+            value |= u64::from(byte & 0x7F) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    };
+    while at < message.len() {
+        let Some(key) = varint(&mut at) else { return 0 };
+        match (key >> 3, key & 7) {
+            (1, 0) => return varint(&mut at).unwrap_or(0),
+            (_, 0) => {
+                varint(&mut at);
+            }
+            (_, 2) => {
+                let Some(length) = varint(&mut at) else {
+                    return 0;
+                };
+                at += length as usize;
+            }
+            (_, 5) => at += 4,
+            (_, 1) => at += 8,
+            _ => return 0,
+        }
+    }
+    0
 }
 
 /// Runs one probe of a container until `stop`; `changed` is called with
@@ -352,6 +514,18 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_messages_are_encoded_and_read_as_grpc_does() {
+        assert_eq!(health_request(""), Vec::<u8>::new());
+        assert_eq!(health_request("db"), vec![0x0A, 2, b'd', b'b']);
+        assert_eq!(grpc_frame(&[0x08, 1]), vec![0, 0, 0, 0, 2, 0x08, 1]);
+        assert_eq!(health_status(&[0x08, 1]), 1);
+        assert_eq!(health_status(&[0x08, 2]), 2);
+        assert_eq!(health_status(&[]), 0);
+        // Unknown fields before the status are skipped.
+        assert_eq!(health_status(&[0x12, 1, b'x', 0x08, 1]), 1);
+    }
 
     #[test]
     fn timing_defaults_are_upstreams() {

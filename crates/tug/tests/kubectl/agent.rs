@@ -1614,3 +1614,251 @@ spec:
         (gone && agent.runtime_containers() == 0).then_some(())
     });
 }
+
+/// The pods of `app=web`: name, container ID, restart count, readiness.
+fn web_pods(agent: &Agent) -> Vec<(String, String, i64, bool)> {
+    let output = agent.ok(&["get", "pods", "-l", "app=web", "-o", "json"]);
+    let list: Value = serde_json::from_str(&output).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let status = status_of(p, "busybox");
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                status["containerID"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                status["restartCount"].as_i64().unwrap_or(0),
+                ready(p),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn deployments_run_real_containers_that_survive_an_agent_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path());
+    let archive = busybox_archive(dir.path());
+    agent.tug(&["images", "import", archive.to_str().unwrap()]);
+
+    agent.ok(&[
+        "create",
+        "deployment",
+        "web",
+        &format!("--image={BUSYBOX}"),
+        "--replicas=3",
+        "--",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+    ]);
+    agent.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+    agent.ok(&["scale", "deployment/web", "--replicas=20"]);
+    agent.ok(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+    let before = web_pods(&agent);
+    assert_eq!(before.len(), 20, "{before:?}");
+    assert!(
+        before
+            .iter()
+            .all(|(_, id, restarts, ready)| !id.is_empty() && *restarts == 0 && *ready)
+    );
+
+    // The agent restarts (with the whole server): it adopts the 20 running
+    // containers, restarting none.
+    agent.restart();
+    until(60, "the node to be Ready again", || {
+        let ready = agent.kubectl(&[
+            "get",
+            "node",
+            NODE,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        (String::from_utf8_lossy(&ready.stdout) == "True").then_some(())
+    });
+    // A container killed behind the agent's back comes back: the new
+    // agent is at work.
+    let (victim, victim_id, _, _) = before[0].clone();
+    let runc_root = dir.path().join("data/agent/containerd/runc/k8s.io");
+    let killed = Command::new("runc")
+        .arg("--root")
+        .arg(&runc_root)
+        .args([
+            "kill",
+            victim_id.trim_start_matches("containerd://"),
+            "KILL",
+        ])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let victim_pod = agent.pod_until(60, &victim, "the killed container to come back", |p| {
+        status_of(p, "busybox")["restartCount"] == 1 && ready(p)
+    });
+    assert_ne!(
+        status_of(&victim_pod, "busybox")["containerID"],
+        victim_id.as_str()
+    );
+    let after = web_pods(&agent);
+    for (name, id, restarts, ready) in &before[1..] {
+        assert!(
+            after.contains(&(name.clone(), id.clone(), *restarts, *ready)),
+            "{name} changed across the restart: {after:?}"
+        );
+    }
+
+    // A deleted pod is replaced; scaling down removes the containers.
+    agent.ok(&["delete", "pod", &before[1].0, "--grace-period=1"]);
+    until(90, "the deleted pod's replacement to run", || {
+        let pods = web_pods(&agent);
+        (pods.len() == 20 && pods.iter().all(|p| p.3) && !pods.iter().any(|p| p.0 == before[1].0))
+            .then_some(())
+    });
+    agent.ok(&["scale", "deployment/web", "--replicas=0"]);
+    until(120, "the containers to be removed", || {
+        (web_pods(&agent).is_empty() && agent.runtime_containers() == 0).then_some(())
+    });
+}
+
+/// A Docker archive of Debian's etcd (a gRPC server with the standard
+/// health service), with the C library it is linked to.
+fn etcd_archive(dir: &Path) -> PathBuf {
+    use tug_kubelet::images::{Entry, ImageConfig, docker_archive, tar};
+    let ldd = Command::new("ldd").arg("/usr/bin/etcd").output().unwrap();
+    let mut files: Vec<String> = vec!["/usr/bin/etcd".into()];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|rest| rest.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        if let Some(path) = path {
+            files.push(path.to_string());
+        }
+    }
+    let contents: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|f| {
+            (
+                f.trim_start_matches('/').to_string(),
+                std::fs::read(f).unwrap(),
+            )
+        })
+        .collect();
+    let mut dirs: Vec<String> = vec!["tmp".into()];
+    for (path, _) in &contents {
+        let mut parent = Path::new(path).parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            dirs.push(p.display().to_string());
+            parent = p.parent();
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    let mut entries: Vec<Entry> = dirs.iter().map(|d| Entry::Dir { path: d }).collect();
+    for (path, data) in &contents {
+        entries.push(Entry::File {
+            path,
+            mode: 0o755,
+            data,
+        });
+    }
+    let archive = docker_archive(
+        "tug.local/etcd:1",
+        &[tar(&entries).unwrap()],
+        &ImageConfig {
+            cmd: &["/usr/bin/etcd"],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let path = dir.join("etcd.tar");
+    std::fs::write(&path, archive).unwrap();
+    path
+}
+
+#[test]
+fn https_and_grpc_probes_reach_real_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path());
+    let archive = busybox_archive(dir.path());
+    let etcd = etcd_archive(dir.path());
+    agent.tug(&[
+        "images",
+        "import",
+        archive.to_str().unwrap(),
+        etcd.to_str().unwrap(),
+    ]);
+    // The API server's own HTTPS port (its certificate is not the probe's
+    // concern, as with kubelet) answers /readyz.
+    let url = agent.ok(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let api_port = url.rsplit(':').next().unwrap().to_string();
+    agent.apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: secure
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: https
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sleep, '3600']
+    readinessProbe:
+      httpGet: {{host: 127.0.0.1, port: {api_port}, path: /readyz, scheme: HTTPS}}
+      periodSeconds: 1
+  - name: plain
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sleep, '3600']
+    readinessProbe:
+      httpGet: {{host: 127.0.0.1, port: {api_port}, path: /readyz}}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: grpc
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: etcd
+    image: tug.local/etcd:1
+    imagePullPolicy: IfNotPresent
+    command: [/usr/bin/etcd, --data-dir, /tmp/etcd, --listen-client-urls, 'http://0.0.0.0:2379', --advertise-client-urls, 'http://127.0.0.1:2379', --listen-peer-urls, 'http://127.0.0.1:2380']
+    readinessProbe:
+      grpc: {{port: 2379}}
+      periodSeconds: 1
+  - name: nothing
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sleep, '3600']
+    readinessProbe:
+      grpc: {{port: 2390}}
+      periodSeconds: 1
+"
+    ));
+    let secure = agent.pod_until(60, "secure", "the HTTPS probe to pass", |p| {
+        status_of(p, "https")["ready"] == true
+    });
+    assert_eq!(status_of(&secure, "plain")["ready"], false);
+    let grpc = agent.pod_until(60, "grpc", "the gRPC probe to pass", |p| {
+        status_of(p, "etcd")["ready"] == true
+    });
+    assert_eq!(status_of(&grpc, "nothing")["ready"], false);
+    let described = agent.ok(&["describe", "pod", "grpc"]);
+    assert!(described.contains("Readiness probe failed"), "{described}");
+    agent.ok(&["delete", "pod", "secure", "grpc", "--grace-period=1"]);
+}
