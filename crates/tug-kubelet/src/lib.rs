@@ -22,6 +22,7 @@ pub mod node;
 pub mod pod;
 pub mod probes;
 pub mod registries;
+pub mod rotation;
 pub mod server;
 pub mod static_pods;
 pub mod streaming;
@@ -56,6 +57,8 @@ pub struct Config {
     pub port: u16,
     /// Its certificate and the CA of its clients; without, it serves nothing.
     pub tls: Option<server::Tls>,
+    /// When containers' logs are rotated.
+    pub log_limits: rotation::Limits,
 }
 
 impl Config {
@@ -146,6 +149,11 @@ pub async fn run(
         client.clone(),
         config.clone(),
         runtime.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(rotation::run(
+        runtime.clone(),
+        config.log_limits,
         shutdown.clone(),
     ));
     let result = worker::run(client, config, runtime, shutdown).await;

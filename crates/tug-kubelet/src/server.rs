@@ -238,6 +238,15 @@ async fn container_logs(
     response
 }
 
+/// Whether `path` now names another file than `open` (the log rotated).
+async fn rotated(open: &tokio::fs::File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(open), Ok(now)) = (open.metadata().await, tokio::fs::metadata(path).await) else {
+        return false;
+    };
+    open.ino() != now.ino() || open.dev() != now.dev()
+}
+
 /// Sends the log's lines as `options` select them, then, when following,
 /// what the container writes until it stops.
 async fn stream_log(
@@ -269,23 +278,35 @@ async fn stream_log(
         since: None,
         ..options
     };
+    // The file stays open: when it is rotated (renamed, a new one in its
+    // place), what is left of it is read before the new one.
     let mut offset = used as u64;
+    let mut file: Option<tokio::fs::File> = None;
     let mut pending: Vec<u8> = Vec::new();
     let mut polls = 0u32;
     let mut stopping = false;
     loop {
-        let mut grew = false;
-        if let Ok(mut file) = tokio::fs::File::open(&path).await
-            && file.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
+        if file.is_none()
+            && let Ok(mut opened) = tokio::fs::File::open(&path).await
+            && opened.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
         {
+            file = Some(opened);
+        }
+        let mut grew = false;
+        if let Some(open) = file.as_mut() {
             let mut chunk = vec![0; CHUNK];
-            while let Ok(n) = file.read(&mut chunk).await {
+            while let Ok(n) = open.read(&mut chunk).await {
                 if n == 0 {
                     break;
                 }
                 grew = true;
                 offset += n as u64;
                 pending.extend_from_slice(&chunk[..n]);
+            }
+            if !grew && rotated(open, &path).await {
+                file = None;
+                offset = 0;
+                continue;
             }
         }
         if grew {

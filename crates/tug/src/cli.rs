@@ -69,6 +69,16 @@ pub(crate) struct NodeArgs {
     /// The Linux bridge the pods' network hangs from.
     #[arg(long, default_value = "cni0", value_name = "NAME", hide = true)]
     pub(crate) cni_bridge: String,
+
+    /// A container's log is rotated past this size (kubelet's
+    /// containerLogMaxSize).
+    #[arg(long, default_value = "10Mi", value_name = "QUANTITY")]
+    pub(crate) container_log_max_size: String,
+
+    /// Log files kept per container, the current one included (kubelet's
+    /// containerLogMaxFiles).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub(crate) container_log_max_files: usize,
 }
 
 #[derive(clap::Args, Debug)]

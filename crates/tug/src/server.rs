@@ -74,6 +74,17 @@ pub(crate) fn agent_config(
             .map_err(|_| anyhow::anyhow!("--node-ip must be an IP address, not {ip:?}"))?,
         None => tug_kubelet::node::default_ip(),
     };
+    let max_size = tug_api::quantity::value(&flags.container_log_max_size)
+        .filter(|bytes| *bytes >= 1024)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--container-log-max-size must be a quantity of at least 1Ki, not {:?}",
+                flags.container_log_max_size
+            )
+        })?;
+    if flags.container_log_max_files < 2 {
+        bail!("--container-log-max-files must be at least 2");
+    }
     Ok(tug_kubelet::Config {
         node_name,
         node_ip,
@@ -85,6 +96,10 @@ pub(crate) fn agent_config(
         port: flags.kubelet_port,
         // Issued by the API server (at its start, or when the agent joins).
         tls: None,
+        log_limits: tug_kubelet::rotation::Limits {
+            max_size: u64::try_from(max_size).unwrap_or(u64::MAX),
+            max_files: flags.container_log_max_files,
+        },
     })
 }
 

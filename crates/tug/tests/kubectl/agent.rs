@@ -44,9 +44,16 @@ fn agent_flags() -> Vec<&'static str> {
 
 impl Agent {
     fn start(dir: &Path) -> Agent {
+        Agent::start_with(dir, &[])
+    }
+
+    /// An agent with more flags.
+    fn start_with(dir: &Path, extra: &[&str]) -> Agent {
         let turn = ONE_AGENT.lock().unwrap_or_else(|p| p.into_inner());
+        let mut flags = agent_flags();
+        flags.extend_from_slice(extra);
         let agent = Agent {
-            server: Some(Server::start_with_agent(dir, &agent_flags())),
+            server: Some(Server::start_with_agent(dir, &flags)),
             _turn: turn,
         };
         until(60, "the agent's node to be Ready", || {
@@ -1861,4 +1868,96 @@ spec:
     let described = agent.ok(&["describe", "pod", "grpc"]);
     assert!(described.contains("Readiness probe failed"), "{described}");
     agent.ok(&["delete", "pod", "secure", "grpc", "--grace-period=1"]);
+}
+
+#[test]
+fn container_logs_rotate_and_follow_goes_on_across_rotations() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start_with(
+        dir.path(),
+        &[
+            "--container-log-max-size",
+            "64Ki",
+            "--container-log-max-files",
+            "3",
+        ],
+    );
+    let archive = busybox_archive(dir.path());
+    agent.tug(&["images", "import", archive.to_str().unwrap()]);
+    // About 50 KiB a second in the log, numbered lines.
+    agent.ok(&[
+        "run",
+        "chatty",
+        &format!("--image={BUSYBOX}"),
+        "--image-pull-policy=IfNotPresent",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while true; do j=0; while [ $j -lt 400 ]; do i=$((i+1)); j=$((j+1)); echo \"line $i padded to about one hundred bytes ..........................................\"; done; sleep 1; done",
+    ]);
+    let pod = agent.pod_until(60, "chatty", "chatty to run", ready);
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let mut follow = agent
+        .kubectl_command(&["logs", "-f", "chatty"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut follow);
+    let logs = dir
+        .path()
+        .join(format!("data/agent/logs/pods/default_chatty_{uid}/chatty"));
+    // Checked every 10 s: after two rotations, three files at most (the
+    // current one and two rotated), the oldest gone, none much past what
+    // 10 s of output makes.
+    let files = until(90, "the log to rotate twice", || {
+        let mut names: Vec<String> = std::fs::read_dir(&logs)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        (names.len() == 3).then_some(names)
+    });
+    assert_eq!(files[0], "0.log", "{files:?}");
+    assert!(
+        files[1..].iter().all(|f| f.starts_with("0.log.")),
+        "{files:?}"
+    );
+    for file in &files {
+        let size = std::fs::metadata(logs.join(file)).unwrap().len();
+        assert!(size < 1024 * 1024, "{file} is {size} bytes");
+    }
+    // `logs -f` went on across the rotations: its line numbers run on
+    // without a gap.
+    let numbered = |line: &str| -> u64 {
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut last = numbered(
+        &lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap(),
+    );
+    let target = last + 4000;
+    while last < target {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("logs -f goes on");
+        let number = numbered(&line);
+        assert_eq!(number, last + 1, "a gap in the followed log");
+        last = number;
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    // Later lines are in the current file, which logs --tail reads (empty
+    // for a moment after a rotation).
+    let tail = until(30, "the current log's last line", || {
+        let tail = agent.ok(&["logs", "chatty", "--tail=1"]);
+        (numbered(&tail) > 0).then_some(tail)
+    });
+    assert!(numbered(&tail) >= target, "{tail}");
+    agent.ok(&["delete", "pod", "chatty", "--grace-period=1"]);
 }
