@@ -259,24 +259,35 @@ async fn main() -> anyhow::Result<()> {
     println!("machine: {}", support::machine());
     let dir = tempfile::tempdir()?;
     let kubelet_port = support::free_port()?.to_string();
-    let server = server::Server::start_with_agent(
+    // The server without an agent, and `tug agent` in its own process
+    // beside it, so that each one's memory shows apart.
+    let server = server::Server::start(
         &args.tug,
         dir.path(),
+        None,
+        &["--cluster-cidr", "10.233.0.0/16"],
+    )
+    .await?;
+    let agent_data = dir.path().join("agent-data");
+    let agent = server::Agent::start(
+        &args.tug,
+        dir.path(),
+        &agent_data,
         &[
             "--node-name",
             NODE,
+            "--node-ip",
+            "127.0.0.1",
             "--cni-bridge",
             "tugbench0",
-            "--cluster-cidr",
-            "10.233.0.0/16",
             "--kubelet-port",
             &kubelet_port,
         ],
-    )
-    .await?;
+    )?;
     let client = server.client.clone();
-    let result = measure(&args, dir.path(), &server, &client).await;
+    let result = measure(&args, &agent_data, &server, &agent, &client).await;
     let _ = delete_pods(&client).await;
+    drop(agent);
     drop(server);
     let _ = std::process::Command::new("ip")
         .args(["link", "del", "tugbench0"])
@@ -288,9 +299,10 @@ async fn measure(
     args: &Args,
     dir: &Path,
     server: &server::Server,
+    agent: &server::Agent,
     client: &Client,
 ) -> anyhow::Result<()> {
-    let socket = dir.join("data/agent/containerd/containerd.sock");
+    let socket = dir.join("agent/containerd/containerd.sock");
     let nodes: Api<Node> = Api::all(client.clone());
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -315,8 +327,9 @@ async fn measure(
     start_pods(client, &["warm".to_string()]).await?;
     delete_pods(client).await?;
     let rss_idle = server.rss_mib();
+    let agent_idle = agent.rss_mib();
     println!(
-        "tug server with its agent: start to /readyz {:.0} ms",
+        "tug server: start to /readyz {:.0} ms",
         server.started_to_ready.as_secs_f64() * 1000.0
     );
 
@@ -330,6 +343,7 @@ async fn measure(
     }
     let sequential = sorted(sequential);
     let rss_pods = server.rss_mib();
+    let agent_pods = agent.rss_mib();
     delete_pods(client).await?;
 
     let names: Vec<String> = (0..args.burst).map(|i| format!("burst-{i}")).collect();
@@ -367,7 +381,11 @@ async fn measure(
         p(&burst, 0.99)
     );
     println!(
-        "tug server RSS (API server, controllers, scheduler, agent): {rss_idle:.1} MiB idle, {rss_pods:.1} MiB with {} pods",
+        "tug agent RSS: {agent_idle:.1} MiB idle, {agent_pods:.1} MiB with {} pods",
+        args.sequential
+    );
+    println!(
+        "tug server RSS (API server, controllers, scheduler): {rss_idle:.1} MiB idle, {rss_pods:.1} MiB with {} pods",
         args.sequential
     );
     if let Some(path) = &args.json {
@@ -377,6 +395,7 @@ async fn measure(
             "burst": args.burst, "burst_all_running_s": burst_all.as_secs_f64(),
             "raw_cri_burst_s": raw_burst.as_secs_f64(),
             "rss_idle_mib": rss_idle, "rss_with_pods_mib": rss_pods,
+            "agent_rss_idle_mib": agent_idle, "agent_rss_with_pods_mib": agent_pods,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&figures)?)?;
     }

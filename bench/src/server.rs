@@ -113,13 +113,77 @@ impl Server {
     }
 
     pub(crate) fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kib| kib / 1024.0)
+        rss_mib(self.child.id())
+    }
+}
+
+/// A process's resident memory, MiB.
+pub(crate) fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// A `tug agent` joined to a server, in its own process; SIGTERM on drop
+/// (it stops its containerd), SIGKILL after 15 s.
+#[allow(dead_code)]
+pub(crate) struct Agent {
+    child: Child,
+}
+
+#[allow(dead_code)]
+impl Agent {
+    /// Joins the server of `server_dir` with its node token; `extra` are
+    /// the agent's flags.
+    pub(crate) fn start(
+        tug: &Path,
+        server_dir: &Path,
+        data: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Agent> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path(server_dir))?;
+        let url = kubeconfig
+            .clusters
+            .first()
+            .and_then(|c| c.cluster.as_ref())
+            .and_then(|c| c.server.clone())
+            .context("the kubeconfig names no server")?;
+        let token = std::fs::read_to_string(server_dir.join("data/server/node-token"))
+            .context("reading the node token")?;
+        let child = Command::new(tug)
+            .args(["agent", "--server", &url, "--token", token.trim()])
+            .arg("--data-dir")
+            .arg(data)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {} agent", tug.display()))?;
+        Ok(Agent { child })
+    }
+
+    pub(crate) fn rss_mib(&self) -> f64 {
+        rss_mib(self.child.id())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -192,15 +192,22 @@ async fn import_images(config: &Config, socket: &std::path::Path) -> anyhow::Res
 /// `socket` (what a node's teardown does; tests clean up with it).
 pub async fn remove_all_pods(socket: &std::path::Path) -> anyhow::Result<()> {
     let runtime = cri::Runtime::connect(socket)?;
+    // Everything is tried; the first failure is answered.
+    let mut failure = None;
+    let mut note = |result: anyhow::Result<()>| {
+        if let Err(err) = result {
+            failure.get_or_insert(err);
+        }
+    };
     for container in runtime.containers(None).await? {
-        runtime.stop_container(&container.id, 0).await?;
-        runtime.remove_container(&container.id).await?;
+        note(runtime.stop_container(&container.id, 0).await);
+        note(runtime.remove_container(&container.id).await);
     }
     for sandbox in runtime.sandboxes(None).await? {
-        runtime.stop_sandbox(&sandbox.id).await?;
-        runtime.remove_sandbox(&sandbox.id).await?;
+        note(runtime.stop_sandbox(&sandbox.id).await);
+        note(runtime.remove_sandbox(&sandbox.id).await);
     }
     // Nothing else sets up pods here.
     network::sweep_orphan_chains(std::time::Duration::ZERO);
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }
