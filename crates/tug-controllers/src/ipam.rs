@@ -113,15 +113,27 @@ impl Allocator {
         };
         let cidr = self.ranges.cidr(index);
         let api: Api<Node> = Api::all(self.client.clone());
-        let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
-        if let Err(err) = api
+        // Only onto the node as seen: a node seen before its last pod CIDR
+        // patch arrived would otherwise get a second, different one.
+        let patch = json!({
+            "metadata": {"resourceVersion": node.metadata.resource_version},
+            "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
+        });
+        match api
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            self.used.lock().expect("ipam").remove(&index);
-            return Err(err.into());
+            Ok(_) => Ok(None),
+            Err(kube::Error::Api(response)) if response.code == 409 => {
+                // Changed meanwhile: look again once the informer has it.
+                self.used.lock().expect("ipam").remove(&index);
+                Ok(Some(std::time::Duration::from_millis(200)))
+            }
+            Err(err) => {
+                self.used.lock().expect("ipam").remove(&index);
+                Err(err.into())
+            }
         }
-        Ok(None)
     }
 }
 

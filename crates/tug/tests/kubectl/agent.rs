@@ -103,11 +103,25 @@ impl Agent {
         what: &str,
         check: impl Fn(&Value) -> bool,
     ) -> Value {
-        until(seconds, what, || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        loop {
             let output = self.kubectl(&["get", "pod", name, "-o", "json"]);
-            let pod: Value = serde_json::from_slice(&output.stdout).ok()?;
-            check(&pod).then_some(pod)
-        })
+            if let Ok(pod) = serde_json::from_slice::<Value>(&output.stdout)
+                && check(&pod)
+            {
+                return pod;
+            }
+            if std::time::Instant::now() > deadline {
+                // What kubectl shows of the pod, to tell why.
+                let described = self.kubectl(&["describe", "pod", name]);
+                panic!(
+                    "timed out waiting for {what}:\n{}\n{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&described.stdout)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// The runtime's containers, through CRI.
