@@ -18,7 +18,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
 use tug_scheduler::info::{NodeInfo, PodInfo};
-use tug_scheduler::plugins::{Filter, Fit, NodeAffinity as AffinityFilter, TaintToleration};
+use tug_scheduler::plugins::{Cycle, Filter, Fit, NodeAffinity as AffinityFilter, TaintToleration};
 
 use crate::claim;
 use crate::deployment::{scaled, template_hash};
@@ -116,8 +116,13 @@ pub fn for_node(mut pod: Pod, node: &str) -> Pod {
 pub fn should_run(pod: &Pod, node: &Node) -> bool {
     let info = PodInfo::new(Arc::new(pod.clone()));
     let node = NodeInfo::new(node);
-    matches!(AffinityFilter.filter(&info, &node), Fit::Fits)
-        && matches!(TaintToleration.filter(&info, &node), Fit::Fits)
+    matches!(
+        AffinityFilter.filter(&Cycle::default(), &info, &node),
+        Fit::Fits
+    ) && matches!(
+        TaintToleration.filter(&Cycle::default(), &info, &node),
+        Fit::Fits
+    )
 }
 
 /// The node a daemon pod is for: bound, or named in its affinity.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use rand::Rng;
 
 use crate::info::{NodeInfo, PodInfo};
-use crate::plugins::{Fit, Profile};
+use crate::plugins::{Cycle, Fit, Profile, Snapshot};
 
 /// Below this many nodes, all are filtered.
 const MIN_FEASIBLE_NODES: usize = 100;
@@ -90,16 +90,21 @@ pub struct Cursor(pub usize);
 pub fn schedule(
     profile: &Profile,
     pod: &PodInfo,
-    nodes: &[NodeInfo],
+    cluster: Snapshot<'_>,
     percentage: Option<u32>,
     cursor: &mut Cursor,
 ) -> Result<usize, FitError> {
+    let nodes = cluster.nodes;
     let mut error = FitError {
         nodes: nodes.len(),
         ..FitError::default()
     };
     if nodes.is_empty() {
         return Err(error);
+    }
+    let mut cycle = Cycle::default();
+    for filter in &profile.filters {
+        filter.pre_filter(pod, cluster, &mut cycle);
     }
     let wanted = feasible_nodes_to_find(nodes.len(), percentage);
     let mut feasible = Vec::with_capacity(wanted);
@@ -112,7 +117,7 @@ pub fn schedule(
         let verdict = profile
             .filters
             .iter()
-            .map(|filter| filter.filter(pod, node))
+            .map(|filter| filter.filter(&cycle, pod, node))
             .find(|fit| *fit != Fit::Fits);
         match verdict {
             None => {
@@ -139,20 +144,31 @@ pub fn schedule(
     match feasible.as_slice() {
         [] => Err(error),
         [only] => Ok(*only),
-        _ => Ok(best(profile, pod, nodes, &feasible)),
+        _ => Ok(best(profile, cycle, pod, cluster, &feasible)),
     }
 }
 
 /// The feasible node with the highest weighted score; ties are broken at
 /// random, so that equal nodes share the load.
-fn best(profile: &Profile, pod: &PodInfo, nodes: &[NodeInfo], feasible: &[usize]) -> usize {
+fn best(
+    profile: &Profile,
+    mut cycle: Cycle,
+    pod: &PodInfo,
+    cluster: Snapshot<'_>,
+    feasible: &[usize],
+) -> usize {
+    let nodes = cluster.nodes;
+    let candidates: Vec<&NodeInfo> = feasible.iter().map(|&i| &nodes[i]).collect();
+    for (plugin, _) in &profile.scores {
+        plugin.pre_score(pod, cluster, &candidates, &mut cycle);
+    }
     let mut totals = vec![0i64; feasible.len()];
     let mut scores = vec![0i64; feasible.len()];
     for (plugin, weight) in &profile.scores {
-        for (score, &index) in scores.iter_mut().zip(feasible) {
-            *score = plugin.score(pod, &nodes[index]);
+        for (score, node) in scores.iter_mut().zip(&candidates) {
+            *score = plugin.score(&cycle, pod, node);
         }
-        plugin.normalize(&mut scores);
+        plugin.normalize(&cycle, &mut scores);
         for (total, score) in totals.iter_mut().zip(&scores) {
             *total += score * weight;
         }
@@ -181,8 +197,18 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::info::PodUsage;
-    use crate::plugins::testing::{node, pod};
+    use crate::info::{Namespaces, PodUsage};
+    use crate::plugins::testing::{labelled, node, place, pod};
+
+    static NO_NAMESPACES: std::sync::LazyLock<Namespaces> =
+        std::sync::LazyLock::new(Namespaces::new);
+
+    fn on(nodes: &[NodeInfo]) -> Snapshot<'_> {
+        Snapshot {
+            nodes,
+            namespaces: &NO_NAMESPACES,
+        }
+    }
 
     #[test]
     fn the_share_of_nodes_filtered_shrinks_with_the_cluster() {
@@ -215,7 +241,10 @@ mod tests {
         nodes[0].add_pod(&PodUsage::of(&small, "a"));
         let mut cursor = Cursor::default();
         for _ in 0..5 {
-            assert_eq!(schedule(&profile, &small, &nodes, None, &mut cursor), Ok(1));
+            assert_eq!(
+                schedule(&profile, &small, on(&nodes), None, &mut cursor),
+                Ok(1)
+            );
         }
     }
 
@@ -233,15 +262,52 @@ mod tests {
                 json!({"taints": [{"key": "node-role", "value": "x", "effect": "NoSchedule"}]}),
             ),
         ];
-        let error = schedule(&profile, &big, &nodes, None, &mut Cursor::default()).unwrap_err();
+        let error = schedule(&profile, &big, on(&nodes), None, &mut Cursor::default()).unwrap_err();
         assert_eq!(
             error.to_string(),
             "0/3 nodes are available: 1 node(s) had untolerated taint {node-role: x}, 2 Insufficient cpu. \
              preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, \
              2 No preemption victims found for incoming pod."
         );
-        let none = schedule(&profile, &big, &[], None, &mut Cursor::default()).unwrap_err();
+        let none = schedule(&profile, &big, on(&[]), None, &mut Cursor::default()).unwrap_err();
         assert_eq!(none.to_string(), "no nodes available to schedule pods");
+    }
+
+    #[test]
+    fn required_anti_affinity_places_one_pod_per_node_then_says_why_not() {
+        let profile = Profile::default();
+        let mut nodes: Vec<NodeInfo> = (0..3)
+            .map(|i| {
+                let name = format!("n{i}");
+                node(&name, json!({"kubernetes.io/hostname": name}), json!({}))
+            })
+            .collect();
+        let replica = |i: usize| {
+            labelled(
+                &format!("web-{i}"),
+                json!({"app": "web"}),
+                Some("rs"),
+                json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": {"matchLabels": {"app": "web"}},
+                     "topologyKey": "kubernetes.io/hostname"}]}}}),
+            )
+        };
+        let mut cursor = Cursor::default();
+        let mut used = Vec::new();
+        for i in 0..3 {
+            let pod = replica(i);
+            let index = schedule(&profile, &pod, on(&nodes), None, &mut cursor).unwrap();
+            place(&mut nodes[index], &pod);
+            used.push(index);
+        }
+        used.sort();
+        assert_eq!(used, vec![0, 1, 2]);
+        let error = schedule(&profile, &replica(3), on(&nodes), None, &mut cursor).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. \
+             preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
+        );
     }
 
     #[test]
@@ -252,10 +318,10 @@ mod tests {
             .collect();
         let mut cursor = Cursor::default();
         let p = pod(json!({}));
-        let first = schedule(&profile, &p, &nodes, Some(50), &mut cursor).unwrap();
+        let first = schedule(&profile, &p, on(&nodes), Some(50), &mut cursor).unwrap();
         assert!(first < 100, "{first}");
         assert_eq!(cursor.0, 100);
-        let second = schedule(&profile, &p, &nodes, Some(50), &mut cursor).unwrap();
+        let second = schedule(&profile, &p, on(&nodes), Some(50), &mut cursor).unwrap();
         assert!(second >= 100, "{second}");
         assert_eq!(cursor.0, 0);
     }

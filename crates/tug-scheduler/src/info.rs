@@ -1,14 +1,20 @@
 //! What scheduling needs of a pod and of a node, read once from the API
 //! objects: requests as numbers, tolerations, selectors, ports.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
-    Container, Node, NodeSelector, Pod, PodSpec, PreferredSchedulingTerm, Taint, Toleration,
+    Container, Node, NodeSelector, Pod, PodAffinityTerm, PodSpec, PreferredSchedulingTerm, Taint,
+    Toleration, TopologySpreadConstraint, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tug_api::quantity;
+
+use crate::labels::Selector;
+
+/// Each namespace's labels, for affinity terms with a namespaceSelector.
+pub type Namespaces = HashMap<String, BTreeMap<String, String>>;
 
 /// A container without requests still counts this much when nodes are
 /// scored (upstream's non-zero defaults), so that such pods spread.
@@ -95,12 +101,158 @@ impl HostPort {
     }
 }
 
+/// A pod affinity or anti-affinity term, compiled: which pods it
+/// selects, and over which topology.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AffinityTerm {
+    /// The namespaces named (the pod's own if the term names none and
+    /// has no namespaceSelector).
+    namespaces: Vec<String>,
+    namespace_selector: Selector,
+    selector: Selector,
+    pub topology_key: String,
+    /// The term's weight; required terms weigh 1 (upstream's
+    /// hardPodAffinityWeight when another pod's required term counts in
+    /// scoring).
+    pub weight: i64,
+}
+
+impl AffinityTerm {
+    fn new(term: &PodAffinityTerm, namespace: &str, weight: i64) -> Self {
+        let mut namespaces = term.namespaces.clone().unwrap_or_default();
+        if namespaces.is_empty() && term.namespace_selector.is_none() {
+            namespaces.push(namespace.to_string());
+        }
+        AffinityTerm {
+            namespaces,
+            namespace_selector: Selector::new(term.namespace_selector.as_ref()),
+            selector: Selector::new(term.label_selector.as_ref()),
+            topology_key: term.topology_key.clone(),
+            weight,
+        }
+    }
+
+    /// Whether a pod in `namespace` with `labels` is one this term selects.
+    pub fn selects(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        namespaces: &Namespaces,
+    ) -> bool {
+        if !self.selector.matches(labels) {
+            return false;
+        }
+        if self.namespaces.iter().any(|n| n == namespace) {
+            return true;
+        }
+        if self.namespace_selector.selects_nothing() {
+            return false;
+        }
+        let empty = BTreeMap::new();
+        let namespace_labels = namespaces.get(namespace).unwrap_or(&empty);
+        self.namespace_selector.matches(namespace_labels)
+    }
+
+    pub fn selects_pod(&self, pod: &Resident, namespaces: &Namespaces) -> bool {
+        self.selects(&pod.namespace, &pod.labels, namespaces)
+    }
+}
+
+/// A pod's inter-pod affinity and anti-affinity terms.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodAffinity {
+    pub required: Vec<AffinityTerm>,
+    pub required_anti: Vec<AffinityTerm>,
+    pub preferred: Vec<AffinityTerm>,
+    pub preferred_anti: Vec<AffinityTerm>,
+}
+
+impl PodAffinity {
+    fn of(spec: &PodSpec, namespace: &str) -> Self {
+        let Some(affinity) = spec.affinity.as_ref() else {
+            return PodAffinity::default();
+        };
+        let required = |terms: Option<&Vec<PodAffinityTerm>>| -> Vec<AffinityTerm> {
+            terms
+                .into_iter()
+                .flatten()
+                .map(|t| AffinityTerm::new(t, namespace, 1))
+                .collect()
+        };
+        let preferred = |terms: Option<&Vec<WeightedPodAffinityTerm>>| -> Vec<AffinityTerm> {
+            terms
+                .into_iter()
+                .flatten()
+                .filter(|t| t.weight != 0)
+                .map(|t| AffinityTerm::new(&t.pod_affinity_term, namespace, t.weight.into()))
+                .collect()
+        };
+        let affinity_terms = affinity.pod_affinity.as_ref();
+        let anti_terms = affinity.pod_anti_affinity.as_ref();
+        PodAffinity {
+            required: required(affinity_terms.and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            required_anti: required(anti_terms.and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            preferred: preferred(affinity_terms.and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            preferred_anti: preferred(anti_terms.and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.required.is_empty()
+            && self.required_anti.is_empty()
+            && self.preferred.is_empty()
+            && self.preferred_anti.is_empty()
+    }
+}
+
+/// What other pods' affinity and spreading see of a pod placed on a
+/// node.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Resident {
+    /// `namespace/name`.
+    pub key: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    /// The UID of its first owner, if any.
+    pub owner: Option<String>,
+    /// Being deleted: spreading no longer counts it.
+    pub terminating: bool,
+    pub affinity: PodAffinity,
+}
+
+impl Resident {
+    /// Whether this still describes `pod` (labels and deletion are all
+    /// that change on a placed pod).
+    pub fn describes(&self, pod: &Pod) -> bool {
+        self.terminating == pod.metadata.deletion_timestamp.is_some()
+            && match &pod.metadata.labels {
+                Some(labels) => *labels == self.labels,
+                None => self.labels.is_empty(),
+            }
+    }
+}
+
 /// A pod as the scheduler sees it.
 #[derive(Debug)]
 pub struct PodInfo {
     pub pod: Arc<Pod>,
     pub namespace: String,
     pub name: String,
+    /// Its labels, owner and affinity, as placed pods carry them.
+    pub resident: Arc<Resident>,
+    pub spread: Vec<TopologySpreadConstraint>,
     pub priority: i32,
     pub requests: Resources,
     /// Requests with the non-zero defaults, for scoring.
@@ -205,9 +357,26 @@ impl PodInfo {
                 }
             }
         }
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let resident = Resident {
+            key: format!("{namespace}/{name}"),
+            namespace: namespace.clone(),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            owner: pod
+                .metadata
+                .owner_references
+                .as_ref()
+                .and_then(|o| o.first())
+                .map(|o| o.uid.clone()),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+            affinity: PodAffinity::of(spec, &namespace),
+        };
         PodInfo {
-            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-            name: pod.metadata.name.clone().unwrap_or_default(),
+            namespace,
+            name,
+            resident: Arc::new(resident),
+            spread: spec.topology_spread_constraints.clone().unwrap_or_default(),
             priority: spec.priority.unwrap_or(0),
             requests,
             non_zero: (defaults.milli_cpu, defaults.memory),
@@ -229,6 +398,19 @@ impl PodInfo {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
+
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.resident.labels
+    }
+
+    pub fn affinity(&self) -> &PodAffinity {
+        &self.resident.affinity
+    }
+
+    /// Whether `term` selects this pod.
+    pub fn selected_by(&self, term: &AffinityTerm, namespaces: &Namespaces) -> bool {
+        term.selects_pod(&self.resident, namespaces)
+    }
 }
 
 /// A node as the scheduler sees it: what it offers, and what the pods
@@ -245,6 +427,10 @@ pub struct NodeInfo {
     pub non_zero_requested: (i64, i64),
     pub pod_count: i64,
     pub used_ports: Vec<HostPort>,
+    /// The pods placed here, as affinity and spreading see them.
+    pub residents: Vec<Arc<Resident>>,
+    /// How many of them have affinity or anti-affinity terms.
+    pub with_affinity: usize,
 }
 
 impl NodeInfo {
@@ -268,6 +454,8 @@ impl NodeInfo {
             non_zero_requested: (0, 0),
             pod_count: 0,
             used_ports: Vec::new(),
+            residents: Vec::new(),
+            with_affinity: 0,
         }
     }
 
@@ -308,6 +496,10 @@ impl NodeInfo {
         self.non_zero_requested.1 += pod.non_zero.1;
         self.pod_count += 1;
         self.used_ports.extend(pod.host_ports.iter().cloned());
+        if !pod.resident.affinity.is_empty() {
+            self.with_affinity += 1;
+        }
+        self.residents.push(pod.resident.clone());
     }
 
     pub fn remove_pod(&mut self, pod: &PodUsage) {
@@ -320,6 +512,16 @@ impl NodeInfo {
                 self.used_ports.swap_remove(i);
             }
         }
+        if let Some(i) = self
+            .residents
+            .iter()
+            .position(|r| r.key == pod.resident.key)
+        {
+            let resident = self.residents.swap_remove(i);
+            if !resident.affinity.is_empty() {
+                self.with_affinity -= 1;
+            }
+        }
     }
 }
 
@@ -330,6 +532,7 @@ pub struct PodUsage {
     pub requests: Resources,
     pub non_zero: (i64, i64),
     pub host_ports: Vec<HostPort>,
+    pub resident: Arc<Resident>,
 }
 
 impl PodUsage {
@@ -339,6 +542,7 @@ impl PodUsage {
             requests: info.requests.clone(),
             non_zero: info.non_zero,
             host_ports: info.host_ports.clone(),
+            resident: info.resident.clone(),
         }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod framework;
 pub mod info;
+pub mod labels;
 pub mod plugins;
 pub mod queue;
 
@@ -21,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
@@ -33,8 +34,8 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use framework::{Cursor, FitError};
-use info::{NodeInfo, PodInfo, PodUsage};
-use plugins::Profile;
+use info::{Namespaces, NodeInfo, PodInfo, PodUsage};
+use plugins::{Profile, Snapshot};
 use queue::Queue;
 
 /// Upstream's default scheduler name.
@@ -77,6 +78,8 @@ struct State {
     orphans: HashMap<String, NodeInfo>,
     /// Pods placed on nodes, bound or assumed (binding in flight).
     placed: HashMap<String, (PodUsage, bool)>,
+    /// Each namespace's labels (affinity terms' namespaceSelector).
+    namespaces: Namespaces,
     cursor: Cursor,
 }
 
@@ -170,13 +173,20 @@ impl State {
                     }
                 } else if let Some((usage, assumed)) = self.placed.get_mut(&key)
                     && usage.node == node
+                    && usage.resident.describes(&pod)
                 {
                     // Known here (a status update, or our binding seen):
-                    // what it takes does not change.
-                    *assumed = false;
+                    // what it takes does not change. A binding seen may
+                    // be what a waiting pod's affinity needs.
+                    if std::mem::take(assumed) {
+                        self.queue.move_all(now);
+                    }
                 } else {
                     let info = PodInfo::new(Arc::new(pod));
                     self.place(&key, PodUsage::of(&info, &node), false);
+                    // A pod placed (or relabelled) by others may be what
+                    // a waiting pod's affinity needs.
+                    self.queue.move_all(now);
                 }
             }
             None => {
@@ -246,11 +256,14 @@ pub async fn run(
     }
     let (nodes_synced, mut nodes_ready) = tokio::sync::watch::channel(false);
     let (pods_synced, mut pods_ready) = tokio::sync::watch::channel(false);
+    let (namespaces_synced, mut namespaces_ready) = tokio::sync::watch::channel(false);
     tasks.spawn(watch_nodes(scheduler.clone(), nodes_synced));
     tasks.spawn(watch_pods(scheduler.clone(), pods_synced));
+    tasks.spawn(watch_namespaces(scheduler.clone(), namespaces_synced));
     let synced = async {
         nodes_ready.wait_for(|ready| *ready).await.ok();
         pods_ready.wait_for(|ready| *ready).await.ok();
+        namespaces_ready.wait_for(|ready| *ready).await.ok();
     };
     tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
@@ -309,10 +322,14 @@ impl Scheduler {
         let info = PodInfo::new(pod.clone());
         let mut state = self.state.lock().expect("scheduler state");
         let state = &mut *state;
+        let cluster = Snapshot {
+            nodes: &state.nodes,
+            namespaces: &state.namespaces,
+        };
         let result = framework::schedule(
             &self.profile,
             &info,
-            &state.nodes,
+            cluster,
             self.config.percentage_of_nodes_to_score,
             &mut state.cursor,
         );
@@ -470,6 +487,29 @@ async fn watch_pods(scheduler: Arc<Scheduler>, synced: tokio::sync::watch::Sende
         |state, pod, name, now| state.on_pod(pod, name, now),
         |state, key, now| state.on_pod_deleted(key, now),
         |state| state.placed.keys().cloned().collect(),
+    )
+    .await;
+}
+
+async fn watch_namespaces(scheduler: Arc<Scheduler>, synced: tokio::sync::watch::Sender<bool>) {
+    let api: Api<Namespace> = Api::all(scheduler.client.clone());
+    watch(
+        scheduler,
+        api,
+        synced,
+        |namespace| namespace.name_any(),
+        |state, namespace, _, now| {
+            let labels = namespace.metadata.labels.clone().unwrap_or_default();
+            let name = namespace.name_any();
+            if state.namespaces.get(&name) != Some(&labels) {
+                state.namespaces.insert(name, labels);
+                state.queue.move_all(now);
+            }
+        },
+        |state, name, _| {
+            state.namespaces.remove(name);
+        },
+        |state| state.namespaces.keys().cloned().collect(),
     )
     .await;
 }

@@ -67,6 +67,8 @@ pub struct Queue {
     tickets: u64,
     /// Cluster changes seen so far.
     moves: u64,
+    /// How many entries wait among the unschedulable.
+    unschedulable: usize,
 }
 
 fn backoff(attempts: u32) -> Duration {
@@ -101,6 +103,12 @@ impl Queue {
         let Some(entry) = self.entries.get_mut(key) else {
             return;
         };
+        if matches!(entry.state, State::Unschedulable(_)) {
+            self.unschedulable -= 1;
+        }
+        if matches!(state, State::Unschedulable(_)) {
+            self.unschedulable += 1;
+        }
         entry.state = state;
         entry.ticket = ticket;
         match state {
@@ -158,7 +166,15 @@ impl Queue {
     }
 
     pub fn delete(&mut self, key: &str) {
-        self.entries.remove(key);
+        self.remove(key);
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(entry) = self.entries.remove(key)
+            && matches!(entry.state, State::Unschedulable(_))
+        {
+            self.unschedulable -= 1;
+        }
     }
 
     /// The next pod to try, once due back-offs have come back.
@@ -194,7 +210,7 @@ impl Queue {
 
     /// The pod was placed: it leaves the queue.
     pub fn done(&mut self, key: &str) {
-        self.entries.remove(key);
+        self.remove(key);
     }
 
     /// The pod did not fit (`unschedulable`), or its attempt failed
@@ -218,6 +234,7 @@ impl Queue {
 
     /// A pod whose binding failed comes back, backing off.
     pub fn retry(&mut self, key: &str, pod: Arc<Pod>, priority: i32, attempts: u32, now: Instant) {
+        self.remove(key);
         self.entries.insert(
             key.to_string(),
             Entry {
@@ -235,6 +252,9 @@ impl Queue {
     /// back to active (or back-off).
     pub fn move_all(&mut self, now: Instant) {
         self.moves += 1;
+        if self.unschedulable == 0 {
+            return;
+        }
         let waiting: Vec<(String, Instant)> = self
             .entries
             .iter()
@@ -356,5 +376,31 @@ mod tests {
         assert_eq!(key, "b");
         q.done("b");
         assert!(q.is_empty() && q.pop(now).is_none());
+    }
+
+    #[test]
+    fn a_change_moves_what_still_waits_after_others_left() {
+        let now = Instant::now();
+        let mut q = Queue::default();
+        for key in ["a", "b", "c"] {
+            q.add_or_update(key, pod(key, 0), 0, now);
+            assert!(q.pop(now).is_some());
+            q.failed(key, true, now);
+        }
+        // One deleted, one retried after a failed binding: the third
+        // still waits, and a change moves it.
+        q.delete("a");
+        q.retry("b", pod("b", 0), 0, 1, now);
+        let later = now + Duration::from_secs(60);
+        let mut popped = Vec::new();
+        q.move_all(later);
+        while let Some((key, _)) = q.pop(later) {
+            popped.push(key);
+        }
+        popped.sort();
+        assert_eq!(popped, ["b", "c"]);
+        // Nothing waits now; a change moves nothing.
+        q.move_all(later);
+        assert!(q.pop(later).is_none());
     }
 }

@@ -1,21 +1,27 @@
 //! The scheduling plugins, each a type implementing [`Filter`] and/or
 //! [`Score`], registered in one place: [`Profile::default`].
 
+mod inter_pod_affinity;
 mod node_affinity;
 mod node_name;
 mod node_ports;
 mod node_resources;
 mod node_unschedulable;
+mod pod_topology_spread;
 mod taint_toleration;
 
+pub use inter_pod_affinity::InterPodAffinity;
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
 pub use node_ports::NodePorts;
 pub use node_resources::{BalancedAllocation, NodeResourcesFit};
 pub use node_unschedulable::NodeUnschedulable;
+pub use pod_topology_spread::PodTopologySpread;
 pub use taint_toleration::{TaintToleration, tolerates};
 
-use crate::info::{NodeInfo, PodInfo};
+use std::any::Any;
+
+use crate::info::{Namespaces, NodeInfo, PodInfo};
 
 /// The highest score a plugin gives a node.
 pub const MAX_SCORE: i64 = 100;
@@ -40,19 +46,59 @@ impl Fit {
     }
 }
 
+/// The cluster as one cycle sees it.
+#[derive(Clone, Copy)]
+pub struct Snapshot<'a> {
+    pub nodes: &'a [NodeInfo],
+    pub namespaces: &'a Namespaces,
+}
+
+/// What plugins work out once per cycle (before filtering or scoring the
+/// nodes one by one), each under its own name.
+#[derive(Default)]
+pub struct Cycle {
+    data: Vec<(&'static str, Box<dyn Any + Send + Sync>)>,
+}
+
+impl Cycle {
+    pub fn write<T: Any + Send + Sync>(&mut self, key: &'static str, value: T) {
+        self.data.retain(|(k, _)| *k != key);
+        self.data.push((key, Box::new(value)));
+    }
+
+    pub fn read<T: Any>(&self, key: &'static str) -> Option<&T> {
+        self.data
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, value)| value.downcast_ref())
+    }
+}
+
 /// Decides whether a pod may run on a node.
 pub trait Filter: Send + Sync {
     fn name(&self) -> &'static str;
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Fit;
+    /// Works out, from the whole cluster, what [`Filter::filter`] needs.
+    fn pre_filter(&self, _pod: &PodInfo, _cluster: Snapshot<'_>, _cycle: &mut Cycle) {}
+    fn filter(&self, cycle: &Cycle, pod: &PodInfo, node: &NodeInfo) -> Fit;
 }
 
 /// Ranks the nodes that passed the filters, 0 to [`MAX_SCORE`] after
 /// [`Score::normalize`].
 pub trait Score: Send + Sync {
     fn name(&self) -> &'static str;
-    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64;
+    /// Works out, from the whole cluster and the nodes that passed the
+    /// filters, what [`Score::score`] needs.
+    fn pre_score(
+        &self,
+        _pod: &PodInfo,
+        _cluster: Snapshot<'_>,
+        _feasible: &[&NodeInfo],
+        _cycle: &mut Cycle,
+    ) {
+    }
+    fn score(&self, cycle: &Cycle, pod: &PodInfo, node: &NodeInfo) -> i64;
     /// Brings the raw scores of all feasible nodes to 0..=MAX_SCORE.
-    fn normalize(&self, _scores: &mut [i64]) {}
+    fn normalize(&self, _cycle: &Cycle, _scores: &mut [i64]) {}
 }
 
 /// The plugins a scheduler runs, filters in order, scores with weights.
@@ -73,10 +119,14 @@ impl Default for Profile {
                 Box::new(NodeAffinity),
                 Box::new(NodePorts),
                 Box::new(NodeResourcesFit::default()),
+                Box::new(PodTopologySpread),
+                Box::new(InterPodAffinity),
             ],
             scores: vec![
                 (Box::new(TaintToleration), 3),
                 (Box::new(NodeAffinity), 2),
+                (Box::new(PodTopologySpread), 2),
+                (Box::new(InterPodAffinity), 2),
                 (Box::new(NodeResourcesFit::default()), 1),
                 (Box::new(BalancedAllocation), 1),
             ],
@@ -118,6 +168,24 @@ pub(crate) mod testing {
         }
         let pod: Pod = serde_json::from_value(json!({"metadata": metadata, "spec": spec})).unwrap();
         PodInfo::new(Arc::new(pod))
+    }
+
+    /// A pod with labels (and an owner's UID, if `owner`), in `default`.
+    pub(crate) fn labelled(name: &str, labels: Value, owner: Option<&str>, spec: Value) -> PodInfo {
+        let mut metadata = json!({"name": name, "namespace": "default", "labels": labels});
+        if let Some(uid) = owner {
+            metadata["ownerReferences"] = json!([{
+                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
+                "uid": uid, "controller": true,
+            }]);
+        }
+        pod_with(metadata, spec)
+    }
+
+    /// Places `pod` on `node`.
+    pub(crate) fn place(node: &mut NodeInfo, pod: &PodInfo) {
+        let name = node.name.clone();
+        node.add_pod(&crate::info::PodUsage::of(pod, &name));
     }
 
     pub(crate) fn node(name: &str, labels: Value, spec: Value) -> NodeInfo {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
 
-use super::{Filter, Fit, Score, normalize_by_max};
+use super::{Cycle, Filter, Fit, Score, normalize_by_max};
 use crate::info::{NodeInfo, PodInfo};
 
 pub struct NodeAffinity;
@@ -56,23 +56,29 @@ pub(crate) fn term_matches(
         })
 }
 
+/// Whether the pod's nodeSelector and required node affinity admit the
+/// node.
+pub(crate) fn admits(pod: &PodInfo, node: &NodeInfo) -> bool {
+    let selected = pod
+        .node_selector
+        .iter()
+        .all(|(key, value)| node.labels.get(key) == Some(value));
+    selected
+        && pod.required_affinity.as_ref().is_none_or(|selector| {
+            selector
+                .node_selector_terms
+                .iter()
+                .any(|term| term_matches(term, &node.labels, &node.name))
+        })
+}
+
 impl Filter for NodeAffinity {
     fn name(&self) -> &'static str {
         "NodeAffinity"
     }
 
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Fit {
-        let selected = pod
-            .node_selector
-            .iter()
-            .all(|(key, value)| node.labels.get(key) == Some(value));
-        let required = pod.required_affinity.as_ref().is_none_or(|selector| {
-            selector
-                .node_selector_terms
-                .iter()
-                .any(|term| term_matches(term, &node.labels, &node.name))
-        });
-        if selected && required {
+    fn filter(&self, _cycle: &Cycle, pod: &PodInfo, node: &NodeInfo) -> Fit {
+        if admits(pod, node) {
             Fit::Fits
         } else {
             Fit::unresolvable("node(s) didn't match Pod's node affinity/selector")
@@ -86,7 +92,7 @@ impl Score for NodeAffinity {
     }
 
     /// The weights of the preferred terms the node matches.
-    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    fn score(&self, _cycle: &Cycle, pod: &PodInfo, node: &NodeInfo) -> i64 {
         pod.preferred_affinity
             .iter()
             .filter(|p| p.weight != 0 && term_matches(&p.preference, &node.labels, &node.name))
@@ -94,7 +100,7 @@ impl Score for NodeAffinity {
             .sum()
     }
 
-    fn normalize(&self, scores: &mut [i64]) {
+    fn normalize(&self, _cycle: &Cycle, scores: &mut [i64]) {
         normalize_by_max(scores, false);
     }
 }
@@ -110,7 +116,7 @@ mod tests {
         let p = pod(
             json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": affinity}}}),
         );
-        NodeAffinity.filter(&p, &node("n1", labels, json!({}))) == Fit::Fits
+        NodeAffinity.filter(&Cycle::default(), &p, &node("n1", labels, json!({}))) == Fit::Fits
     }
 
     #[test]
@@ -172,9 +178,9 @@ mod tests {
         let p = pod(json!({"nodeSelector": {"disk": "ssd", "zone": "a"}}));
         let both = node("a", json!({"disk": "ssd", "zone": "a"}), json!({}));
         let one = node("b", json!({"disk": "ssd"}), json!({}));
-        assert_eq!(NodeAffinity.filter(&p, &both), Fit::Fits);
+        assert_eq!(NodeAffinity.filter(&Cycle::default(), &p, &both), Fit::Fits);
         assert_eq!(
-            NodeAffinity.filter(&p, &one),
+            NodeAffinity.filter(&Cycle::default(), &p, &one),
             Fit::unresolvable("node(s) didn't match Pod's node affinity/selector")
         );
     }
@@ -192,9 +198,12 @@ mod tests {
             node("b", json!({"zone": "a"}), json!({})),
             node("c", json!({}), json!({})),
         ];
-        let mut scores: Vec<i64> = nodes.iter().map(|n| NodeAffinity.score(&p, n)).collect();
+        let mut scores: Vec<i64> = nodes
+            .iter()
+            .map(|n| NodeAffinity.score(&Cycle::default(), &p, n))
+            .collect();
         assert_eq!(scores, [40, 10, 0]);
-        NodeAffinity.normalize(&mut scores);
+        NodeAffinity.normalize(&Cycle::default(), &mut scores);
         assert_eq!(scores, [100, 25, 0]);
     }
 }

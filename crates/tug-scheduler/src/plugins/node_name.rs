@@ -1,6 +1,6 @@
 //! NodeName: a pod that names its node fits only there.
 
-use super::{Filter, Fit};
+use super::{Cycle, Filter, Fit};
 use crate::info::{NodeInfo, PodInfo};
 
 pub struct NodeName;
@@ -10,7 +10,7 @@ impl Filter for NodeName {
         "NodeName"
     }
 
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Fit {
+    fn filter(&self, _cycle: &Cycle, pod: &PodInfo, node: &NodeInfo) -> Fit {
         match &pod.node_name {
             Some(name) if *name != node.name => {
                 Fit::unresolvable("node(s) didn't match the requested node name")
@@ -31,16 +31,16 @@ mod tests {
     fn only_the_named_node_fits() {
         let named = pod(json!({"nodeName": "a"}));
         assert_eq!(
-            NodeName.filter(&named, &node("a", json!({}), json!({}))),
+            NodeName.filter(&Cycle::default(), &named, &node("a", json!({}), json!({}))),
             Fit::Fits
         );
         assert_eq!(
-            NodeName.filter(&named, &node("b", json!({}), json!({}))),
+            NodeName.filter(&Cycle::default(), &named, &node("b", json!({}), json!({}))),
             Fit::unresolvable("node(s) didn't match the requested node name")
         );
         let free = pod(json!({}));
         assert_eq!(
-            NodeName.filter(&free, &node("b", json!({}), json!({}))),
+            NodeName.filter(&Cycle::default(), &free, &node("b", json!({}), json!({}))),
             Fit::Fits
         );
     }

@@ -1,6 +1,6 @@
 //! NodePorts: two pods cannot take the same host port on one node.
 
-use super::{Filter, Fit};
+use super::{Cycle, Filter, Fit};
 use crate::info::{NodeInfo, PodInfo};
 
 pub struct NodePorts;
@@ -10,7 +10,7 @@ impl Filter for NodePorts {
         "NodePorts"
     }
 
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Fit {
+    fn filter(&self, _cycle: &Cycle, pod: &PodInfo, node: &NodeInfo) -> Fit {
         let taken = pod
             .host_ports
             .iter()
@@ -38,17 +38,17 @@ mod tests {
             json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}]}),
         );
         let mut n = node("a", json!({}), json!({}));
-        assert_eq!(NodePorts.filter(&web, &n), Fit::Fits);
+        assert_eq!(NodePorts.filter(&Cycle::default(), &web, &n), Fit::Fits);
         n.add_pod(&PodUsage::of(&web, "a"));
         assert_eq!(
-            NodePorts.filter(&web, &n),
+            NodePorts.filter(&Cycle::default(), &web, &n),
             Fit::unschedulable("node(s) didn't have free ports for the requested pod ports")
         );
         let udp = pod(
             json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080, "protocol": "UDP"}]}]}),
         );
-        assert_eq!(NodePorts.filter(&udp, &n), Fit::Fits);
+        assert_eq!(NodePorts.filter(&Cycle::default(), &udp, &n), Fit::Fits);
         n.remove_pod(&PodUsage::of(&web, "a"));
-        assert_eq!(NodePorts.filter(&web, &n), Fit::Fits);
+        assert_eq!(NodePorts.filter(&Cycle::default(), &web, &n), Fit::Fits);
     }
 }

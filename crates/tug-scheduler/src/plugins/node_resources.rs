@@ -3,7 +3,7 @@
 //! allocated nodes score highest (LeastAllocated, upstream's default).
 //! BalancedAllocation prefers nodes whose CPU and memory stay in balance.
 
-use super::{Filter, Fit, MAX_SCORE, Score};
+use super::{Cycle, Filter, Fit, MAX_SCORE, Score};
 use crate::info::{NodeInfo, PodInfo};
 
 /// How nodes are ranked by what is allocated on them.
@@ -24,7 +24,7 @@ impl Filter for NodeResourcesFit {
         "NodeResourcesFit"
     }
 
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Fit {
+    fn filter(&self, _cycle: &Cycle, pod: &PodInfo, node: &NodeInfo) -> Fit {
         let mut reasons = Vec::new();
         if node.pod_count + 1 > node.allowed_pods {
             reasons.push("Too many pods".to_string());
@@ -99,7 +99,7 @@ impl Score for NodeResourcesFit {
     }
 
     /// CPU and memory, weighted 1 each.
-    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    fn score(&self, _cycle: &Cycle, pod: &PodInfo, node: &NodeInfo) -> i64 {
         let ((cpu, cpu_total), (memory, memory_total)) = with_pod(pod, node);
         let each = match self.strategy {
             Strategy::LeastAllocated => least_allocated,
@@ -118,7 +118,7 @@ impl Score for BalancedAllocation {
 
     /// 100 when CPU and memory are equally used, less the further apart
     /// their fractions are (one minus their standard deviation).
-    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    fn score(&self, _cycle: &Cycle, pod: &PodInfo, node: &NodeInfo) -> i64 {
         let ((cpu, cpu_total), (memory, memory_total)) = with_pod(pod, node);
         let fraction = |used: i64, total: i64| {
             if total <= 0 {
@@ -151,26 +151,29 @@ mod tests {
         let fit = NodeResourcesFit::default();
         let mut n = node("a", json!({}), json!({}));
         let big = asking("3", "1Gi");
-        assert_eq!(fit.filter(&big, &n), Fit::Fits);
+        assert_eq!(fit.filter(&Cycle::default(), &big, &n), Fit::Fits);
         n.add_pod(&PodUsage::of(&big, "a"));
         assert_eq!(
-            fit.filter(&asking("2", "8Gi"), &n),
+            fit.filter(&Cycle::default(), &asking("2", "8Gi"), &n),
             Fit::Unschedulable(vec![
                 "Insufficient cpu".into(),
                 "Insufficient memory".into()
             ])
         );
-        assert_eq!(fit.filter(&asking("1", "7Gi"), &n), Fit::Fits);
+        assert_eq!(
+            fit.filter(&Cycle::default(), &asking("1", "7Gi"), &n),
+            Fit::Fits
+        );
         let gpu = pod(
             json!({"containers": [{"name": "c", "resources": {"limits": {"example.com/gpu": "1"}}}]}),
         );
         assert_eq!(
-            fit.filter(&gpu, &n),
+            fit.filter(&Cycle::default(), &gpu, &n),
             Fit::Unschedulable(vec!["Insufficient example.com/gpu".into()])
         );
         n.pod_count = 110;
         assert_eq!(
-            fit.filter(&pod(json!({})), &n),
+            fit.filter(&Cycle::default(), &pod(json!({})), &n),
             Fit::Unschedulable(vec!["Too many pods".into()])
         );
     }
@@ -183,14 +186,17 @@ mod tests {
         busy.add_pod(&PodUsage::of(&asking("2", "4Gi"), "b"));
         let p = asking("1", "2Gi");
         // Empty: cpu (4-1)/4 = 75, memory (8-2)/8 = 75.
-        assert_eq!(fit.score(&p, &empty), 75);
-        assert_eq!(fit.score(&p, &busy), 25);
+        assert_eq!(fit.score(&Cycle::default(), &p, &empty), 75);
+        assert_eq!(fit.score(&Cycle::default(), &p, &busy), 25);
         let most = NodeResourcesFit {
             strategy: Strategy::MostAllocated,
         };
-        assert_eq!(most.score(&p, &busy), 75);
+        assert_eq!(most.score(&Cycle::default(), &p, &busy), 75);
         // Balanced: cpu 1/4 and memory 2/8 are equal.
-        assert_eq!(BalancedAllocation.score(&p, &empty), 100);
-        assert_eq!(BalancedAllocation.score(&asking("2", "0"), &empty), 76);
+        assert_eq!(BalancedAllocation.score(&Cycle::default(), &p, &empty), 100);
+        assert_eq!(
+            BalancedAllocation.score(&Cycle::default(), &asking("2", "0"), &empty),
+            76
+        );
     }
 }

@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::Taint;
 
 use super::taint_toleration::tolerated;
-use super::{Filter, Fit};
+use super::{Cycle, Filter, Fit};
 use crate::info::{NodeInfo, PodInfo};
 
 pub struct NodeUnschedulable;
@@ -14,7 +14,7 @@ impl Filter for NodeUnschedulable {
         "NodeUnschedulable"
     }
 
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Fit {
+    fn filter(&self, _cycle: &Cycle, pod: &PodInfo, node: &NodeInfo) -> Fit {
         let cordon = Taint {
             key: "node.kubernetes.io/unschedulable".into(),
             effect: "NoSchedule".into(),
@@ -38,15 +38,22 @@ mod tests {
     fn cordoned_nodes_take_only_tolerant_pods() {
         let cordoned = node("a", json!({}), json!({"unschedulable": true}));
         assert_eq!(
-            NodeUnschedulable.filter(&pod(json!({})), &cordoned),
+            NodeUnschedulable.filter(&Cycle::default(), &pod(json!({})), &cordoned),
             Fit::unresolvable("node(s) were unschedulable")
         );
         let tolerant = pod(json!({"tolerations": [
             {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}
         ]}));
-        assert_eq!(NodeUnschedulable.filter(&tolerant, &cordoned), Fit::Fits);
         assert_eq!(
-            NodeUnschedulable.filter(&pod(json!({})), &node("b", json!({}), json!({}))),
+            NodeUnschedulable.filter(&Cycle::default(), &tolerant, &cordoned),
+            Fit::Fits
+        );
+        assert_eq!(
+            NodeUnschedulable.filter(
+                &Cycle::default(),
+                &pod(json!({})),
+                &node("b", json!({}), json!({}))
+            ),
             Fit::Fits
         );
     }

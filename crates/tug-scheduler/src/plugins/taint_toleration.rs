@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::{Taint, Toleration};
 
-use super::{Filter, Fit, Score, normalize_by_max};
+use super::{Cycle, Filter, Fit, Score, normalize_by_max};
 use crate::info::{NodeInfo, PodInfo};
 
 pub struct TaintToleration;
@@ -41,7 +41,7 @@ impl Filter for TaintToleration {
         "TaintToleration"
     }
 
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Fit {
+    fn filter(&self, _cycle: &Cycle, pod: &PodInfo, node: &NodeInfo) -> Fit {
         let untolerated = node.taints.iter().find(|taint| {
             (taint.effect == "NoSchedule" || taint.effect == "NoExecute")
                 && !tolerated(&pod.tolerations, taint)
@@ -63,7 +63,7 @@ impl Score for TaintToleration {
     }
 
     /// How many PreferNoSchedule taints the pod does not tolerate.
-    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    fn score(&self, _cycle: &Cycle, pod: &PodInfo, node: &NodeInfo) -> i64 {
         let tolerations: Vec<Toleration> = pod
             .tolerations
             .iter()
@@ -81,7 +81,7 @@ impl Score for TaintToleration {
             .count() as i64
     }
 
-    fn normalize(&self, scores: &mut [i64]) {
+    fn normalize(&self, _cycle: &Cycle, scores: &mut [i64]) {
         normalize_by_max(scores, true);
     }
 }
@@ -119,7 +119,11 @@ mod tests {
             ),
         ];
         for (tolerations, fits) in cases {
-            let fit = TaintToleration.filter(&pod(json!({"tolerations": tolerations})), &tainted);
+            let fit = TaintToleration.filter(
+                &Cycle::default(),
+                &pod(json!({"tolerations": tolerations})),
+                &tainted,
+            );
             let expected = if fits {
                 Fit::Fits
             } else {
@@ -139,12 +143,15 @@ mod tests {
         );
         let p = pod(json!({}));
         let mut scores = [
-            TaintToleration.score(&p, &plain),
-            TaintToleration.score(&p, &soft),
+            TaintToleration.score(&Cycle::default(), &p, &plain),
+            TaintToleration.score(&Cycle::default(), &p, &soft),
         ];
-        TaintToleration.normalize(&mut scores);
+        TaintToleration.normalize(&Cycle::default(), &mut scores);
         assert_eq!(scores, [100, 0]);
         let tolerant = pod(json!({"tolerations": [{"key": "soft", "operator": "Exists"}]}));
-        assert_eq!(TaintToleration.score(&tolerant, &soft), 0);
+        assert_eq!(
+            TaintToleration.score(&Cycle::default(), &tolerant, &soft),
+            0
+        );
     }
 }

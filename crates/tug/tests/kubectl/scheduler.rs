@@ -1,7 +1,7 @@
 //! The scheduler inside `tug server`, placing pods on simulated nodes.
 
 use k8s_openapi::api::core::v1::{Pod, Taint};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 
 use super::Server;
@@ -202,4 +202,187 @@ async fn pods_are_placed_by_resources_and_taints_and_the_rest_say_why_not() {
 
     plain.shutdown().await;
     tainted.shutdown().await;
+}
+
+/// A Deployment of `replicas` pods labelled `app: NAME`, with `extra`
+/// (YAML, indented for the pod spec) in their spec.
+fn deployment(name: &str, replicas: u32, extra: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+{extra}      containers:
+      - name: app
+        image: registry.local/app:1
+"
+    )
+}
+
+/// The nodes of the pods labelled `app=NAME`, and how many are Pending
+/// without a node.
+async fn placement(pods: &Api<Pod>, name: &str) -> Option<(Vec<String>, usize)> {
+    let list = pods
+        .list(&ListParams::default().labels(&format!("app={name}")))
+        .await
+        .ok()?;
+    let mut nodes: Vec<String> = list.items.iter().filter_map(node_of).collect();
+    nodes.sort();
+    Some((nodes.clone(), list.items.len() - nodes.len()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_keep_apart_join_others_and_spread_over_zones() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = super::kube_client::client(&server).await;
+    let zone = |name: &str| [("topology.kubernetes.io/zone".to_string(), name.to_string())].into();
+    // Zone a has three nodes, zone b one.
+    let mut sims = Vec::new();
+    for (prefix, count) in [("a-", 3), ("b-", 1)] {
+        let config = tug_sim::Config {
+            count,
+            name_prefix: prefix.into(),
+            labels: zone(&prefix[..1]),
+            ..tug_sim::Config::default()
+        };
+        sims.push(
+            tug_sim::SimNodes::start(client.clone(), config)
+                .await
+                .unwrap(),
+        );
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let apply = |name: &str, manifest: String| {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, manifest).unwrap();
+        server.ok(&["apply", "-f", path.to_str().unwrap()]);
+    };
+
+    // Required anti-affinity per host: one pod on each of the four
+    // nodes; the fifth waits, saying why as upstream does.
+    apply(
+        "web",
+        deployment(
+            "web",
+            5,
+            "      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - labelSelector: {matchLabels: {app: web}}
+            topologyKey: kubernetes.io/hostname
+",
+        ),
+    );
+    let (nodes, _) = eventually(30, "four web pods placed, one pending", || async {
+        placement(&pods, "web")
+            .await
+            .filter(|(n, pending)| n.len() == 4 && *pending == 1)
+    })
+    .await;
+    assert_eq!(nodes, ["a-0", "a-1", "a-2", "b-0"]);
+    let message = "0/4 nodes are available: 4 node(s) didn't match pod anti-affinity rules. \
+                   preemption: 0/4 nodes are available: 4 No preemption victims found for incoming pod.";
+    let pending = eventually(20, "the fifth web pod unschedulable", || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?;
+        list.items.into_iter().find(|p| {
+            scheduled_condition(p).is_some_and(|(status, reason, text)| {
+                status == "False" && reason == "Unschedulable" && text == message
+            })
+        })
+    })
+    .await;
+    let name = pending.metadata.name.unwrap();
+    let described = server.ok(&["describe", "pod", &name]);
+    assert!(
+        described.contains("Warning  FailedScheduling")
+            && described.contains(&format!("default-scheduler  {message}")),
+        "{described}"
+    );
+
+    // Required affinity to a pod that does not exist yet: pending, and
+    // preemption could not help; once the pod it wants runs in zone b,
+    // it joins it there.
+    apply(
+        "cache",
+        deployment(
+            "cache",
+            1,
+            "      affinity:
+        podAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - labelSelector: {matchLabels: {app: db}}
+            topologyKey: topology.kubernetes.io/zone
+",
+        ),
+    );
+    let message = "0/4 nodes are available: 4 node(s) didn't match pod affinity rules. \
+                   preemption: 0/4 nodes are available: 4 Preemption is not helpful for scheduling.";
+    eventually(20, "the cache pod waiting for its db", || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=cache"))
+            .await
+            .ok()?;
+        list.items
+            .iter()
+            .find(|p| scheduled_condition(p).is_some_and(|(_, _, text)| text == message))?;
+        Some(())
+    })
+    .await;
+    apply(
+        "db",
+        deployment(
+            "db",
+            1,
+            "      nodeSelector: {topology.kubernetes.io/zone: b}\n",
+        ),
+    );
+    let (nodes, _) = eventually(20, "the cache pod placed beside the db", || async {
+        placement(&pods, "cache")
+            .await
+            .filter(|(n, _)| n.len() == 1)
+    })
+    .await;
+    assert_eq!(nodes, ["b-0"]);
+
+    // Six pods spread over the zones with maxSkew 1: three in the lone
+    // node of zone b, three over zone a's three (by resources alone,
+    // zone a would take most).
+    apply(
+        "spread",
+        deployment(
+            "spread",
+            6,
+            "      topologySpreadConstraints:
+      - maxSkew: 1
+        topologyKey: topology.kubernetes.io/zone
+        whenUnsatisfiable: DoNotSchedule
+        labelSelector: {matchLabels: {app: spread}}
+",
+        ),
+    );
+    let (nodes, _) = eventually(30, "six spread pods placed", || async {
+        placement(&pods, "spread")
+            .await
+            .filter(|(n, _)| n.len() == 6)
+    })
+    .await;
+    let in_b = nodes.iter().filter(|n| n.starts_with("b-")).count();
+    assert_eq!(in_b, 3, "{nodes:?}");
+
+    for sim in sims {
+        sim.shutdown().await;
+    }
 }
