@@ -48,6 +48,7 @@ impl Simulator {
         let mut child = std::process::Command::new(&args.tug)
             .args(["sim-nodes", "--report-interval-ms", "50"])
             .arg(format!("--count={}", args.nodes))
+            .arg(format!("--zones={ZONES}"))
             .arg(format!("--writers={}", args.clients))
             .arg("--kubeconfig")
             .arg(kubeconfig)
@@ -149,6 +150,10 @@ const NAMESPACE: &str = "bench";
 /// How long any phase may take before the run is declared failed.
 const PHASE_LIMIT: Duration = Duration::from_secs(600);
 
+/// Zones the simulated nodes are spread over (scheduler_perf labels its
+/// nodes over three).
+const ZONES: usize = 3;
+
 /// Deployments the density phase spreads its pods over.
 const DEPLOYMENTS: usize = 100;
 
@@ -183,6 +188,49 @@ fn pod(name: &str, node: &str) -> Pod {
     .expect("a valid pod")
 }
 
+/// The scheduling cases, after scheduler_perf's: plain pods, pods with
+/// required anti-affinity per host, pods spread over zones.
+const CASES: [&str; 3] = ["plain", "anti-affinity", "topology spread"];
+
+/// Pod `i` of a scheduling case, with no node, asking 100m CPU and
+/// 500Mi as scheduler_perf's do. Anti-affinity: scheduler_perf's term
+/// (its own label, per host); since one group of such pods fits only as
+/// many pods as nodes, the pods form groups of at most half the nodes.
+/// Spread: maxSkew 5 over zones, DoNotSchedule.
+fn pending_pod(case: &str, i: usize, args: &Args) -> Pod {
+    let mut pod = serde_json::json!({
+        "metadata": {"name": format!("pending-pod-{i}"), "labels": {"app": "fake-pod"}},
+        "spec": {"containers": [{
+            "name": "fake-container", "image": "fake-image",
+            "resources": {"requests": {"cpu": "100m", "memory": "500Mi"}},
+        }]},
+    });
+    match case {
+        "anti-affinity" => {
+            let groups = (2 * args.pods).div_ceil(args.nodes).max(1);
+            let color = format!("green-{}", i % groups);
+            pod["metadata"]["labels"]["color"] = color.clone().into();
+            pod["spec"]["affinity"] = serde_json::json!({"podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{
+                    "labelSelector": {"matchLabels": {"color": color}},
+                    "topologyKey": "kubernetes.io/hostname",
+                }],
+            }});
+        }
+        "topology spread" => {
+            pod["metadata"]["labels"]["color"] = "blue".into();
+            pod["spec"]["topologySpreadConstraints"] = serde_json::json!([{
+                "maxSkew": 5,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"color": "blue"}},
+            }]);
+        }
+        _ => {}
+    }
+    serde_json::from_value(pod).expect("a valid pod")
+}
+
 struct Figures {
     backend: String,
     started_to_ready: Duration,
@@ -191,7 +239,8 @@ struct Figures {
     nodes_ready: Duration,
     pods_running: Duration,
     pods_deleted: Duration,
-    pods_scheduled: Option<Duration>,
+    /// Per case: creating the pods until all are bound.
+    pods_scheduled: Vec<(&'static str, Duration)>,
     /// Through Deployments: all Running, then all gone.
     density: Option<(Duration, Duration)>,
     rss_idle: f64,
@@ -358,16 +407,19 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
     .await?;
     let pods_deleted = begun.elapsed();
 
-    // 4: scheduling, end to end: as many pods again, with no node; the
-    // scheduler binds each (the simulator seeing it bound is the finish).
-    let pods_scheduled = if args.without_scheduler {
-        None
-    } else {
+    // 4: scheduling, end to end, for each case: as many pods again, with
+    // no node; the scheduler binds each (the simulator seeing it bound is
+    // the finish).
+    let mut pods_scheduled = Vec::new();
+    for case in CASES {
+        if args.without_scheduler {
+            break;
+        }
         let begun = Instant::now();
         let creates = futures::stream::iter(0..args.pods)
             .map(|i| {
                 let (pods, failures) = (pods.clone(), failures.clone());
-                let pod = pod(&format!("pending-pod-{i}"), "");
+                let pod = pending_pod(case, i, args);
                 async move {
                     if pods.create(&PostParams::default(), &pod).await.is_err() {
                         failures.fetch_add(1, Ordering::Relaxed);
@@ -380,22 +432,22 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
         if failures.load(Ordering::Relaxed) > 0 {
             bail!("{} pod creates failed", failures.load(Ordering::Relaxed));
         }
-        until("the scheduler to bind every pod", || async {
-            Ok(sim.counts().1 >= args.pods)
-        })
+        until(
+            &format!("the scheduler to bind every pod ({case})"),
+            || async { Ok(sim.counts().1 >= args.pods) },
+        )
         .await?;
-        let scheduled = begun.elapsed();
+        pods_scheduled.push((case, begun.elapsed()));
         pods.delete_collection(
             &DeleteParams::default().grace_period(0),
             &ListParams::default(),
         )
         .await?;
         until("all pods gone", || async {
-            Ok(count_pods(&client, None).await? == 0)
+            Ok(count_pods(&client, None).await? == 0 && sim.counts().1 == 0)
         })
         .await?;
-        Some(scheduled)
-    };
+    }
 
     // 5: density, through the controllers.
     let density = if args.without_scheduler || args.without_controllers {
@@ -489,9 +541,9 @@ async fn main() -> anyhow::Result<()> {
             "{b:<8} KWOK workload in all                     {:>8.2} s",
             f.total().as_secs_f64()
         );
-        if let Some(scheduled) = f.pods_scheduled {
+        for (case, scheduled) in &f.pods_scheduled {
             println!(
-                "{b:<8} pods created and scheduled (plain)       {:>8.2} s ({:.0} pods/s)",
+                "{b:<8} pods created and scheduled ({case:<15}) {:>8.2} s ({:.0} pods/s)",
                 scheduled.as_secs_f64(),
                 args.pods as f64 / scheduled.as_secs_f64()
             );
@@ -517,9 +569,6 @@ async fn main() -> anyhow::Result<()> {
         );
         all.push(f);
     }
-    println!(
-        "scheduling with required anti-affinity and topology spread: not yet possible (plugins to come, issue #6)"
-    );
     if let Some(path) = &args.json {
         let results: Vec<serde_json::Value> = all
             .iter()
@@ -535,8 +584,11 @@ async fn main() -> anyhow::Result<()> {
                     "pods_running_s": f.pods_running.as_secs_f64(),
                     "pods_deleted_s": f.pods_deleted.as_secs_f64(),
                     "total_s": f.total().as_secs_f64(),
-                    "scheduling_plain_s": f.pods_scheduled.map(|d| d.as_secs_f64()),
-                    "scheduling_plain_pods_per_s": f.pods_scheduled.map(|d| args.pods as f64 / d.as_secs_f64()),
+                    "scheduling": f.pods_scheduled.iter().map(|(case, d)| serde_json::json!({
+                        "case": case,
+                        "seconds": d.as_secs_f64(),
+                        "pods_per_s": args.pods as f64 / d.as_secs_f64(),
+                    })).collect::<Vec<_>>(),
                     "density_running_s": f.density.map(|d| d.0.as_secs_f64()),
                     "density_deleted_s": f.density.map(|d| d.1.as_secs_f64()),
                     "server_rss_idle_mib": f.rss_idle,

@@ -191,6 +191,55 @@ async fn ensure_default_namespaces(store: &dyn Store) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The PriorityClasses every cluster has.
+async fn ensure_system_priority_classes(store: &dyn Store) -> anyhow::Result<()> {
+    let now = tug_api::format::timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    );
+    let classes = tug_api::registry::find("scheduling.k8s.io", "v1", "priorityclasses")
+        .expect("priority classes are served");
+    for (name, value, description) in [
+        (
+            "system-node-critical",
+            2_000_001_000,
+            "Used for system critical pods that must not be moved from their current node.",
+        ),
+        (
+            "system-cluster-critical",
+            2_000_000_000,
+            "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+        ),
+    ] {
+        let class = json!({
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {
+                "name": name,
+                "uid": uuid::Uuid::new_v4().to_string(),
+                "creationTimestamp": now,
+            },
+            "value": value,
+            "description": description,
+            "preemptionPolicy": "PreemptLowerPriority",
+        });
+        let key = format!("{}{name}", tug_api::convert::storage_prefix(classes));
+        match store
+            .create(
+                &key,
+                serde_json::to_vec(&class)?.into(),
+                PutOptions::default(),
+            )
+            .await
+        {
+            Ok(_) | Err(tug_store::Error::AlreadyExists { .. }) => {}
+            Err(err) => return Err(err).context("creating the system priority classes"),
+        }
+    }
+    Ok(())
+}
+
 /// The `kubernetes` Service in `default`, at the first address of the
 /// service range, as every cluster has it.
 async fn ensure_kubernetes_service(api: &rest::ApiState, port: u16) -> anyhow::Result<()> {
@@ -286,6 +335,7 @@ pub async fn run(
     tokens.add_node_join(&join_secret);
     tokens.add_node_join(&tug_api::join::token(&ca_hash(ca.cert_pem()), &join_secret));
     ensure_default_namespaces(store.as_ref()).await?;
+    ensure_system_priority_classes(store.as_ref()).await?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();

@@ -249,6 +249,85 @@ impl ApiState {
         Ok(())
     }
 
+    /// The Priority admission plugin: a new pod's priority (and
+    /// preemption policy) come from its PriorityClass, or from the global
+    /// default class, or are 0 (PreemptLowerPriority); a pod stating
+    /// other values, or naming a class that does not exist, is refused.
+    async fn admit_priority(&self, name: &str, pod: &mut Value) -> Result<(), ApiError> {
+        let classes = tug_api::registry::find("scheduling.k8s.io", "v1", "priorityclasses")
+            .expect("priority classes are served");
+        let cache = self.caches.get(classes).await.map_err(from_store)?;
+        let listed = cache.list(
+            &tug_api::convert::storage_prefix(classes),
+            &LabelSelector::default(),
+            &FieldSelector::default(),
+            0,
+        );
+        let all: Vec<Value> = listed.items.iter().map(|c| c.value()).collect();
+        let spec = &mut pod["spec"];
+        let wanted = spec["priorityClassName"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        let class = match &wanted {
+            Some(wanted) => {
+                let found = all
+                    .iter()
+                    .find(|c| c["metadata"]["name"].as_str() == Some(wanted.as_str()));
+                let Some(found) = found else {
+                    return Err(ApiError::forbidden(
+                        "pods",
+                        "",
+                        name,
+                        &format!("no PriorityClass with name {wanted} was found"),
+                    ));
+                };
+                Some(found)
+            }
+            None => all
+                .iter()
+                .filter(|c| c["globalDefault"].as_bool() == Some(true))
+                .min_by_key(|c| c["value"].as_i64().unwrap_or(0)),
+        };
+        let value = class.and_then(|c| c["value"].as_i64()).unwrap_or(0);
+        let policy = class
+            .and_then(|c| c["preemptionPolicy"].as_str())
+            .unwrap_or("PreemptLowerPriority")
+            .to_string();
+        if let Some(stated) = spec["priority"].as_i64()
+            && stated != value
+        {
+            return Err(ApiError::forbidden(
+                "pods",
+                "",
+                name,
+                &format!(
+                    "the integer value of priority ({stated}) must not be provided in pod spec; \
+                     priority admission controller computed {value} from the given PriorityClass name"
+                ),
+            ));
+        }
+        if let Some(stated) = spec["preemptionPolicy"].as_str()
+            && stated != policy
+        {
+            return Err(ApiError::forbidden(
+                "pods",
+                "",
+                name,
+                &format!(
+                    "the string value of PreemptionPolicy ({stated}) must not be provided in pod spec; \
+                     priority admission controller computed {policy} from the given PriorityClass name"
+                ),
+            ));
+        }
+        if let (None, Some(class)) = (&wanted, class) {
+            spec["priorityClassName"] = class["metadata"]["name"].clone();
+        }
+        spec["priority"] = json!(value);
+        spec["preemptionPolicy"] = json!(policy);
+        Ok(())
+    }
+
     pub async fn create(
         &self,
         target: &Target,
@@ -348,6 +427,9 @@ impl ApiState {
 
         if let Some(namespace) = &target.namespace {
             self.check_namespace(resource, namespace, &name).await?;
+        }
+        if resource.group.is_empty() && resource.plural == "pods" {
+            self.admit_priority(&name, &mut object).await?;
         }
         if dry_run(query) {
             object["kind"] = json!(resource.kind);

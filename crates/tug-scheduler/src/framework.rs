@@ -35,6 +35,9 @@ pub struct FitError {
     pub reasons: BTreeMap<String, usize>,
     /// Nodes that failed only for reasons that preemption could change.
     pub resolvable: usize,
+    /// What preemption found (the text after "preemption: "), empty if
+    /// it made room; `None` if it was not tried.
+    pub preemption: Option<String>,
 }
 
 impl std::fmt::Display for FitError {
@@ -58,6 +61,11 @@ impl std::fmt::Display for FitError {
             self.nodes,
             reasons.join(", ")
         )?;
+        match self.preemption.as_deref() {
+            Some("") => return Ok(()),
+            Some(found) => return write!(f, " preemption: {found}"),
+            None => {}
+        }
         let mut preemption = Vec::new();
         if self.resolvable > 0 {
             preemption.push(format!(
@@ -113,7 +121,8 @@ pub fn schedule(
     for offset in 0..nodes.len() {
         let index = (start + offset) % nodes.len();
         visited += 1;
-        let node = &nodes[index];
+        let reserved = cluster.reserved(pod, &nodes[index]);
+        let node = reserved.as_ref().unwrap_or(&nodes[index]);
         let verdict = profile
             .filters
             .iter()
@@ -204,10 +213,7 @@ mod tests {
         std::sync::LazyLock::new(Namespaces::new);
 
     fn on(nodes: &[NodeInfo]) -> Snapshot<'_> {
-        Snapshot {
-            nodes,
-            namespaces: &NO_NAMESPACES,
-        }
+        Snapshot::new(nodes, &NO_NAMESPACES)
     }
 
     #[test]
@@ -307,6 +313,47 @@ mod tests {
             error.to_string(),
             "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. \
              preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
+        );
+    }
+
+    #[test]
+    fn room_made_by_a_preemption_is_kept_for_the_nominated_pod() {
+        let profile = Profile::default();
+        let nodes = vec![node("a", json!({}), json!({}))];
+        let asking = |name: &str, cpu: &str, priority: i32| {
+            labelled(
+                name,
+                json!({}),
+                None,
+                json!({"priority": priority, "containers": [
+                    {"name": "c", "resources": {"requests": {"cpu": cpu}}}]}),
+            )
+        };
+        let urgent = asking("urgent", "4", 100);
+        let nominated =
+            std::collections::HashMap::from([("a".to_string(), vec![PodUsage::of(&urgent, "a")])]);
+        let mut cluster = on(&nodes);
+        cluster.nominated = Some(&nominated);
+        let mut cursor = Cursor::default();
+        let same = schedule(
+            &profile,
+            &asking("same", "1", 100),
+            cluster,
+            None,
+            &mut cursor,
+        );
+        assert_eq!(
+            same.unwrap_err().reasons,
+            BTreeMap::from([("Insufficient cpu".to_string(), 1)])
+        );
+        assert_eq!(
+            schedule(&profile, &urgent, cluster, None, &mut cursor),
+            Ok(0)
+        );
+        let higher = asking("higher", "1", 200);
+        assert_eq!(
+            schedule(&profile, &higher, cluster, None, &mut cursor),
+            Ok(0)
         );
     }
 

@@ -223,7 +223,9 @@ impl PodAffinity {
 pub struct Resident {
     /// `namespace/name`.
     pub key: String,
+    pub uid: String,
     pub namespace: String,
+    pub priority: i32,
     pub labels: BTreeMap<String, String>,
     /// The UID of its first owner, if any.
     pub owner: Option<String>,
@@ -253,6 +255,10 @@ pub struct PodInfo {
     /// Its labels, owner and affinity, as placed pods carry them.
     pub resident: Arc<Resident>,
     pub spread: Vec<TopologySpreadConstraint>,
+    /// preemptionPolicy Never: it waits rather than evict others.
+    pub never_preempts: bool,
+    /// Where an earlier preemption made room for it.
+    pub nominated_node: Option<String>,
     pub priority: i32,
     pub requests: Resources,
     /// Requests with the non-zero defaults, for scoring.
@@ -361,7 +367,9 @@ impl PodInfo {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let resident = Resident {
             key: format!("{namespace}/{name}"),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
             namespace: namespace.clone(),
+            priority: spec.priority.unwrap_or(0),
             labels: pod.metadata.labels.clone().unwrap_or_default(),
             owner: pod
                 .metadata
@@ -377,6 +385,12 @@ impl PodInfo {
             name,
             resident: Arc::new(resident),
             spread: spec.topology_spread_constraints.clone().unwrap_or_default(),
+            never_preempts: spec.preemption_policy.as_deref() == Some("Never"),
+            nominated_node: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.nominated_node_name.clone())
+                .filter(|n| !n.is_empty()),
             priority: spec.priority.unwrap_or(0),
             requests,
             non_zero: (defaults.milli_cpu, defaults.memory),
@@ -427,8 +441,8 @@ pub struct NodeInfo {
     pub non_zero_requested: (i64, i64),
     pub pod_count: i64,
     pub used_ports: Vec<HostPort>,
-    /// The pods placed here, as affinity and spreading see them.
-    pub residents: Vec<Arc<Resident>>,
+    /// The pods placed here.
+    pub placed: Vec<PodUsage>,
     /// How many of them have affinity or anti-affinity terms.
     pub with_affinity: usize,
 }
@@ -454,7 +468,7 @@ impl NodeInfo {
             non_zero_requested: (0, 0),
             pod_count: 0,
             used_ports: Vec::new(),
-            residents: Vec::new(),
+            placed: Vec::new(),
             with_affinity: 0,
         }
     }
@@ -499,7 +513,12 @@ impl NodeInfo {
         if !pod.resident.affinity.is_empty() {
             self.with_affinity += 1;
         }
-        self.residents.push(pod.resident.clone());
+        self.placed.push(pod.clone());
+    }
+
+    /// The pods placed here, as affinity and spreading see them.
+    pub fn residents(&self) -> impl Iterator<Item = &Resident> {
+        self.placed.iter().map(|p| &*p.resident)
     }
 
     pub fn remove_pod(&mut self, pod: &PodUsage) {
@@ -513,12 +532,12 @@ impl NodeInfo {
             }
         }
         if let Some(i) = self
-            .residents
+            .placed
             .iter()
-            .position(|r| r.key == pod.resident.key)
+            .position(|p| p.resident.key == pod.resident.key)
         {
-            let resident = self.residents.swap_remove(i);
-            if !resident.affinity.is_empty() {
+            let removed = self.placed.swap_remove(i);
+            if !removed.resident.affinity.is_empty() {
                 self.with_affinity -= 1;
             }
         }

@@ -15,6 +15,7 @@ pub mod framework;
 pub mod info;
 pub mod labels;
 pub mod plugins;
+pub mod preemption;
 pub mod queue;
 
 use std::collections::{HashMap, HashSet};
@@ -80,6 +81,9 @@ struct State {
     placed: HashMap<String, (PodUsage, bool)>,
     /// Each namespace's labels (affinity terms' namespaceSelector).
     namespaces: Namespaces,
+    /// Pods that preempted others, and the node each made room on (known
+    /// here at once; their status says so a moment later).
+    nominated: HashMap<String, (String, PodUsage)>,
     cursor: Cursor,
 }
 
@@ -210,6 +214,7 @@ impl State {
 
     fn on_pod_deleted(&mut self, key: &str, now: Instant) {
         self.queue.delete(key);
+        self.nominated.remove(key);
         if self.forget(key) {
             self.queue.move_all(now);
         }
@@ -319,13 +324,20 @@ impl Scheduler {
     /// One cycle: the node chosen (and the pod assumed there), or `None`
     /// with the pod back in the queue and its failure recorded.
     fn schedule_one(&self, key: &str, pod: Arc<Pod>, now: Instant) -> Option<String> {
-        let info = PodInfo::new(pod.clone());
+        let mut info = PodInfo::new(pod.clone());
         let mut state = self.state.lock().expect("scheduler state");
         let state = &mut *state;
-        let cluster = Snapshot {
-            nodes: &state.nodes,
-            namespaces: &state.namespaces,
-        };
+        if let Some((node, _)) = state.nominated.get(key) {
+            info.nominated_node = Some(node.clone());
+        }
+        let mut by_node: HashMap<String, Vec<PodUsage>> = HashMap::new();
+        for (node, usage) in state.nominated.values() {
+            by_node.entry(node.clone()).or_default().push(usage.clone());
+        }
+        let mut cluster = Snapshot::new(&state.nodes, &state.namespaces);
+        if !by_node.is_empty() {
+            cluster.nominated = Some(&by_node);
+        }
         let result = framework::schedule(
             &self.profile,
             &info,
@@ -338,25 +350,96 @@ impl Scheduler {
                 let node = state.nodes[index].name.clone();
                 state.place(key, PodUsage::of(&info, &node), true);
                 state.queue.done(key);
+                state.nominated.remove(key);
                 Some(node)
             }
-            Err(error) => {
+            Err(mut error) => {
                 state.queue.failed(key, true, now);
-                self.failed(pod, &error);
+                let nominated = match preemption::plan(&self.profile, &info, cluster) {
+                    Ok(plan) => {
+                        error.preemption = Some(String::new());
+                        let node = state.nodes[plan.node].name.clone();
+                        let usage = PodUsage::of(&info, &node);
+                        state
+                            .nominated
+                            .insert(key.to_string(), (node.clone(), usage));
+                        self.preempt(&pod, &node, plan.victims);
+                        Some(node)
+                    }
+                    Err(why) => {
+                        error.preemption = Some(why);
+                        None
+                    }
+                };
+                self.failed(pod, &error, nominated);
                 None
             }
         }
     }
 
-    fn failed(&self, pod: Arc<Pod>, error: &FitError) {
+    fn failed(&self, pod: Arc<Pod>, error: &FitError, nominated: Option<String>) {
         let record = Record {
             pod,
             failure: Some(error.to_string()),
-            node: String::new(),
+            node: nominated.unwrap_or_default(),
         };
         if self.records.try_send(record).is_err() {
             tracing::debug!("scheduler: too many records waiting; one dropped");
         }
+    }
+
+    /// Evicts `victims` from `node` for `preemptor`, as upstream does:
+    /// each gets a DisruptionTarget condition, a Preempted event and a
+    /// graceful delete.
+    fn preempt(&self, preemptor: &Pod, node: &str, victims: Vec<info::PodUsage>) {
+        let client = self.client.clone();
+        let scheduler = self.config.scheduler_name.clone();
+        let instance = self.config.instance.clone();
+        let preemptor_uid = preemptor.metadata.uid.clone().unwrap_or_default();
+        let node = node.to_string();
+        tokio::spawn(async move {
+            for victim in victims {
+                let resident = &victim.resident;
+                let name = resident.key.split_once('/').map_or("", |(_, n)| n);
+                let pods: Api<Pod> = Api::namespaced(client.clone(), &resident.namespace);
+                let condition = json!({"status": {"conditions": [{
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "reason": "PreemptionByScheduler",
+                    "message": format!("{scheduler}: preempting to accommodate a higher priority pod"),
+                    "lastTransitionTime": Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                }]}});
+                if let Err(err) = pods
+                    .patch_status(name, &PatchParams::default(), &Patch::Strategic(&condition))
+                    .await
+                {
+                    tracing::debug!(pod = %resident.key, error = %err, "scheduler: marking a victim failed");
+                }
+                let event = event(
+                    &scheduler,
+                    &instance,
+                    EventOf {
+                        namespace: &resident.namespace,
+                        name,
+                        uid: Some(resident.uid.clone()),
+                        resource_version: None,
+                    },
+                    ("Normal", "Preempted", "Preempting"),
+                    format!("Preempted by pod {preemptor_uid} on node {node}"),
+                );
+                let events: Api<Event> = Api::namespaced(client.clone(), &resident.namespace);
+                if let Err(err) = events.create(&PostParams::default(), &event).await {
+                    tracing::debug!(pod = %resident.key, error = %err, "scheduler: event not recorded");
+                }
+                match pods.delete(name, &Default::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(err) => {
+                        tracing::warn!(pod = %resident.key, error = %err, "scheduler: evicting a victim failed")
+                    }
+                }
+            }
+        });
     }
 
     async fn bind(&self, key: &str, pod: Arc<Pod>, node: &str) {
@@ -514,6 +597,49 @@ async fn watch_namespaces(scheduler: Arc<Scheduler>, synced: tokio::sync::watch:
     .await;
 }
 
+/// The pod an event is about.
+struct EventOf<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    uid: Option<String>,
+    resource_version: Option<String>,
+}
+
+/// An events.k8s.io Event about a pod: (type, reason, action) and note.
+fn event(
+    controller: &str,
+    instance: &str,
+    about: EventOf<'_>,
+    (kind, reason, action): (&str, &str, &str),
+    note: String,
+) -> Event {
+    let now = Timestamp::now();
+    Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{}.{:x}", about.name, now.as_nanosecond())),
+            namespace: Some(about.namespace.to_string()),
+            ..ObjectMeta::default()
+        },
+        event_time: Some(MicroTime(now)),
+        type_: Some(kind.into()),
+        reason: Some(reason.into()),
+        action: Some(action.into()),
+        note: Some(note),
+        reporting_controller: Some(controller.to_string()),
+        reporting_instance: Some(instance.to_string()),
+        regarding: Some(k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(about.name.to_string()),
+            namespace: Some(about.namespace.to_string()),
+            uid: about.uid,
+            resource_version: about.resource_version,
+            ..Default::default()
+        }),
+        ..Event::default()
+    }
+}
+
 /// Writes events (Scheduled, FailedScheduling) and the PodScheduled
 /// condition of pods that did not fit.
 async fn record(
@@ -540,18 +666,21 @@ async fn record(
             ),
         };
         if let Some(message) = &record.failure {
-            let current = pod
-                .status
-                .as_ref()
+            let current = pod.status.as_ref();
+            let condition = current
                 .and_then(|s| s.conditions.as_ref())
                 .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"));
-            let unchanged = current.is_some_and(|c| {
+            let unchanged = condition.is_some_and(|c| {
                 c.status == "False"
                     && c.reason.as_deref() == Some("Unschedulable")
                     && c.message.as_deref() == Some(message)
             });
-            if !unchanged {
-                let patch = json!({"status": {"conditions": [{
+            // A failed pod's node is the one nominated for it, if any.
+            let nominated = Some(record.node.as_str()).filter(|n| !n.is_empty());
+            let renominated = nominated.is_some()
+                && current.and_then(|s| s.nominated_node_name.as_deref()) != nominated;
+            if !unchanged || renominated {
+                let mut patch = json!({"status": {"conditions": [{
                     "type": "PodScheduled",
                     "status": "False",
                     "reason": "Unschedulable",
@@ -559,6 +688,9 @@ async fn record(
                     "lastProbeTime": null,
                     "lastTransitionTime": Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
                 }]}});
+                if let Some(node) = nominated {
+                    patch["status"]["nominatedNodeName"] = json!(node);
+                }
                 let pods: Api<Pod> = Api::namespaced(scheduler.client.clone(), &namespace);
                 if let Err(err) = pods
                     .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
@@ -568,31 +700,18 @@ async fn record(
                 }
             }
         }
-        let now = Timestamp::now();
-        let event = Event {
-            metadata: ObjectMeta {
-                name: Some(format!("{name}.{:x}", now.as_nanosecond())),
-                namespace: Some(namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            event_time: Some(MicroTime(now)),
-            type_: Some(kind.into()),
-            reason: Some(reason.into()),
-            action: Some(action.into()),
-            note: Some(note),
-            reporting_controller: Some(scheduler.config.scheduler_name.clone()),
-            reporting_instance: Some(scheduler.config.instance.clone()),
-            regarding: Some(k8s_openapi::api::core::v1::ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(name.clone()),
-                namespace: Some(namespace.clone()),
+        let event = event(
+            &scheduler.config.scheduler_name,
+            &scheduler.config.instance,
+            EventOf {
+                namespace: &namespace,
+                name: &name,
                 uid: pod.metadata.uid.clone(),
                 resource_version: pod.metadata.resource_version.clone(),
-                ..Default::default()
-            }),
-            ..Event::default()
-        };
+            },
+            (kind, reason, action),
+            note,
+        );
         let events: Api<Event> = Api::namespaced(scheduler.client.clone(), &namespace);
         if let Err(err) = events.create(&PostParams::default(), &event).await {
             tracing::debug!(pod = %name, error = %err, "scheduler: event not recorded");

@@ -68,6 +68,9 @@ pub struct Config {
     pub pods: u32,
     /// Labels every node gets, besides `type=sim` and the usual ones.
     pub labels: BTreeMap<String, String>,
+    /// If not 0, node i is in zone `zone-(i mod zones)` (the
+    /// `topology.kubernetes.io/zone` label).
+    pub zones: usize,
     pub taints: Vec<Taint>,
     /// From a pod's binding to its running.
     pub start_delay: Duration,
@@ -88,6 +91,7 @@ impl Default for Config {
             memory: "256Gi".into(),
             pods: 110,
             labels: BTreeMap::new(),
+            zones: 0,
             taints: Vec::new(),
             start_delay: Duration::ZERO,
             ready_delay: Duration::ZERO,

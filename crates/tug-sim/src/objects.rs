@@ -100,6 +100,9 @@ pub(crate) fn node(config: &Config, index: usize, name: &str) -> Value {
         "node.kubernetes.io/instance-type": "sim",
         "type": "sim",
     });
+    if config.zones > 0 {
+        labels["topology.kubernetes.io/zone"] = json!(format!("zone-{}", index % config.zones));
+    }
     for (key, value) in &config.labels {
         labels[key] = json!(value);
     }
@@ -364,13 +367,18 @@ mod tests {
         assert_eq!(pod_ip(pod_cidr(300).0, 0), Ipv4Addr::new(10, 65, 44, 2));
         let config = Config {
             labels: [("zone".to_string(), "a".to_string())].into(),
+            zones: 3,
             ..Config::default()
         };
-        let node = node(&config, 2, "sim-2");
+        let node = node(&config, 7, "sim-7");
         assert_eq!(node["metadata"]["labels"]["zone"], "a");
+        assert_eq!(
+            node["metadata"]["labels"]["topology.kubernetes.io/zone"],
+            "zone-1"
+        );
         assert_eq!(node["status"]["allocatable"]["pods"], "110");
         assert_eq!(node["status"]["conditions"][3]["type"], "Ready");
-        assert_eq!(node["spec"]["podCIDR"], "10.64.2.0/24");
+        assert_eq!(node["spec"]["podCIDR"], "10.64.7.0/24");
     }
 
     #[test]

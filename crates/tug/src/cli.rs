@@ -143,6 +143,11 @@ pub(crate) struct SimNodesArgs {
     #[arg(long = "labels", value_name = "KEY=VALUE", value_delimiter = ',')]
     pub(crate) labels: Vec<String>,
 
+    /// Spread the nodes over this many zones: node i gets
+    /// `topology.kubernetes.io/zone=zone-(i mod N)`.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub(crate) zones: usize,
+
     /// A taint for every node, key=value:Effect or key:Effect (repeatable).
     #[arg(long = "taints", value_name = "TAINT", value_delimiter = ',')]
     pub(crate) taints: Vec<String>,

@@ -65,6 +65,7 @@ fn config(args: &SimNodesArgs) -> anyhow::Result<tug_sim::Config> {
         memory: args.memory.clone(),
         pods: args.pods,
         labels,
+        zones: args.zones,
         taints,
         start_delay: Duration::from_millis(args.start_delay_ms),
         ready_delay: Duration::from_millis(args.ready_delay_ms),

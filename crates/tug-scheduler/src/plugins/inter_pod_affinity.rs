@@ -27,14 +27,24 @@ struct Domains(HashMap<String, HashMap<String, i64>>);
 impl Domains {
     /// Adds `amount` to the domain of `term`'s key that `node` is in.
     fn add(&mut self, term: &AffinityTerm, node: &NodeInfo, amount: i64) {
-        if let Some(value) = node.labels.get(&term.topology_key) {
-            *self
-                .0
-                .entry(term.topology_key.clone())
-                .or_default()
-                .entry(value.clone())
-                .or_default() += amount;
+        let Some(value) = node.labels.get(&term.topology_key) else {
+            return;
+        };
+        // Most adds hit a domain already seen: no key is copied then.
+        if let Some(count) = self
+            .0
+            .get_mut(&term.topology_key)
+            .and_then(|values| values.get_mut(value))
+        {
+            *count += amount;
+            return;
         }
+        *self
+            .0
+            .entry(term.topology_key.clone())
+            .or_default()
+            .entry(value.clone())
+            .or_default() += amount;
     }
 
     fn get(&self, key: &str, value: &str) -> i64 {
@@ -83,11 +93,11 @@ impl Filter for InterPodAffinity {
         let affinity = pod.affinity();
         let incoming = !affinity.required.is_empty() || !affinity.required_anti.is_empty();
         let mut state = FilterState::default();
-        for node in cluster.nodes {
+        for node in cluster.nodes() {
             if !incoming && node.with_affinity == 0 {
                 continue;
             }
-            for resident in &node.residents {
+            for resident in node.residents() {
                 for term in &resident.affinity.required_anti {
                     if pod.selected_by(term, cluster.namespaces) {
                         state.existing_anti_affinity.add(term, node, 1);
@@ -174,11 +184,11 @@ impl Score for InterPodAffinity {
         let affinity = pod.affinity();
         let preferred = !affinity.preferred.is_empty() || !affinity.preferred_anti.is_empty();
         let mut scores = Domains::default();
-        for node in cluster.nodes {
+        for node in cluster.nodes() {
             if !preferred && node.with_affinity == 0 {
                 continue;
             }
-            for resident in &node.residents {
+            for resident in node.residents() {
                 for term in &affinity.preferred {
                     if term.selects_pod(resident, cluster.namespaces) {
                         scores.add(term, node, term.weight);
@@ -264,7 +274,7 @@ mod tests {
     /// The verdict of the filter on each node.
     fn verdicts(pod: &PodInfo, nodes: &[NodeInfo], namespaces: &Namespaces) -> Vec<Fit> {
         let mut cycle = Cycle::default();
-        let cluster = Snapshot { nodes, namespaces };
+        let cluster = Snapshot::new(nodes, namespaces);
         InterPodAffinity.pre_filter(pod, cluster, &mut cycle);
         nodes
             .iter()
@@ -416,10 +426,7 @@ mod tests {
         let none = Namespaces::new();
         let feasible: Vec<&NodeInfo> = nodes.iter().collect();
         let mut cycle = Cycle::default();
-        let cluster = Snapshot {
-            nodes: &nodes,
-            namespaces: &none,
-        };
+        let cluster = Snapshot::new(&nodes, &none);
         InterPodAffinity.pre_score(&web, cluster, &feasible, &mut cycle);
         let mut scores: Vec<i64> = nodes
             .iter()
@@ -442,10 +449,7 @@ mod tests {
         );
         let plain = labelled("web", json!({"app": "web"}), None, json!({}));
         let mut cycle = Cycle::default();
-        let cluster = Snapshot {
-            nodes: &drawn,
-            namespaces: &none,
-        };
+        let cluster = Snapshot::new(&drawn, &none);
         InterPodAffinity.pre_score(&plain, cluster, &feasible, &mut cycle);
         let mut scores: Vec<i64> = drawn
             .iter()

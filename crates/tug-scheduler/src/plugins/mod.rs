@@ -20,8 +20,9 @@ pub use pod_topology_spread::PodTopologySpread;
 pub use taint_toleration::{TaintToleration, tolerates};
 
 use std::any::Any;
+use std::collections::HashMap;
 
-use crate::info::{Namespaces, NodeInfo, PodInfo};
+use crate::info::{Namespaces, NodeInfo, PodInfo, PodUsage};
 
 /// The highest score a plugin gives a node.
 pub const MAX_SCORE: i64 = 100;
@@ -51,6 +52,62 @@ impl Fit {
 pub struct Snapshot<'a> {
     pub nodes: &'a [NodeInfo],
     pub namespaces: &'a Namespaces,
+    /// A node seen in place of `nodes[i]` (preemption trying a node
+    /// without some of its pods).
+    replaced: Option<(usize, &'a NodeInfo)>,
+    /// Per node, the pods nominated to it by a preemption: the room they
+    /// made is theirs, for pods of no higher priority.
+    pub nominated: Option<&'a HashMap<String, Vec<PodUsage>>>,
+}
+
+impl<'a> Snapshot<'a> {
+    pub fn new(nodes: &'a [NodeInfo], namespaces: &'a Namespaces) -> Self {
+        Snapshot {
+            nodes,
+            namespaces,
+            replaced: None,
+            nominated: None,
+        }
+    }
+
+    /// `node` as `pod` may see it: with the pods nominated to it that
+    /// come before `pod` (as high a priority), if there are any.
+    pub fn reserved(&self, pod: &PodInfo, node: &NodeInfo) -> Option<NodeInfo> {
+        let before: Vec<&PodUsage> = self
+            .nominated?
+            .get(&node.name)?
+            .iter()
+            .filter(|p| p.resident.priority >= pod.priority && p.resident.key != pod.resident.key)
+            .collect();
+        if before.is_empty() {
+            return None;
+        }
+        let mut reserved = node.clone();
+        for nominated in before {
+            reserved.add_pod(nominated);
+        }
+        Some(reserved)
+    }
+
+    /// The same cluster with `node` in place of `nodes[index]`.
+    pub fn replacing(self, index: usize, node: &'a NodeInfo) -> Self {
+        Snapshot {
+            replaced: Some((index, node)),
+            ..self
+        }
+    }
+
+    /// Every node, as this snapshot sees it.
+    pub fn nodes(&self) -> impl Iterator<Item = &'a NodeInfo> + 'a {
+        let replaced = self.replaced;
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(move |(i, node)| match replaced {
+                Some((index, other)) if index == i => other,
+                _ => node,
+            })
+    }
 }
 
 /// What plugins work out once per cycle (before filtering or scoring the

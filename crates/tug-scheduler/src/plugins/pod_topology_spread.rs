@@ -83,7 +83,7 @@ impl Constraint {
 
     /// How many of the node's pods this constraint counts.
     fn count(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
-        let counted = node.residents.iter().filter(|r| match &self.counted {
+        let counted = node.residents().filter(|r| match &self.counted {
             Counted::Selected(selector) => {
                 !r.terminating && r.namespace == pod.namespace && selector.matches(&r.labels)
             }
@@ -164,7 +164,7 @@ impl Filter for PodTopologySpread {
             return;
         }
         let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
-        for node in cluster.nodes {
+        for node in cluster.nodes() {
             if !has_keys(node, &constraints) {
                 continue;
             }
@@ -294,7 +294,7 @@ impl Score for PodTopologySpread {
             })
             .collect();
         if counts.iter().any(|c| !c.is_empty()) {
-            for node in cluster.nodes {
+            for node in cluster.nodes() {
                 if require_all && !has_keys(node, &constraints) {
                     continue;
                 }
@@ -402,14 +402,7 @@ mod tests {
     fn verdicts(pod: &PodInfo, nodes: &[NodeInfo]) -> Vec<Fit> {
         let namespaces = Namespaces::new();
         let mut cycle = Cycle::default();
-        PodTopologySpread.pre_filter(
-            pod,
-            Snapshot {
-                nodes,
-                namespaces: &namespaces,
-            },
-            &mut cycle,
-        );
+        PodTopologySpread.pre_filter(pod, Snapshot::new(nodes, &namespaces), &mut cycle);
         nodes
             .iter()
             .map(|n| PodTopologySpread.filter(&cycle, pod, n))
@@ -420,10 +413,7 @@ mod tests {
         let namespaces = Namespaces::new();
         let feasible: Vec<&NodeInfo> = nodes.iter().collect();
         let mut cycle = Cycle::default();
-        let cluster = Snapshot {
-            nodes,
-            namespaces: &namespaces,
-        };
+        let cluster = Snapshot::new(nodes, &namespaces);
         PodTopologySpread.pre_score(pod, cluster, &feasible, &mut cycle);
         let mut scores: Vec<i64> = nodes
             .iter()

@@ -231,13 +231,9 @@ spec:
 /// The nodes of the pods labelled `app=NAME`, and how many are Pending
 /// without a node.
 async fn placement(pods: &Api<Pod>, name: &str) -> Option<(Vec<String>, usize)> {
-    let list = pods
-        .list(&ListParams::default().labels(&format!("app={name}")))
-        .await
-        .ok()?;
-    let mut nodes: Vec<String> = list.items.iter().filter_map(node_of).collect();
+    let (mut nodes, pending) = placement_of(pods, &format!("app={name}")).await?;
     nodes.sort();
-    Some((nodes.clone(), list.items.len() - nodes.len()))
+    Some((nodes, pending))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,4 +381,172 @@ async fn pods_keep_apart_join_others_and_spread_over_zones() {
     for sim in sims {
         sim.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn higher_priority_pods_preempt_lower_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = super::kube_client::client(&server).await;
+    let sim = tug_sim::SimNodes::start(
+        client.clone(),
+        tug_sim::Config {
+            count: 1,
+            cpu: "2".into(),
+            ..tug_sim::Config::default()
+        },
+    )
+    .await
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+
+    // Every cluster has the system classes.
+    let classes = server.ok(&["get", "priorityclass", "--no-headers"]);
+    assert!(
+        classes.contains("system-cluster-critical   2000000000")
+            && classes.contains("system-node-critical      2000001000"),
+        "{classes}"
+    );
+    let manifest = dir.path().join("classes.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: high}
+value: 1000
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: polite}
+value: 1000
+preemptionPolicy: Never
+",
+    )
+    .unwrap();
+    server.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+
+    // Two pods of one CPU fill the node; admission gave them priority 0.
+    for i in 0..2 {
+        let mut low = pod(
+            &format!("low-{i}"),
+            "1",
+            json!({"terminationGracePeriodSeconds": 1}),
+        );
+        low.metadata.labels = Some([("tier".to_string(), "low".to_string())].into());
+        pods.create(&PostParams::default(), &low).await.unwrap();
+    }
+    eventually(20, "the low pods placed", || async {
+        let (nodes, pending) = placement_of(&pods, "tier=low").await?;
+        (nodes.len() == 2 && pending == 0).then_some(())
+    })
+    .await;
+    let admitted = server.ok(&[
+        "get",
+        "pod",
+        "low-0",
+        "-o",
+        "jsonpath={.spec.priority} {.spec.preemptionPolicy}",
+    ]);
+    assert_eq!(admitted, "0 PreemptLowerPriority");
+
+    // A class that does not exist is refused; so is a priority that
+    // contradicts the class.
+    let refused = server.fails(&[
+        "run",
+        "nope",
+        "--image=registry.local/app:1",
+        "--overrides",
+        r#"{"spec": {"priorityClassName": "missing"}}"#,
+    ]);
+    assert!(
+        refused
+            .contains(r#"pods "nope" is forbidden: no PriorityClass with name missing was found"#),
+        "{refused}"
+    );
+    let refused = server.fails(&[
+        "run",
+        "nope",
+        "--image=registry.local/app:1",
+        "--overrides",
+        r#"{"spec": {"priorityClassName": "high", "priority": 5}}"#,
+    ]);
+    assert!(
+        refused.contains("the integer value of priority (5) must not be provided in pod spec; \
+                          priority admission controller computed 1000 from the given PriorityClass name"),
+        "{refused}"
+    );
+
+    // A polite pod of priority 1000 waits rather than evict.
+    pods.create(
+        &PostParams::default(),
+        &pod("polite", "1", json!({"priorityClassName": "polite"})),
+    )
+    .await
+    .unwrap();
+    let message = "0/1 nodes are available: 1 Insufficient cpu. \
+                   preemption: not eligible due to preemptionPolicy=Never.";
+    eventually(20, "the polite pod waiting", || async {
+        let condition = scheduled_condition(&pods.get("polite").await.ok()?)?;
+        (condition.2 == message).then_some(())
+    })
+    .await;
+
+    // An urgent one evicts one low pod (not both), is nominated to the
+    // node, then runs there.
+    let urgent = pods
+        .create(
+            &PostParams::default(),
+            &pod("urgent", "1", json!({"priorityClassName": "high"})),
+        )
+        .await
+        .unwrap();
+    let node = eventually(30, "the urgent pod placed", || async {
+        node_of(&pods.get("urgent").await.ok()?)
+    })
+    .await;
+    assert_eq!(node, "sim-0");
+    let nominated = server.ok(&[
+        "get",
+        "pod",
+        "urgent",
+        "-o",
+        "jsonpath={.status.nominatedNodeName}",
+    ]);
+    assert_eq!(nominated, "sim-0");
+    let (left, _) = placement_of(&pods, "tier=low").await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    let preempted = server.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=Preempted",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert_eq!(
+        preempted,
+        format!(
+            "Preempted by pod {} on node sim-0",
+            urgent.metadata.uid.unwrap()
+        )
+    );
+    // The polite pod still waits: it never evicts.
+    assert_eq!(node_of(&pods.get("polite").await.unwrap()), None);
+
+    sim.shutdown().await;
+}
+
+/// The nodes of the pods matching `selector`, and how many have none.
+async fn placement_of(pods: &Api<Pod>, selector: &str) -> Option<(Vec<String>, usize)> {
+    let list = pods
+        .list(&ListParams::default().labels(selector))
+        .await
+        .ok()?;
+    let live: Vec<&Pod> = list
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    let nodes: Vec<String> = live.iter().filter_map(|p| node_of(p)).collect();
+    Some((nodes.clone(), live.len() - nodes.len()))
 }
