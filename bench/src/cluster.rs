@@ -143,6 +143,13 @@ struct Args {
     /// the controllers cost); skips the density figure.
     #[arg(long)]
     without_controllers: bool,
+    /// Scheduling cases to run: plain, anti-affinity, topology-spread.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "plain,anti-affinity,topology-spread"
+    )]
+    cases: Vec<String>,
 }
 
 /// The namespace the workload's pods live in.
@@ -190,7 +197,7 @@ fn pod(name: &str, node: &str) -> Pod {
 
 /// The scheduling cases, after scheduler_perf's: plain pods, pods with
 /// required anti-affinity per host, pods spread over zones.
-const CASES: [&str; 3] = ["plain", "anti-affinity", "topology spread"];
+const CASES: [&str; 3] = ["plain", "anti-affinity", "topology-spread"];
 
 /// Pod `i` of a scheduling case, with no node, asking 100m CPU and
 /// 500Mi as scheduler_perf's do. Anti-affinity: scheduler_perf's term
@@ -217,7 +224,7 @@ fn pending_pod(case: &str, i: usize, args: &Args) -> Pod {
                 }],
             }});
         }
-        "topology spread" => {
+        "topology-spread" => {
             pod["metadata"]["labels"]["color"] = "blue".into();
             pod["spec"]["topologySpreadConstraints"] = serde_json::json!([{
                 "maxSkew": 5,
@@ -415,6 +422,9 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
         if args.without_scheduler {
             break;
         }
+        if !args.cases.iter().any(|c| c == case) {
+            continue;
+        }
         let begun = Instant::now();
         let creates = futures::stream::iter(0..args.pods)
             .map(|i| {
@@ -506,6 +516,9 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(unknown) = args.cases.iter().find(|c| !CASES.contains(&c.as_str())) {
+        bail!("--cases {unknown:?}: expected some of {}", CASES.join(", "));
+    }
     println!(
         "machine: {}; {} simulated nodes, {} pods",
         support::machine(),

@@ -2,7 +2,7 @@
 //! objects: requests as numbers, tolerations, selectors, ports.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{
     Container, Node, NodeSelector, Pod, PodAffinityTerm, PodSpec, PreferredSchedulingTerm, Taint,
@@ -15,6 +15,69 @@ use crate::labels::Selector;
 
 /// Each namespace's labels, for affinity terms with a namespaceSelector.
 pub type Namespaces = HashMap<String, BTreeMap<String, String>>;
+
+/// The topology domains of one key (the values nodes have for it), as
+/// small numbers, so that a cycle counts pods per domain in a vector
+/// rather than looking up labels and hashing values per node.
+#[derive(Debug, Default)]
+pub struct Domains {
+    /// Per node, in the cluster's order: its domain, if it has the key.
+    pub of_node: Vec<Option<u32>>,
+    /// Each value's domain.
+    pub ids: HashMap<String, u32>,
+}
+
+impl Domains {
+    pub fn build(key: &str, nodes: &[NodeInfo]) -> Self {
+        let mut domains = Domains::default();
+        for node in nodes {
+            let id = node.labels.get(key).map(|value| {
+                let next = domains.ids.len() as u32;
+                *domains.ids.entry(value.clone()).or_insert(next)
+            });
+            domains.of_node.push(id);
+        }
+        domains
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The domain of a node, found by its labels.
+    pub fn of(&self, key: &str, node: &NodeInfo) -> Option<usize> {
+        let value = node.labels.get(key)?;
+        self.ids.get(value).map(|id| *id as usize)
+    }
+}
+
+/// The domains of each topology key asked for, kept until the nodes
+/// change.
+#[derive(Debug, Default)]
+pub struct Topology {
+    keys: Mutex<HashMap<String, Arc<Domains>>>,
+}
+
+impl Topology {
+    pub fn domains(&self, key: &str, nodes: &[NodeInfo]) -> Arc<Domains> {
+        let mut keys = self.keys.lock().expect("topology lock");
+        if let Some(domains) = keys.get(key) {
+            return domains.clone();
+        }
+        let domains = Arc::new(Domains::build(key, nodes));
+        keys.insert(key.to_string(), domains.clone());
+        domains
+    }
+
+    /// The nodes (or their labels, or their order) changed.
+    pub fn clear(&mut self) {
+        self.keys.get_mut().expect("topology lock").clear();
+    }
+}
 
 /// A container without requests still counts this much when nodes are
 /// scored (upstream's non-zero defaults), so that such pods spread.

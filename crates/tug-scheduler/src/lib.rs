@@ -84,6 +84,8 @@ struct State {
     /// Pods that preempted others, and the node each made room on (known
     /// here at once; their status says so a moment later).
     nominated: HashMap<String, (String, PodUsage)>,
+    /// Topology domains, numbered once for as long as the nodes stay.
+    topology: info::Topology,
     cursor: Cursor,
 }
 
@@ -133,8 +135,13 @@ impl State {
     fn upsert_node(&mut self, node: &Node) -> bool {
         let name = node.name_any();
         if let Some(&i) = self.index.get(&name) {
-            return self.nodes[i].set_node(node);
+            let changed = self.nodes[i].set_node(node);
+            if changed {
+                self.topology.clear();
+            }
+            return changed;
         }
+        self.topology.clear();
         let info = match self.orphans.remove(&name) {
             Some(mut orphan) => {
                 orphan.set_node(node);
@@ -151,6 +158,7 @@ impl State {
         let Some(i) = self.index.remove(name) else {
             return;
         };
+        self.topology.clear();
         let info = self.nodes.swap_remove(i);
         if let Some(moved) = self.nodes.get(i) {
             self.index.insert(moved.name.clone(), i);
@@ -338,6 +346,7 @@ impl Scheduler {
         if !by_node.is_empty() {
             cluster.nominated = Some(&by_node);
         }
+        cluster.topology = Some(&state.topology);
         let result = framework::schedule(
             &self.profile,
             &info,

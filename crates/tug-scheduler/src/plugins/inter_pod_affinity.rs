@@ -8,10 +8,10 @@
 //! nodes; the first pod of a group with affinity to itself may go
 //! anywhere the topology keys exist.
 
-use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use super::{Cycle, Filter, Fit, MAX_SCORE, Score, Snapshot};
-use crate::info::{AffinityTerm, NodeInfo, PodInfo};
+use crate::info::{AffinityTerm, Domains as NodeDomains, NodeInfo, PodInfo};
 
 pub struct InterPodAffinity;
 
@@ -20,57 +20,48 @@ const AFFINITY: &str = "node(s) didn't match pod affinity rules";
 const ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";
 const EXISTING_ANTI_AFFINITY: &str = "node(s) didn't satisfy existing pods anti-affinity rules";
 
-/// Topology key -> value -> a count (or a score).
+/// Per topology key: its numbered domains, and a count (or a score) for
+/// each domain.
 #[derive(Debug, Default)]
-struct Domains(HashMap<String, HashMap<String, i64>>);
+struct Domains {
+    keys: Vec<(String, Arc<NodeDomains>, Vec<i64>)>,
+    /// Whether anything was added.
+    touched: bool,
+}
 
 impl Domains {
-    /// Adds `amount` to the domain of `term`'s key that `node` is in.
-    fn add(&mut self, term: &AffinityTerm, node: &NodeInfo, amount: i64) {
-        let Some(value) = node.labels.get(&term.topology_key) else {
-            return;
+    /// Adds `amount` to the domain of `term`'s key that node `index` is in.
+    fn add(&mut self, cluster: &Snapshot<'_>, term: &AffinityTerm, index: usize, amount: i64) {
+        let key = &term.topology_key;
+        let at = match self.keys.iter().position(|(k, _, _)| k == key) {
+            Some(at) => at,
+            None => {
+                let domains = cluster.domains(key);
+                let counts = vec![0; domains.len()];
+                self.keys.push((key.clone(), domains, counts));
+                self.keys.len() - 1
+            }
         };
-        // Most adds hit a domain already seen: no key is copied then.
-        if let Some(count) = self
-            .0
-            .get_mut(&term.topology_key)
-            .and_then(|values| values.get_mut(value))
-        {
-            *count += amount;
-            return;
+        let (_, domains, counts) = &mut self.keys[at];
+        if let Some(domain) = domains.of_node[index] {
+            counts[domain as usize] += amount;
+            self.touched = true;
         }
-        *self
-            .0
-            .entry(term.topology_key.clone())
-            .or_default()
-            .entry(value.clone())
-            .or_default() += amount;
     }
 
-    fn get(&self, key: &str, value: &str) -> i64 {
-        self.0
-            .get(key)
-            .and_then(|values| values.get(value))
-            .copied()
+    fn get(&self, key: &str, node: &NodeInfo) -> i64 {
+        self.keys
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .and_then(|(k, domains, counts)| domains.of(k, node).map(|d| counts[d]))
             .unwrap_or(0)
     }
 
-    /// Whether any domain `labels` belong to has a positive count.
-    fn any_positive(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.0.iter().any(|(key, values)| {
-            labels
-                .get(key)
-                .and_then(|value| values.get(value))
-                .is_some_and(|count| *count > 0)
-        })
-    }
-
-    /// The sum over the node's domains.
-    fn total(&self, labels: &BTreeMap<String, String>) -> i64 {
-        self.0
+    /// The count of each domain the node is in.
+    fn of_node<'a>(&'a self, node: &'a NodeInfo) -> impl Iterator<Item = i64> + 'a {
+        self.keys
             .iter()
-            .filter_map(|(key, values)| labels.get(key).and_then(|value| values.get(value)))
-            .sum()
+            .filter_map(|(key, domains, counts)| domains.of(key, node).map(|d| counts[d]))
     }
 }
 
@@ -93,14 +84,14 @@ impl Filter for InterPodAffinity {
         let affinity = pod.affinity();
         let incoming = !affinity.required.is_empty() || !affinity.required_anti.is_empty();
         let mut state = FilterState::default();
-        for node in cluster.nodes() {
+        for (index, node) in cluster.nodes().enumerate() {
             if !incoming && node.with_affinity == 0 {
                 continue;
             }
             for resident in node.residents() {
                 for term in &resident.affinity.required_anti {
                     if pod.selected_by(term, cluster.namespaces) {
-                        state.existing_anti_affinity.add(term, node, 1);
+                        state.existing_anti_affinity.add(&cluster, term, index, 1);
                     }
                 }
                 if !incoming {
@@ -113,19 +104,19 @@ impl Filter for InterPodAffinity {
                         .all(|t| t.selects_pod(resident, cluster.namespaces))
                 {
                     for term in &affinity.required {
-                        state.affinity.add(term, node, 1);
+                        state.affinity.add(&cluster, term, index, 1);
                     }
                 }
                 for term in &affinity.required_anti {
                     if term.selects_pod(resident, cluster.namespaces) {
-                        state.anti_affinity.add(term, node, 1);
+                        state.anti_affinity.add(&cluster, term, index, 1);
                     }
                 }
             }
         }
         // The first of a group of pods with affinity to each other: no pod
         // matches anywhere yet, but the pod matches its own terms.
-        let first_of_group = state.affinity.0.is_empty()
+        let first_of_group = !state.affinity.touched
             && !affinity.required.is_empty()
             && affinity
                 .required
@@ -141,10 +132,10 @@ impl Filter for InterPodAffinity {
         let affinity = pod.affinity();
         let mut selected_pods_near = true;
         for term in &affinity.required {
-            let Some(value) = node.labels.get(&term.topology_key) else {
+            if !node.labels.contains_key(&term.topology_key) {
                 return Fit::unresolvable(AFFINITY);
-            };
-            if state.affinity.get(&term.topology_key, value) <= 0 {
+            }
+            if state.affinity.get(&term.topology_key, node) <= 0 {
                 selected_pods_near = false;
             }
         }
@@ -152,13 +143,15 @@ impl Filter for InterPodAffinity {
             return Fit::unresolvable(AFFINITY);
         }
         for term in &affinity.required_anti {
-            if let Some(value) = node.labels.get(&term.topology_key)
-                && state.anti_affinity.get(&term.topology_key, value) > 0
-            {
+            if state.anti_affinity.get(&term.topology_key, node) > 0 {
                 return Fit::unschedulable(ANTI_AFFINITY);
             }
         }
-        if state.existing_anti_affinity.any_positive(&node.labels) {
+        if state
+            .existing_anti_affinity
+            .of_node(node)
+            .any(|count| count > 0)
+        {
             return Fit::unschedulable(EXISTING_ANTI_AFFINITY);
         }
         Fit::Fits
@@ -184,30 +177,30 @@ impl Score for InterPodAffinity {
         let affinity = pod.affinity();
         let preferred = !affinity.preferred.is_empty() || !affinity.preferred_anti.is_empty();
         let mut scores = Domains::default();
-        for node in cluster.nodes() {
+        for (index, node) in cluster.nodes().enumerate() {
             if !preferred && node.with_affinity == 0 {
                 continue;
             }
             for resident in node.residents() {
                 for term in &affinity.preferred {
                     if term.selects_pod(resident, cluster.namespaces) {
-                        scores.add(term, node, term.weight);
+                        scores.add(&cluster, term, index, term.weight);
                     }
                 }
                 for term in &affinity.preferred_anti {
                     if term.selects_pod(resident, cluster.namespaces) {
-                        scores.add(term, node, -term.weight);
+                        scores.add(&cluster, term, index, -term.weight);
                     }
                 }
                 let theirs = &resident.affinity;
                 for term in theirs.required.iter().chain(&theirs.preferred) {
                     if pod.selected_by(term, cluster.namespaces) {
-                        scores.add(term, node, term.weight);
+                        scores.add(&cluster, term, index, term.weight);
                     }
                 }
                 for term in &theirs.preferred_anti {
                     if pod.selected_by(term, cluster.namespaces) {
-                        scores.add(term, node, -term.weight);
+                        scores.add(&cluster, term, index, -term.weight);
                     }
                 }
             }
@@ -218,12 +211,12 @@ impl Score for InterPodAffinity {
     fn score(&self, cycle: &Cycle, _pod: &PodInfo, node: &NodeInfo) -> i64 {
         cycle
             .read::<Domains>(NAME)
-            .map_or(0, |scores| scores.total(&node.labels))
+            .map_or(0, |scores| scores.of_node(node).sum())
     }
 
     /// From the lowest sum (0) to the highest (MAX_SCORE).
     fn normalize(&self, cycle: &Cycle, scores: &mut [i64]) {
-        if cycle.read::<Domains>(NAME).is_none_or(|s| s.0.is_empty()) {
+        if cycle.read::<Domains>(NAME).is_none_or(|s| !s.touched) {
             return;
         }
         let min = scores.iter().copied().min().unwrap_or(0);

@@ -21,8 +21,9 @@ pub use taint_toleration::{TaintToleration, tolerates};
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use crate::info::{Namespaces, NodeInfo, PodInfo, PodUsage};
+use crate::info::{Domains, Namespaces, NodeInfo, PodInfo, PodUsage, Topology};
 
 /// The highest score a plugin gives a node.
 pub const MAX_SCORE: i64 = 100;
@@ -58,6 +59,8 @@ pub struct Snapshot<'a> {
     /// Per node, the pods nominated to it by a preemption: the room they
     /// made is theirs, for pods of no higher priority.
     pub nominated: Option<&'a HashMap<String, Vec<PodUsage>>>,
+    /// Topology domains kept between cycles.
+    pub topology: Option<&'a Topology>,
 }
 
 impl<'a> Snapshot<'a> {
@@ -67,6 +70,16 @@ impl<'a> Snapshot<'a> {
             namespaces,
             replaced: None,
             nominated: None,
+            topology: None,
+        }
+    }
+
+    /// The domains of a topology key, numbered (a replaced node has the
+    /// same labels as the one it replaces).
+    pub fn domains(&self, key: &str) -> Arc<Domains> {
+        match self.topology {
+            Some(topology) => topology.domains(key, self.nodes),
+            None => Arc::new(Domains::build(key, self.nodes)),
         }
     }
 

@@ -12,14 +12,14 @@
 //! count the pods of the same owner. (Upstream also applies them to pods
 //! that only a Service selects; tug does not.)
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 
 use super::node_affinity::admits;
 use super::taint_toleration::tolerated;
 use super::{Cycle, Filter, Fit, MAX_SCORE, Score, Snapshot};
-use crate::info::{NodeInfo, PodInfo};
+use crate::info::{Domains, NodeInfo, PodInfo};
 use crate::labels::Selector;
 
 pub struct PodTopologySpread;
@@ -147,8 +147,10 @@ fn has_keys(node: &NodeInfo, constraints: &[Constraint]) -> bool {
 
 struct FilterState {
     constraints: Vec<Constraint>,
-    /// Per constraint: each domain's count of selected pods.
-    counts: Vec<HashMap<String, i64>>,
+    domains: Vec<Arc<Domains>>,
+    /// Per constraint and domain: the count of selected pods, `None` for
+    /// a domain no counted node is in.
+    counts: Vec<Vec<Option<i64>>>,
     /// Per constraint: the least count (0 below minDomains domains).
     minimum: Vec<i64>,
 }
@@ -163,37 +165,35 @@ impl Filter for PodTopologySpread {
         if constraints.is_empty() {
             return;
         }
-        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
-        for node in cluster.nodes() {
-            if !has_keys(node, &constraints) {
+        let domains: Vec<Arc<Domains>> = constraints
+            .iter()
+            .map(|c| cluster.domains(&c.topology_key))
+            .collect();
+        let mut counts: Vec<Vec<Option<i64>>> =
+            domains.iter().map(|d| vec![None; d.len()]).collect();
+        for (i, node) in cluster.nodes().enumerate() {
+            if domains.iter().any(|d| d.of_node[i].is_none()) {
                 continue;
             }
-            for (constraint, counts) in constraints.iter().zip(counts.iter_mut()) {
+            for ((constraint, domains), counts) in
+                constraints.iter().zip(&domains).zip(counts.iter_mut())
+            {
                 if !constraint.includes(pod, node) {
                     continue;
                 }
-                let value = &node.labels[&constraint.topology_key];
-                let count = constraint.count(pod, node);
-                match counts.get_mut(value) {
-                    Some(total) => *total += count,
-                    None => {
-                        counts.insert(value.clone(), count);
-                    }
-                }
+                let domain = domains.of_node[i].unwrap_or_default() as usize;
+                *counts[domain].get_or_insert(0) += constraint.count(pod, node);
             }
         }
         let minimum = constraints
             .iter()
             .zip(&counts)
             .map(|(constraint, counts)| {
-                if counts.len() < constraint.min_domains {
+                let present = counts.iter().flatten();
+                if present.clone().count() < constraint.min_domains {
                     0
                 } else {
-                    counts
-                        .values()
-                        .copied()
-                        .min()
-                        .unwrap_or(i64::from(i32::MAX))
+                    present.copied().min().unwrap_or(i64::from(i32::MAX))
                 }
             })
             .collect();
@@ -201,6 +201,7 @@ impl Filter for PodTopologySpread {
             NAME,
             FilterState {
                 constraints,
+                domains,
                 counts,
                 minimum,
             },
@@ -212,10 +213,10 @@ impl Filter for PodTopologySpread {
             return Fit::Fits;
         };
         for (i, constraint) in state.constraints.iter().enumerate() {
-            let Some(value) = node.labels.get(&constraint.topology_key) else {
+            let Some(domain) = state.domains[i].of(&constraint.topology_key, node) else {
                 return Fit::unresolvable(MISSING_LABEL);
             };
-            let count = state.counts[i].get(value).copied().unwrap_or(0);
+            let count = state.counts[i][domain].unwrap_or(0);
             let skew = count + i64::from(constraint.selects(pod)) - state.minimum[i];
             if skew > constraint.max_skew {
                 return Fit::unschedulable(NOT_MATCH);
@@ -227,11 +228,12 @@ impl Filter for PodTopologySpread {
 
 struct ScoreState {
     constraints: Vec<Constraint>,
+    domains: Vec<Arc<Domains>>,
     /// Whether nodes lacking a topology key are left unscored.
     require_all: bool,
-    /// Per constraint (but hostname, counted per node): each domain's
-    /// count, for the domains of the feasible nodes.
-    counts: Vec<HashMap<String, i64>>,
+    /// Per constraint (but hostname, counted per node) and domain: the
+    /// count of selected pods, for the domains of the scored nodes.
+    counts: Vec<Vec<Option<i64>>>,
     /// Per constraint: ln(domains + 2), so that counts in small
     /// topologies are not watered down by large ones.
     weights: Vec<f64>,
@@ -264,49 +266,53 @@ impl Score for PodTopologySpread {
         if constraints.is_empty() {
             return;
         }
+        let domains: Vec<Arc<Domains>> = constraints
+            .iter()
+            .map(|c| cluster.domains(&c.topology_key))
+            .collect();
         let scored: Vec<&NodeInfo> = feasible
             .iter()
             .copied()
             .filter(|n| !require_all || has_keys(n, &constraints))
             .collect();
-        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
-        for (constraint, counts) in constraints.iter().zip(counts.iter_mut()) {
-            if constraint.topology_key == HOSTNAME {
-                continue;
-            }
-            for node in &scored {
-                let value = node.labels.get(&constraint.topology_key);
-                counts
-                    .entry(value.cloned().unwrap_or_default())
-                    .or_default();
-            }
+        let mut counts: Vec<Vec<Option<i64>>> = Vec::with_capacity(constraints.len());
+        let mut weights = Vec::with_capacity(constraints.len());
+        for (constraint, domains) in constraints.iter().zip(&domains) {
+            let mut present = vec![None; domains.len()];
+            let size = if constraint.topology_key == HOSTNAME {
+                scored.len()
+            } else {
+                // Nodes without the key make one more domain, as upstream
+                // counts them under the empty value.
+                let mut missing = false;
+                for node in &scored {
+                    match domains.of(&constraint.topology_key, node) {
+                        Some(domain) => present[domain] = Some(0),
+                        None => missing = true,
+                    }
+                }
+                present.iter().flatten().count() + usize::from(missing)
+            };
+            weights.push(((size + 2) as f64).ln());
+            counts.push(present);
         }
-        let weights = constraints
-            .iter()
-            .zip(&counts)
-            .map(|(constraint, counts)| {
-                let size = if constraint.topology_key == HOSTNAME {
-                    scored.len()
-                } else {
-                    counts.len()
-                };
-                ((size + 2) as f64).ln()
-            })
-            .collect();
-        if counts.iter().any(|c| !c.is_empty()) {
-            for node in cluster.nodes() {
-                if require_all && !has_keys(node, &constraints) {
+        if counts.iter().any(|c| c.iter().any(Option::is_some)) {
+            for (i, node) in cluster.nodes().enumerate() {
+                if require_all && domains.iter().any(|d| d.of_node[i].is_none()) {
                     continue;
                 }
-                for (constraint, counts) in constraints.iter().zip(counts.iter_mut()) {
-                    if constraint.topology_key == HOSTNAME || !constraint.includes(pod, node) {
+                for ((constraint, domains), counts) in
+                    constraints.iter().zip(&domains).zip(counts.iter_mut())
+                {
+                    if constraint.topology_key == HOSTNAME {
                         continue;
                     }
-                    let value = node
-                        .labels
-                        .get(&constraint.topology_key)
-                        .map_or("", String::as_str);
-                    if let Some(total) = counts.get_mut(value) {
+                    let Some(domain) = domains.of_node[i] else {
+                        continue;
+                    };
+                    if let Some(total) = counts[domain as usize].as_mut()
+                        && constraint.includes(pod, node)
+                    {
                         *total += constraint.count(pod, node);
                     }
                 }
@@ -316,6 +322,7 @@ impl Score for PodTopologySpread {
             NAME,
             ScoreState {
                 constraints,
+                domains,
                 require_all,
                 counts,
                 weights,
@@ -334,13 +341,13 @@ impl Score for PodTopologySpread {
         }
         let mut score = 0.0;
         for (i, constraint) in state.constraints.iter().enumerate() {
-            let Some(value) = node.labels.get(&constraint.topology_key) else {
+            let Some(domain) = state.domains[i].of(&constraint.topology_key, node) else {
                 continue;
             };
             let count = if constraint.topology_key == HOSTNAME {
                 constraint.count(pod, node)
             } else {
-                state.counts[i].get(value).copied().unwrap_or(0)
+                state.counts[i][domain].unwrap_or(0)
             };
             score += count as f64 * state.weights[i] + (constraint.max_skew - 1) as f64;
         }
