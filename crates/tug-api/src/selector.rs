@@ -149,6 +149,48 @@ impl LabelSelector {
         Ok(Self { requirements })
     }
 
+    /// A `LabelSelector` object (`matchLabels`, `matchExpressions`), as
+    /// its JSON. `None` for a missing selector (which selects nothing) or
+    /// one with an operator upstream does not know.
+    pub fn from_object(selector: &serde_json::Value) -> Option<Self> {
+        let selector = selector.as_object()?;
+        let mut requirements = Vec::new();
+        for (key, value) in selector
+            .get("matchLabels")
+            .and_then(|m| m.as_object())
+            .into_iter()
+            .flatten()
+        {
+            requirements.push(Requirement {
+                key: key.clone(),
+                op: Op::Equals(value.as_str()?.to_string()),
+            });
+        }
+        for expression in selector
+            .get("matchExpressions")
+            .and_then(|m| m.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let key = expression["key"].as_str()?.to_string();
+            let values: BTreeSet<String> = expression["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            let op = match expression["operator"].as_str()? {
+                "In" => Op::In(values),
+                "NotIn" => Op::NotIn(values),
+                "Exists" => Op::Exists,
+                "DoesNotExist" => Op::DoesNotExist,
+                _ => return None,
+            };
+            requirements.push(Requirement { key, op });
+        }
+        Some(Self { requirements })
+    }
+
     /// Whether an object with `labels` (its `metadata.labels`) matches.
     pub fn matches(&self, labels: Option<&serde_json::Map<String, serde_json::Value>>) -> bool {
         self.requirements.iter().all(|r| {
@@ -242,6 +284,26 @@ mod tests {
         check("app=web,tier=back", labels.clone(), false);
         check("app", json!(null), false);
         check("!app", json!(null), true);
+    }
+
+    #[test]
+    fn selector_objects_match_as_their_text_would() {
+        let selector = LabelSelector::from_object(&serde_json::json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}],
+        }))
+        .unwrap();
+        let labels = |v: serde_json::Value| v.as_object().cloned();
+        assert!(selector.matches(labels(serde_json::json!({"app": "web"})).as_ref()));
+        assert!(
+            !selector.matches(labels(serde_json::json!({"app": "web", "tier": "db"})).as_ref())
+        );
+        assert!(!selector.matches(None));
+        let everything = LabelSelector::from_object(&serde_json::json!({})).unwrap();
+        assert!(everything.matches(None));
+        assert_eq!(LabelSelector::from_object(&serde_json::Value::Null), None);
+        let unknown = serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Gt"}]});
+        assert_eq!(LabelSelector::from_object(&unknown), None);
     }
 
     #[test]

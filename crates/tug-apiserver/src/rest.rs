@@ -760,6 +760,10 @@ impl ApiState {
                 }
             }
             _ => {
+                let pod = decode(resource, &current)?;
+                if !dry_run(query) {
+                    self.take_disruption(&pod).await?;
+                }
                 let options = request.get("deleteOptions").cloned().unwrap_or(json!({}));
                 self.delete_object(resource, current, &options, query)
                     .await?;
@@ -769,6 +773,102 @@ impl ApiState {
             StatusCode::CREATED,
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         ))
+    }
+
+    /// An eviction's check, as upstream's: a running pod that a
+    /// PodDisruptionBudget selects may go only if the budget allows a
+    /// disruption, which the eviction then takes (the budget's status
+    /// counts one fewer and lists the pod until the controller sees it
+    /// gone); otherwise 429 with the budget's reason. Pods not running
+    /// (pending, finished, already being deleted) go regardless.
+    async fn take_disruption(&self, pod: &Value) -> Result<(), ApiError> {
+        let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
+        if matches!(phase, "Pending" | "Succeeded" | "Failed")
+            || !pod["metadata"]["deletionTimestamp"].is_null()
+        {
+            return Ok(());
+        }
+        let budgets = tug_api::registry::find("policy", "v1", "poddisruptionbudgets")
+            .expect("budgets are served");
+        let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let labels = pod["metadata"]["labels"].as_object();
+        let refused = |cause: String| {
+            let mut error = ApiError::too_many_requests();
+            error.message =
+                "Cannot evict pod as it would violate the pod's disruption budget.".into();
+            error.details =
+                Some(json!({"causes": [{"reason": "DisruptionBudget", "message": cause}]}));
+            error
+        };
+        // A conflicting update of the budget is tried again on its new
+        // version, a few times.
+        for _ in 0..5 {
+            let listed = self
+                .store
+                .range(tug_store::RangeRequest {
+                    prefix: format!("{}{namespace}/", tug_api::convert::storage_prefix(budgets)),
+                    ..tug_store::RangeRequest::default()
+                })
+                .await
+                .map_err(from_store)?;
+            let mut matching = Vec::new();
+            for kv in listed.kvs {
+                let budget = decode(budgets, &kv)?;
+                let selects = LabelSelector::from_object(&budget["spec"]["selector"])
+                    .is_some_and(|selector| selector.matches(labels));
+                if selects {
+                    matching.push((kv, budget));
+                }
+            }
+            let (kv, mut budget) = match matching.len() {
+                0 => return Ok(()),
+                1 => matching.remove(0),
+                _ => {
+                    return Err(ApiError::internal(
+                        "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                    ));
+                }
+            };
+            let budget_name = budget["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let observed = budget["status"]["observedGeneration"].as_i64().unwrap_or(0);
+            if observed < budget["metadata"]["generation"].as_i64().unwrap_or(0) {
+                return Err(refused(format!(
+                    "The disruption budget {budget_name} is still being processed by the server."
+                )));
+            }
+            let allowed = budget["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
+            if allowed <= 0 {
+                return Err(refused(format!(
+                    "The disruption budget {budget_name} needs {} healthy pods and has {} currently",
+                    budget["status"]["desiredHealthy"].as_i64().unwrap_or(0),
+                    budget["status"]["currentHealthy"].as_i64().unwrap_or(0),
+                )));
+            }
+            budget["status"]["disruptionsAllowed"] = json!(allowed - 1);
+            if !budget["status"]["disruptedPods"].is_object() {
+                budget["status"]["disruptedPods"] = json!({});
+            }
+            budget["status"]["disruptedPods"][name] = json!(timestamp(now_seconds()));
+            match self
+                .store
+                .update(
+                    &kv.key,
+                    encode(budgets, &budget),
+                    kv.mod_revision,
+                    put_options(budgets),
+                )
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(tug_store::Error::Conflict { .. }) => continue,
+                Err(err) => return Err(from_store(err)),
+            }
+        }
+        Err(ApiError::too_many_requests())
     }
 
     async fn load(&self, target: &Target) -> Result<KeyValue, ApiError> {

@@ -13,6 +13,7 @@ pub mod cron;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod expectations;
@@ -38,6 +39,7 @@ use k8s_openapi::api::core::v1::{
     Endpoints, Namespace, Node, Pod, ReplicationController, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Client;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -64,6 +66,7 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("cronjob", cronjob::start),
     ("ttl-after-finished", ttl::start),
     ("daemonset", daemonset::start),
+    ("disruption", disruption::start),
 ];
 
 /// What the controllers are configured with.
@@ -101,13 +104,14 @@ pub struct Context {
     pub cronjobs: Informer<CronJob>,
     pub daemon_sets: Informer<DaemonSet>,
     pub replication_controllers: Informer<ReplicationController>,
+    pub budgets: Informer<PodDisruptionBudget>,
     pub config: Config,
     pub recorder: events::Recorder,
 }
 
 impl Context {
     /// Every informer, to start and wait for.
-    fn sources(&self) -> [&dyn informer::Source; 14] {
+    fn sources(&self) -> [&dyn informer::Source; 15] {
         [
             &self.pods,
             &self.replica_sets,
@@ -123,6 +127,7 @@ impl Context {
             &self.cronjobs,
             &self.daemon_sets,
             &self.replication_controllers,
+            &self.budgets,
         ]
     }
 }
@@ -208,6 +213,7 @@ pub async fn run(
         cronjobs: Informer::new(&[]),
         daemon_sets: Informer::new(&[]),
         replication_controllers: Informer::new(&[]),
+        budgets: Informer::new(&[]),
         config,
         recorder: events::Recorder::start(client.clone(), host),
     };

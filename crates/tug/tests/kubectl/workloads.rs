@@ -1026,3 +1026,108 @@ spec:
     );
     nodes.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disruption_budgets_hold_evictions_and_kubectl_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (client, nodes) = simulated(
+        &server,
+        tug_sim::Config {
+            count: 2,
+            ..tug_sim::Config::default()
+        },
+    )
+    .await;
+    let manifest = dir.path().join("web.yaml");
+    std::fs::write(
+        &manifest,
+        DEPLOYMENT.replace("replicas: 3", "replicas: 2")
+            + "---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: web
+spec:
+  minAvailable: 2
+  selector:
+    matchLabels: {app: web}
+",
+    )
+    .unwrap();
+    server.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let (_, _, placed) = eventually(30, "two web pods ready", || async {
+        live_pods(&pods, "app=web")
+            .await
+            .filter(|(all, ready, _)| *all == 2 && *ready == 2)
+    })
+    .await;
+    // The budget's status, as kubectl shows it.
+    let budget = eventually(20, "the budget counting two healthy pods", || async {
+        let line = server.ok(&["get", "pdb", "web", "--no-headers"]);
+        let columns: Vec<String> = super::columns(&line)
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        (columns.get(1).map(String::as_str) == Some("2")).then_some(columns)
+    })
+    .await;
+    assert_eq!(&budget[1..4], ["2", "N/A", "0"], "{budget:?}");
+    let status = server.ok(&[
+        "get",
+        "pdb",
+        "web",
+        "-o",
+        "jsonpath={.status.currentHealthy} {.status.desiredHealthy} {.status.expectedPods} {.status.conditions[0].reason}",
+    ]);
+    assert_eq!(status, "2 2 2 InsufficientPods");
+
+    // kubectl drain cordons the node; its eviction is refused with 429
+    // (which kubectl retries every 5 s) and the budget's reason, until it
+    // gives up.
+    let node = placed[0].clone();
+    let refused = server.fails(&["drain", &node, "--ignore-daemonsets", "--timeout=3s"]);
+    assert!(
+        refused.contains("(will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget.")
+            && refused.contains("global timeout reached: 3s"),
+        "{refused}"
+    );
+    let cordoned = server.ok(&["get", "node", &node, "--no-headers"]);
+    assert!(cordoned.contains("SchedulingDisabled"), "{cordoned}");
+
+    // One may be unavailable now: the drain evicts the node's pod, and
+    // the Deployment runs it again on the other node.
+    server.ok(&[
+        "patch",
+        "pdb",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"minAvailable": null, "maxUnavailable": 1}}"#,
+    ]);
+    eventually(20, "the budget allowing one disruption", || async {
+        let allowed = server.ok(&[
+            "get",
+            "pdb",
+            "web",
+            "-o",
+            "jsonpath={.status.disruptionsAllowed}",
+        ]);
+        (allowed == "1").then_some(())
+    })
+    .await;
+    let drained = server.ok(&["drain", &node, "--ignore-daemonsets", "--timeout=60s"]);
+    assert!(
+        drained.contains(&format!("node/{node} drained")),
+        "{drained}"
+    );
+    let (_, _, placed) = eventually(30, "both pods ready on the other node", || async {
+        live_pods(&pods, "app=web")
+            .await
+            .filter(|(all, ready, nodes)| *all == 2 && *ready == 2 && !nodes.contains(&node))
+    })
+    .await;
+    assert!(placed.iter().all(|n| *n != node), "{placed:?}");
+    nodes.shutdown().await;
+}
