@@ -536,17 +536,10 @@ preemptionPolicy: Never
     sim.shutdown().await;
 }
 
-/// The nodes of the pods matching `selector`, and how many have none.
+/// The nodes of the pods matching `selector` (not being deleted), and how
+/// many have none.
 async fn placement_of(pods: &Api<Pod>, selector: &str) -> Option<(Vec<String>, usize)> {
-    let list = pods
-        .list(&ListParams::default().labels(selector))
-        .await
-        .ok()?;
-    let live: Vec<&Pod> = list
-        .items
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect();
-    let nodes: Vec<String> = live.iter().filter_map(|p| node_of(p)).collect();
-    Some((nodes.clone(), live.len() - nodes.len()))
+    let (all, _, nodes) = super::workloads::live_pods(pods, selector).await?;
+    let pending = all - nodes.len();
+    Some((nodes, pending))
 }
