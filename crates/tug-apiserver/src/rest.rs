@@ -1374,6 +1374,9 @@ impl ApiState {
             };
         }
         let mut updated = updated;
+        if resource.group.is_empty() && resource.plural == "nodes" {
+            check_pod_cidrs(&old, &updated, name)?;
+        }
         let (claimed, before) = if is_service(resource) {
             let (was, now) = (&old["spec"]["clusterIP"], &updated["spec"]["clusterIP"]);
             if was.as_str().is_some_and(|ip| !ip.is_empty()) && was != now {
@@ -2986,6 +2989,34 @@ fn merge_update(
     new
 }
 
+/// A node's pod CIDRs, once set, stay (upstream's node validation).
+fn check_pod_cidrs(old: &Value, new: &Value, name: &str) -> Result<(), ApiError> {
+    let cidrs = |node: &Value| -> Vec<Value> {
+        match node["spec"]["podCIDRs"].as_array() {
+            Some(list) if !list.is_empty() => list.clone(),
+            _ => node["spec"]["podCIDR"]
+                .as_str()
+                .filter(|c| !c.is_empty())
+                .map(|c| vec![json!(c)])
+                .unwrap_or_default(),
+        }
+    };
+    let (was, now) = (cidrs(old), cidrs(new));
+    if was.is_empty() || was == now {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        "Node",
+        "",
+        name,
+        vec![(
+            "FieldValueForbidden".into(),
+            "spec.podCIDRs".into(),
+            "Forbidden: node updates may not change podCIDR except from \"\" to valid".into(),
+        )],
+    ))
+}
+
 /// Whether a request may be served for `method` on a collection or an object.
 pub fn method_allowed(resource: &Resource, method: &Method, collection: bool) -> bool {
     if !resource.stored {
@@ -3005,6 +3036,36 @@ pub fn method_allowed(resource: &Resource, method: &Method, collection: bool) ->
 mod tests {
     use super::*;
     use tug_api::registry::find;
+
+    #[test]
+    fn a_nodes_pod_cidr_may_be_set_once() {
+        let node = |cidr: Value| json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
+        let unset = json!({"spec": {}});
+        assert!(check_pod_cidrs(&unset, &node(json!("10.42.0.0/24")), "n").is_ok());
+        assert!(
+            check_pod_cidrs(
+                &node(json!("10.42.0.0/24")),
+                &node(json!("10.42.0.0/24")),
+                "n"
+            )
+            .is_ok()
+        );
+        let changed = check_pod_cidrs(
+            &node(json!("10.42.0.0/24")),
+            &node(json!("10.42.1.0/24")),
+            "n",
+        )
+        .unwrap_err();
+        assert_eq!(changed.code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            changed
+                .message
+                .contains("spec.podCIDRs: Forbidden: node updates may not change podCIDR"),
+            "{}",
+            changed.message
+        );
+        assert!(check_pod_cidrs(&node(json!("10.42.0.0/24")), &unset, "n").is_err());
+    }
 
     #[tokio::test]
     async fn a_deletion_outlives_a_write_that_lands_after_its_read() {

@@ -50,7 +50,10 @@ fn is_ready(pod: &Pod) -> bool {
 }
 
 /// The pods of `selector` not being deleted: (all, ready, their nodes).
-pub(super) async fn live_pods(pods: &Api<Pod>, selector: &str) -> Option<(usize, usize, Vec<String>)> {
+pub(super) async fn live_pods(
+    pods: &Api<Pod>,
+    selector: &str,
+) -> Option<(usize, usize, Vec<String>)> {
     let list = pods
         .list(&ListParams::default().labels(selector))
         .await
