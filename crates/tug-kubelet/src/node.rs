@@ -281,6 +281,32 @@ pub async fn lease_loop(
     }
 }
 
+/// How many images the node's status lists at most, and names per image
+/// (kubelet's nodeStatusMaxImages and MaxNamesPerImageInNodeStatus).
+const STATUS_IMAGES: usize = 50;
+const NAMES_PER_IMAGE: usize = 5;
+
+/// The node's images as its status lists them: largest first, each with
+/// its digests and tags.
+pub fn images_status(images: &[k8s_cri::v1::Image]) -> Value {
+    let mut images: Vec<&k8s_cri::v1::Image> = images.iter().collect();
+    images.sort_by_key(|image| std::cmp::Reverse(image.size));
+    let listed: Vec<Value> = images
+        .into_iter()
+        .take(STATUS_IMAGES)
+        .map(|image| {
+            let names: Vec<&String> = image
+                .repo_digests
+                .iter()
+                .chain(&image.repo_tags)
+                .take(NAMES_PER_IMAGE)
+                .collect();
+            json!({"names": names, "sizeBytes": image.size})
+        })
+        .collect();
+    json!(listed)
+}
+
 /// Posts the node's conditions when the runtime's readiness changes, and
 /// at least every minute; writes the CNI configuration once the node has a
 /// pod CIDR.
@@ -311,12 +337,26 @@ pub async fn status_loop(
                         .await
                         .unwrap_or_else(|err| Some(format!("container runtime is down: {err:#}")));
                 }
-                let due = last.as_ref().is_none_or(|(previous, at)| {
-                    *previous != not_ready || at.elapsed() >= STATUS_REPORT
-                });
+                let images = match runtime.list_images().await {
+                    Ok(listed) => Some(images_status(&listed)),
+                    Err(err) => {
+                        tracing::debug!(error = %format!("{err:#}"), "listing the node's images");
+                        None
+                    }
+                };
+                let previous = serde_json::to_value(&node).unwrap_or_default();
+                let images_changed = images
+                    .as_ref()
+                    .is_some_and(|images| previous["status"]["images"] != *images);
+                let due = images_changed
+                    || last.as_ref().is_none_or(|(previous, at)| {
+                        *previous != not_ready || at.elapsed() >= STATUS_REPORT
+                    });
                 if due {
-                    let previous = serde_json::to_value(&node).unwrap_or_default();
-                    let patch = json!({"status": {"conditions": conditions(not_ready.as_deref(), &now(), &previous)}});
+                    let mut patch = json!({"status": {"conditions": conditions(not_ready.as_deref(), &now(), &previous)}});
+                    if let Some(images) = images {
+                        patch["status"]["images"] = images;
+                    }
                     match nodes
                         .patch_status(
                             &config.node_name,
@@ -341,5 +381,43 @@ pub async fn status_loop(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_are_listed_largest_first_with_digests_then_tags() {
+        let image = |tags: &[&str], digests: &[&str], size: u64| k8s_cri::v1::Image {
+            repo_tags: tags.iter().map(|t| t.to_string()).collect(),
+            repo_digests: digests.iter().map(|d| d.to_string()).collect(),
+            size,
+            ..Default::default()
+        };
+        let many: Vec<String> = (0..7).map(|i| format!("r/x:{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let images = vec![
+            image(&["pause:1"], &[], 300_000),
+            image(&["busybox:1"], &["busybox@sha256:ab"], 2_000_000),
+            image(&many, &[], 5),
+        ];
+        let listed = images_status(&images);
+        assert_eq!(
+            listed[0]["names"],
+            json!(["busybox@sha256:ab", "busybox:1"])
+        );
+        assert_eq!(listed[0]["sizeBytes"], 2_000_000);
+        assert_eq!(listed[1]["names"], json!(["pause:1"]));
+        assert_eq!(
+            listed[2]["names"].as_array().unwrap().len(),
+            NAMES_PER_IMAGE
+        );
+        let lots: Vec<k8s_cri::v1::Image> = (0..60).map(|i| image(&["a"], &[], i)).collect();
+        assert_eq!(
+            images_status(&lots).as_array().unwrap().len(),
+            STATUS_IMAGES
+        );
     }
 }

@@ -508,6 +508,8 @@ pub struct NodeInfo {
     pub placed: Vec<PodUsage>,
     /// How many of them have affinity or anti-affinity terms.
     pub with_affinity: usize,
+    /// The images the node has (each name, tags normalized), and sizes.
+    pub images: HashMap<String, i64>,
 }
 
 impl NodeInfo {
@@ -533,6 +535,7 @@ impl NodeInfo {
             used_ports: Vec::new(),
             placed: Vec::new(),
             with_affinity: 0,
+            images: HashMap::new(),
         }
     }
 
@@ -553,6 +556,21 @@ impl NodeInfo {
         self.taints = spec.taints.unwrap_or_default();
         self.unschedulable = spec.unschedulable.unwrap_or(false);
         self.allocatable = Resources::from_map(allocatable);
+        self.images = node
+            .status
+            .as_ref()
+            .and_then(|s| s.images.as_ref())
+            .into_iter()
+            .flatten()
+            .flat_map(|image| {
+                let size = image.size_bytes.unwrap_or(0);
+                image
+                    .names
+                    .iter()
+                    .flatten()
+                    .map(move |name| (normalized_image(name), size))
+            })
+            .collect();
         self.allowed_pods = allocatable
             .and_then(|a| a.get("pods"))
             .and_then(|q| quantity::value(&q.0))
@@ -605,6 +623,16 @@ impl NodeInfo {
             }
         }
     }
+}
+
+/// An image name with the `latest` tag made explicit, as upstream's
+/// ImageLocality compares them.
+pub fn normalized_image(name: &str) -> String {
+    let tag = name.rfind(':');
+    if tag.is_none_or(|at| name.rfind('/').is_some_and(|slash| at < slash)) {
+        return format!("{name}:latest");
+    }
+    name.to_string()
 }
 
 /// What a pod placed on a node takes from it.

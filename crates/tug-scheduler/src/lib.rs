@@ -86,6 +86,8 @@ struct State {
     nominated: HashMap<String, (String, PodUsage)>,
     /// Topology domains, numbered once for as long as the nodes stay.
     topology: info::Topology,
+    /// How many nodes have each image.
+    images: plugins::ImageCounts,
     cursor: Cursor,
 }
 
@@ -135,7 +137,9 @@ impl State {
     fn upsert_node(&mut self, node: &Node) -> bool {
         let name = node.name_any();
         if let Some(&i) = self.index.get(&name) {
+            let before = std::mem::take(&mut self.nodes[i].images);
             let changed = self.nodes[i].set_node(node);
+            self.images.update(&before, &self.nodes[i].images);
             if changed {
                 self.topology.clear();
             }
@@ -149,6 +153,7 @@ impl State {
             }
             None => NodeInfo::new(node),
         };
+        self.images.update(&HashMap::new(), &info.images);
         self.index.insert(name, self.nodes.len());
         self.nodes.push(info);
         true
@@ -160,6 +165,7 @@ impl State {
         };
         self.topology.clear();
         let info = self.nodes.swap_remove(i);
+        self.images.update(&info.images, &HashMap::new());
         if let Some(moved) = self.nodes.get(i) {
             self.index.insert(moved.name.clone(), i);
         }
@@ -347,6 +353,7 @@ impl Scheduler {
             cluster.nominated = Some(&by_node);
         }
         cluster.topology = Some(&state.topology);
+        cluster.image_nodes = Some(&state.images.0);
         let result = framework::schedule(
             &self.profile,
             &info,

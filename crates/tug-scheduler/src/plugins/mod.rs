@@ -1,6 +1,7 @@
 //! The scheduling plugins, each a type implementing [`Filter`] and/or
 //! [`Score`], registered in one place: [`Profile::default`].
 
+mod image_locality;
 mod inter_pod_affinity;
 mod node_affinity;
 mod node_name;
@@ -10,6 +11,7 @@ mod node_unschedulable;
 mod pod_topology_spread;
 mod taint_toleration;
 
+pub use image_locality::{ImageCounts, ImageLocality};
 pub use inter_pod_affinity::InterPodAffinity;
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
@@ -61,6 +63,8 @@ pub struct Snapshot<'a> {
     pub nominated: Option<&'a HashMap<String, Vec<PodUsage>>>,
     /// Topology domains kept between cycles.
     pub topology: Option<&'a Topology>,
+    /// How many nodes have each image (counted from the nodes if absent).
+    pub image_nodes: Option<&'a HashMap<String, usize>>,
 }
 
 impl<'a> Snapshot<'a> {
@@ -71,6 +75,7 @@ impl<'a> Snapshot<'a> {
             replaced: None,
             nominated: None,
             topology: None,
+            image_nodes: None,
         }
     }
 
@@ -199,6 +204,7 @@ impl Default for Profile {
                 (Box::new(InterPodAffinity), 2),
                 (Box::new(NodeResourcesFit::default()), 1),
                 (Box::new(BalancedAllocation), 1),
+                (Box::new(ImageLocality), 1),
             ],
         }
     }

@@ -301,6 +301,19 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
     });
     let ip = web["status"]["podIP"].as_str().unwrap().to_string();
     assert!(ip.starts_with(prefix), "{ip} is not in {cidr}");
+    // The node lists its images, as kubelet does (the scheduler's
+    // ImageLocality reads them).
+    let listed = until(30, "the node's status to list the busybox image", || {
+        let names = agent.ok(&[
+            "get",
+            "node",
+            NODE,
+            "-o",
+            "jsonpath={.status.images[*].names}",
+        ]);
+        names.contains(BUSYBOX).then_some(names)
+    });
+    assert!(listed.contains("tug.local/pause"), "{listed}");
     let main = status_of(&web, "web");
     assert!(
         main["containerID"]
