@@ -145,8 +145,86 @@ pub enum End {
     Complete,
     Failed {
         reason: &'static str,
-        message: &'static str,
+        message: String,
     },
+}
+
+/// What a podFailurePolicy rule does with a failed pod it matches.
+#[derive(Debug, PartialEq)]
+pub enum PolicyAction {
+    /// The Job fails, saying why.
+    FailJob(String),
+    /// The failure does not count toward backoffLimit.
+    Ignore,
+    /// The failure counts, as without a rule (FailIndex, which needs
+    /// backoffLimitPerIndex, counts so too for now).
+    Count,
+}
+
+/// The first rule of the Job's podFailurePolicy that a Failed pod
+/// matches, as upstream evaluates them: by a container's non-zero exit
+/// code (In or NotIn the values, of the named container if any), or by a
+/// pod condition with the given status.
+pub fn pod_failure_policy(job: &Job, pod: &Pod) -> Option<PolicyAction> {
+    if phase(pod) != Some("Failed") {
+        return None;
+    }
+    let rules = job.spec.as_ref()?.pod_failure_policy.as_ref()?;
+    let status = pod.status.as_ref();
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    for (index, rule) in rules.rules.iter().enumerate() {
+        let matched = if let Some(codes) = &rule.on_exit_codes {
+            status
+                .into_iter()
+                .flat_map(|s| {
+                    s.init_container_statuses
+                        .iter()
+                        .flatten()
+                        .chain(s.container_statuses.iter().flatten())
+                })
+                .filter(|c| codes.container_name.as_ref().is_none_or(|n| *n == c.name))
+                .find_map(|c| {
+                    let code = c.state.as_ref()?.terminated.as_ref()?.exit_code;
+                    let listed = codes.values.contains(&code);
+                    let hit = code != 0
+                        && match codes.operator.as_str() {
+                            "In" => listed,
+                            "NotIn" => !listed,
+                            _ => false,
+                        };
+                    hit.then(|| {
+                        format!(
+                            "Container {} for pod {namespace}/{name} failed with exit code {code} matching {} rule at index {index}",
+                            c.name, rule.action
+                        )
+                    })
+                })
+        } else {
+            rule.on_pod_conditions.iter().flatten().find_map(|pattern| {
+                let wanted = if pattern.status.is_empty() { "True" } else { pattern.status.as_str() };
+                status
+                    .and_then(|s| s.conditions.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.type_ == pattern.type_ && c.status == wanted)
+                    .then(|| {
+                        format!(
+                            "Pod {namespace}/{name} has condition {} matching {} rule at index {index}",
+                            pattern.type_, rule.action
+                        )
+                    })
+            })
+        };
+        if let Some(message) = matched {
+            return Some(match rule.action.as_str() {
+                "FailJob" => PolicyAction::FailJob(message),
+                "Ignore" => PolicyAction::Ignore,
+                _ => PolicyAction::Count,
+            });
+        }
+    }
+    None
 }
 
 /// Whether the Job is over: succeeded enough, failed too often, or past
@@ -157,7 +235,7 @@ pub fn end(job: &Job, succeeded: i32, failed: i32, active: usize, now: Timestamp
     if failed > spec.backoff_limit.unwrap_or(6) {
         return Some(End::Failed {
             reason: "BackoffLimitExceeded",
-            message: "Job has reached the specified backoff limit",
+            message: "Job has reached the specified backoff limit".into(),
         });
     }
     if let (Some(deadline), Some(start)) = (
@@ -170,7 +248,7 @@ pub fn end(job: &Job, succeeded: i32, failed: i32, active: usize, now: Timestamp
     {
         return Some(End::Failed {
             reason: "DeadlineExceeded",
-            message: "Job was active longer than specified deadline",
+            message: "Job was active longer than specified deadline".into(),
         });
     }
     let done = match spec.completions {
@@ -486,10 +564,11 @@ impl Controller {
             }
             if !failed_pod(job, pod) {
                 succeeded_uids.push(uid);
-            } else {
+                added = true;
+            } else if pod_failure_policy(job, pod) != Some(PolicyAction::Ignore) {
                 failed_uids.push(uid);
+                added = true;
             }
-            added = true;
         }
         if added {
             uncounted.succeeded = Some(succeeded_uids.clone());
@@ -626,7 +705,17 @@ impl Controller {
             }
             let succeeded = status.succeeded.unwrap_or(0);
             let failed = status.failed.unwrap_or(0);
-            match end(&job, succeeded, failed, active.len(), now) {
+            // A failed pod matching a FailJob rule ends the Job first.
+            let failing = claimed
+                .iter()
+                .find_map(|p| match pod_failure_policy(&job, p) {
+                    Some(PolicyAction::FailJob(message)) => Some(End::Failed {
+                        reason: "PodFailurePolicy",
+                        message,
+                    }),
+                    _ => None,
+                });
+            match failing.or_else(|| end(&job, succeeded, failed, active.len(), now)) {
                 Some(End::Complete) => {
                     self.delete(&job, key, &active).await?;
                     set_condition(
@@ -661,17 +750,13 @@ impl Controller {
                     self.delete(&job, key, &active).await?;
                     set_condition(
                         &mut status,
-                        new_condition("FailureTarget", reason, message, now),
+                        new_condition("FailureTarget", reason, &message, now),
                     );
-                    set_condition(&mut status, new_condition("Failed", reason, message, now));
+                    set_condition(&mut status, new_condition("Failed", reason, &message, now));
                     status.active = Some(0);
                     status.ready = Some(0);
-                    self.recorder.event(
-                        events::reference(&job),
-                        events::WARNING,
-                        reason,
-                        message.into(),
-                    );
+                    self.recorder
+                        .event(events::reference(&job), events::WARNING, reason, message);
                 }
                 None => {
                     if needs_sync {
@@ -855,6 +940,52 @@ mod tests {
         let queue = job(json!({"parallelism": 3}));
         assert_eq!(end(&queue, 1, 0, 2, now), None);
         assert_eq!(end(&queue, 1, 0, 0, now), Some(End::Complete));
+    }
+
+    #[test]
+    fn pod_failure_policy_rules_match_exit_codes_and_conditions_in_order() {
+        let policy = job(json!({"podFailurePolicy": {"rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]}},
+            {"action": "Count", "onExitCodes": {"operator": "NotIn", "values": [42]}},
+        ]}, "template": {"spec": {"containers": []}}}));
+        let pod = |phase: &str, code: i32, conditions: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": "p", "namespace": "ns"},
+                "status": {"phase": phase, "conditions": conditions, "containerStatuses": [
+                    {"name": "side", "state": {"terminated": {"exitCode": 0}}},
+                    {"name": "main", "state": {"terminated": {"exitCode": code}}},
+                ]},
+            }))
+            .unwrap()
+        };
+        let disrupted = json!([{"type": "DisruptionTarget", "status": "True"}]);
+        assert_eq!(
+            pod_failure_policy(&policy, &pod("Failed", 42, disrupted.clone())),
+            Some(PolicyAction::Ignore)
+        );
+        assert_eq!(
+            pod_failure_policy(&policy, &pod("Failed", 42, json!([]))),
+            Some(PolicyAction::FailJob(
+                "Container main for pod ns/p failed with exit code 42 matching FailJob rule at index 1".into()
+            ))
+        );
+        // Exit code 0 never matches, NotIn included.
+        assert_eq!(
+            pod_failure_policy(&policy, &pod("Failed", 7, json!([]))),
+            Some(PolicyAction::Count)
+        );
+        assert_eq!(
+            pod_failure_policy(&policy, &pod("Running", 42, json!([]))),
+            None
+        );
+        assert_eq!(
+            pod_failure_policy(
+                &job(json!({"template": {"spec": {"containers": []}}})),
+                &pod("Failed", 42, json!([]))
+            ),
+            None
+        );
     }
 
     #[test]

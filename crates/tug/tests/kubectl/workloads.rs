@@ -1134,3 +1134,93 @@ spec:
     assert!(placed.iter().all(|n| *n != node), "{placed:?}");
     nodes.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_failure_policies_fail_or_ignore_as_their_rules_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (client, nodes) = simulated(&server, tug_sim::Config::default()).await;
+    // Simulated pods that fail exit with code 1.
+    let job = |name: &str, backoff: u32, action: &str| {
+        format!(
+            "apiVersion: batch/v1
+kind: Job
+metadata: {{name: {name}}}
+spec:
+  backoffLimit: {backoff}
+  podFailurePolicy:
+    rules:
+    - action: {action}
+      onExitCodes: {{operator: In, values: [1]}}
+  template:
+    metadata:
+      annotations: {{sim.tug.dev/fail-after: '0'}}
+    spec:
+      restartPolicy: Never
+      containers: [{{name: c, image: registry.local/app:1}}]
+"
+        )
+    };
+    let manifest = dir.path().join("jobs.yaml");
+    std::fs::write(
+        &manifest,
+        job("fatal", 6, "FailJob") + "---\n" + &job("tolerant", 0, "Ignore"),
+    )
+    .unwrap();
+    server.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+
+    // FailJob: the first failure ends the Job, whatever its backoffLimit.
+    server.ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/fatal",
+        "--timeout=60s",
+    ]);
+    let status = server.ok(&[
+        "get",
+        "job",
+        "fatal",
+        "-o",
+        "jsonpath={.status.failed} {.status.conditions[?(@.type==\"Failed\")].reason}",
+    ]);
+    assert_eq!(status, "1 PodFailurePolicy");
+    let message = server.ok(&[
+        "get",
+        "job",
+        "fatal",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Failed\")].message}",
+    ]);
+    assert!(
+        message.starts_with("Container c for pod default/fatal-")
+            && message.ends_with(" failed with exit code 1 matching FailJob rule at index 0"),
+        "{message}"
+    );
+
+    // Ignore: failures do not count, so a backoffLimit of 0 is never
+    // reached and failed pods are replaced.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    eventually(60, "three tolerant pods failed", || async {
+        let list = pods
+            .list(&ListParams::default().labels("job-name=tolerant"))
+            .await
+            .ok()?;
+        let failed = list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
+            .count();
+        (failed >= 3).then_some(())
+    })
+    .await;
+    let status = server.ok(&[
+        "get",
+        "job",
+        "tolerant",
+        "-o",
+        "jsonpath={.status.failed}/{.status.conditions[*].type}",
+    ]);
+    assert!(status == "/" || status == "0/", "{status}");
+    server.ok(&["delete", "job", "tolerant", "fatal"]);
+    nodes.shutdown().await;
+}
