@@ -4,12 +4,12 @@
 //! affinity on the node's name; failed pods replaced, extra ones
 //! removed, old ones rolled at most maxUnavailable at a time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     Toleration,
@@ -24,6 +24,7 @@ use crate::claim;
 use crate::deployment::{scaled, template_hash};
 use crate::events::{self, Recorder};
 use crate::expectations::Expectations;
+use crate::history;
 use crate::informer::{Informer, key_of};
 use crate::pods;
 use crate::workqueue::WorkQueue;
@@ -281,6 +282,7 @@ struct Controller {
     sets: Informer<DaemonSet>,
     nodes: Informer<Node>,
     pods: Informer<Pod>,
+    revisions: Informer<ControllerRevision>,
     queue: WorkQueue,
     expectations: Expectations,
     recorder: Recorder,
@@ -340,10 +342,48 @@ impl Controller {
             .as_ref()
             .map(|s| s.template.clone())
             .unwrap_or_default();
-        let hash = template_hash(
-            &template,
-            ds.status.as_ref().and_then(|s| s.collision_count),
-        );
+        // The template's revision; its hash labels the pods.
+        let revisions = claim::claim(
+            client,
+            &self.revisions,
+            claim::Owner {
+                meta: &cached.metadata,
+                api_version: "apps/v1",
+                kind: "DaemonSet",
+                selector: selector.as_ref(),
+            },
+            |_| true,
+            async || claim::still_there::<DaemonSet>(client, &cached.metadata).await,
+        )
+        .await?;
+        let given = ds.status.as_ref().and_then(|s| s.collision_count);
+        let mut collisions = given.unwrap_or(0);
+        let history_owner = history::Owner {
+            meta: &ds.metadata,
+            api_version: "apps/v1",
+            kind: "DaemonSet",
+            labels: template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default(),
+            hash_label: HASH_LABEL,
+        };
+        let revision = history::update_revision(
+            client,
+            &history_owner,
+            &revisions,
+            history::patch_of(&template),
+            &|count| template_hash(&template, if count == 0 { given } else { Some(count) }),
+            &mut collisions,
+        )
+        .await?;
+        let hash = revision
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(HASH_LABEL).cloned())
+            .unwrap_or_else(|| template_hash(&template, given));
         let nodes: Vec<Arc<Node>> = self
             .nodes
             .keys()
@@ -403,7 +443,7 @@ impl Controller {
             .await
             .map_err(|message| anyhow::anyhow!(message))?;
         }
-        status.collision_count = ds.status.as_ref().and_then(|s| s.collision_count);
+        status.collision_count = Some(collisions).filter(|c| *c > 0).or(given);
         status.conditions = ds.status.as_ref().and_then(|s| s.conditions.clone());
         if ds.status.as_ref() != Some(&status) {
             let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), &namespace);
@@ -419,6 +459,32 @@ impl Controller {
                 Err(err) => return Err(err.into()),
             }
         }
+        // Old revisions beyond the limit go, but those pods still run.
+        let live: HashSet<&str> = claimed.iter().filter_map(|p| hash_of(p)).collect();
+        let keep: HashSet<String> = revisions
+            .iter()
+            .filter(|r| {
+                r.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(HASH_LABEL))
+                    .is_some_and(|h| live.contains(h.as_str()))
+            })
+            .map(|r| r.name_any())
+            .chain([revision.name_any()])
+            .collect();
+        let limit = ds
+            .spec
+            .as_ref()
+            .and_then(|s| s.revision_history_limit)
+            .unwrap_or(10)
+            .max(0) as usize;
+        history::delete(
+            client,
+            &namespace,
+            &history::truncate(&revisions, &keep, limit),
+        )
+        .await?;
         let min_ready = ds
             .spec
             .as_ref()
@@ -437,6 +503,7 @@ pub(crate) fn start(ctx: &crate::Context) -> crate::Running {
         sets: ctx.daemon_sets.clone(),
         nodes: ctx.nodes.clone(),
         pods: ctx.pods.clone(),
+        revisions: ctx.revisions.clone(),
         queue: WorkQueue::default(),
         expectations: Expectations::default(),
         recorder: ctx.recorder.for_component(COMPONENT),

@@ -184,6 +184,16 @@ pub fn same_template(a: Option<&PodTemplateSpec>, b: Option<&PodTemplateSpec>) -
 /// The hash that names a template's ReplicaSet: FNV-1a (32 bits) of the
 /// template and the collision count, written in upstream's alphabet.
 pub fn template_hash(template: &PodTemplateSpec, collisions: Option<i32>) -> String {
+    hash_name(
+        &serde_json::to_vec(template).unwrap_or_default(),
+        collisions,
+    )
+}
+
+/// The FNV-1a hash of `bytes` (and of the collision count, if any),
+/// spelled in the alphabet upstream's names use (no vowels, no digits
+/// that look like letters).
+pub fn hash_name(bytes: &[u8], collisions: Option<i32>) -> String {
     let mut hash: u32 = 0x811c_9dc5;
     let mut feed = |bytes: &[u8]| {
         for b in bytes {
@@ -191,7 +201,7 @@ pub fn template_hash(template: &PodTemplateSpec, collisions: Option<i32>) -> Str
             hash = hash.wrapping_mul(0x0100_0193);
         }
     };
-    feed(&serde_json::to_vec(template).unwrap_or_default());
+    feed(bytes);
     if let Some(count) = collisions {
         feed(&(count as u32).to_le_bytes());
         feed(&[0; 4]);

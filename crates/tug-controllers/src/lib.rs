@@ -18,6 +18,7 @@ pub mod endpoints;
 pub mod events;
 pub mod expectations;
 pub mod gc;
+pub mod history;
 pub mod informer;
 pub mod ipam;
 pub mod job;
@@ -25,6 +26,7 @@ pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod ttl;
 pub mod workqueue;
 
@@ -32,11 +34,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    Endpoints, Namespace, Node, Pod, ReplicationController, Service, ServiceAccount,
+    Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, ReplicationController, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -66,6 +71,7 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("cronjob", cronjob::start),
     ("ttl-after-finished", ttl::start),
     ("daemonset", daemonset::start),
+    ("statefulset", statefulset::start),
     ("disruption", disruption::start),
 ];
 
@@ -105,13 +111,17 @@ pub struct Context {
     pub daemon_sets: Informer<DaemonSet>,
     pub replication_controllers: Informer<ReplicationController>,
     pub budgets: Informer<PodDisruptionBudget>,
+    pub stateful_sets: Informer<StatefulSet>,
+    /// The template histories of StatefulSets and DaemonSets.
+    pub revisions: Informer<ControllerRevision>,
+    pub claims: Informer<PersistentVolumeClaim>,
     pub config: Config,
     pub recorder: events::Recorder,
 }
 
 impl Context {
     /// Every informer, to start and wait for.
-    fn sources(&self) -> [&dyn informer::Source; 15] {
+    fn sources(&self) -> [&dyn informer::Source; 18] {
         [
             &self.pods,
             &self.replica_sets,
@@ -128,6 +138,9 @@ impl Context {
             &self.daemon_sets,
             &self.replication_controllers,
             &self.budgets,
+            &self.stateful_sets,
+            &self.revisions,
+            &self.claims,
         ]
     }
 }
@@ -214,6 +227,9 @@ pub async fn run(
         daemon_sets: Informer::new(&[]),
         replication_controllers: Informer::new(&[]),
         budgets: Informer::new(&[]),
+        stateful_sets: Informer::new(&[]),
+        revisions: Informer::new(&[informer::by_controller::<ControllerRevision>]),
+        claims: Informer::new(&[]),
         config,
         recorder: events::Recorder::start(client.clone(), host),
     };

@@ -963,6 +963,43 @@ spec:
         described.contains("daemonset-controller  Created pod: agent-"),
         "{described}"
     );
+    // Each template is a ControllerRevision: history and undo.
+    let history = server.ok(&["rollout", "history", "ds/agent"]);
+    assert_eq!(
+        history,
+        "daemonset.apps/agent \nREVISION  CHANGE-CAUSE\n1         <none>\n2         <none>\n\n"
+    );
+    assert_eq!(
+        server.ok(&["rollout", "undo", "ds/agent"]),
+        "daemonset.apps/agent rolled back\n"
+    );
+    eventually(
+        60,
+        "both live pods ready on the first image again",
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels("app=agent"))
+                .await
+                .ok()?;
+            let live: Vec<&Pod> = list
+                .items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
+                .filter(|p| {
+                    p.spec.as_ref().is_some_and(|s| {
+                        s.containers[0].image.as_deref() == Some("registry.local/agent:1")
+                    })
+                })
+                .collect();
+            (live.len() == 2).then_some(())
+        },
+    )
+    .await;
+    let history = server.ok(&["rollout", "history", "ds/agent"]);
+    assert!(
+        history.ends_with("\n2         <none>\n3         <none>\n\n"),
+        "{history}"
+    );
     plain.shutdown().await;
     tainted.shutdown().await;
 }
@@ -1222,5 +1259,280 @@ spec:
     ]);
     assert!(status == "/" || status == "0/", "{status}");
     server.ok(&["delete", "job", "tolerant", "fatal"]);
+    nodes.shutdown().await;
+}
+
+/// The ready pods of the StatefulSet `web`: name → (image, revision label).
+async fn set_pods(pods: &Api<Pod>) -> Option<std::collections::BTreeMap<String, (String, String)>> {
+    let list = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .ok()?;
+    list.items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
+        .map(|p| {
+            let image = p.spec.as_ref()?.containers[0].image.clone()?;
+            let revision = p
+                .metadata
+                .labels
+                .as_ref()?
+                .get("controller-revision-hash")?
+                .clone();
+            Some((p.metadata.name.clone()?, (image, revision)))
+        })
+        .collect::<Option<_>>()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateful_set_makes_named_pods_in_order_rolls_from_the_top_and_keeps_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (client, nodes) = simulated(
+        &server,
+        tug_sim::Config {
+            count: 2,
+            ready_delay: Duration::from_secs(1),
+            ..tug_sim::Config::default()
+        },
+    )
+    .await;
+    let manifest = dir.path().join("web.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1
+kind: Service
+metadata: {name: nginx}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{port: 80}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: nginx
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: registry.local/web:1
+        volumeMounts: [{name: www, mountPath: /usr/share/nginx/html}]
+  volumeClaimTemplates:
+  - metadata: {name: www}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources:
+        requests: {storage: 1Gi}
+",
+    )
+    .unwrap();
+    server.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    let out = server.ok(&["rollout", "status", "sts/web", "--timeout=60s"]);
+    assert!(
+        out.ends_with("partitioned roll out complete: 3 new pods have been updated...\n"),
+        "{out}"
+    );
+    let listed = server.ok(&["get", "sts", "web", "--no-headers"]);
+    assert_eq!(super::columns(&listed)[..2], ["web", "3/3"], "{listed}");
+
+    // Stable names, identity labels, hostnames under the Service, one
+    // claim each; each pod made only once the one before was ready (a
+    // second after it was made, here).
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut made = Vec::new();
+    for ordinal in 0..3 {
+        let name = format!("web-{ordinal}");
+        let pod = pods.get(&name).await.unwrap();
+        let labels = pod.metadata.labels.clone().unwrap();
+        assert_eq!(labels["statefulset.kubernetes.io/pod-name"], name);
+        assert_eq!(labels["apps.kubernetes.io/pod-index"], ordinal.to_string());
+        let spec = pod.spec.clone().unwrap();
+        assert_eq!(
+            (spec.hostname.as_deref(), spec.subdomain.as_deref()),
+            (Some(name.as_str()), Some("nginx"))
+        );
+        let claim = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "www")
+            .unwrap();
+        assert_eq!(
+            claim.persistent_volume_claim.as_ref().unwrap().claim_name,
+            format!("www-web-{ordinal}")
+        );
+        made.push(pod.metadata.creation_timestamp.unwrap().0);
+    }
+    assert!(
+        made[0] < made[1] && made[1] < made[2],
+        "made in order, each after the last was ready: {made:?}"
+    );
+    let claims = server.ok(&["get", "pvc", "-o", "name"]);
+    assert_eq!(
+        claims,
+        "persistentvolumeclaim/www-web-0\npersistentvolumeclaim/www-web-1\npersistentvolumeclaim/www-web-2\n"
+    );
+    let events = server.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=StatefulSet",
+        "-o",
+        "custom-columns=R:.reason,M:.message",
+        "--no-headers",
+    ]);
+    assert!(
+        events.contains("create Pod web-0 in StatefulSet web successful"),
+        "{events}"
+    );
+    assert!(
+        events.contains("create Claim www-web-0 Pod web-0 in StatefulSet web success"),
+        "{events}"
+    );
+
+    // A rolling update goes from the highest ordinal down; the history
+    // has both templates and undo brings the first back.
+    server.ok(&["set", "image", "sts/web", "c=registry.local/web:2"]);
+    let out = server.ok(&["rollout", "status", "sts/web", "--timeout=60s"]);
+    assert!(
+        out.ends_with("partitioned roll out complete: 3 new pods have been updated...\n"),
+        "{out}"
+    );
+    let status = || async {
+        let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+            Api::namespaced(client.clone(), "default");
+        sets.get("web").await.unwrap().status.unwrap()
+    };
+    let updated = eventually(30, "the update revision current", || async {
+        let s = status().await;
+        (s.current_revision == s.update_revision && s.current_replicas == Some(3))
+            .then_some(s.update_revision)
+    })
+    .await
+    .unwrap();
+    let now = set_pods(&pods).await.unwrap();
+    assert!(
+        now.values()
+            .all(|(image, rev)| image == "registry.local/web:2" && *rev == updated),
+        "{now:?}"
+    );
+    let mut made = Vec::new();
+    for ordinal in 0..3 {
+        made.push(
+            pods.get(&format!("web-{ordinal}"))
+                .await
+                .unwrap()
+                .metadata
+                .creation_timestamp
+                .unwrap()
+                .0,
+        );
+    }
+    assert!(
+        made[2] < made[1] && made[1] < made[0],
+        "replaced from the top: {made:?}"
+    );
+    let history = server.ok(&["rollout", "history", "sts/web"]);
+    assert_eq!(
+        history,
+        "statefulset.apps/web \nREVISION  CHANGE-CAUSE\n1         <none>\n2         <none>\n\n"
+    );
+    let revisions = server.ok(&["get", "controllerrevisions", "--no-headers"]);
+    assert_eq!(revisions.lines().count(), 2, "{revisions}");
+    assert!(
+        revisions
+            .lines()
+            .all(|l| super::columns(l)[1] == "statefulset.apps/web"),
+        "{revisions}"
+    );
+    assert_eq!(
+        server.ok(&["rollout", "undo", "sts/web"]),
+        "statefulset.apps/web rolled back\n"
+    );
+    eventually(60, "every pod back on the first image", || async {
+        let now = set_pods(&pods).await?;
+        (now.len() == 3
+            && now
+                .values()
+                .all(|(image, _)| image == "registry.local/web:1"))
+        .then_some(())
+    })
+    .await;
+    let history = server.ok(&["rollout", "history", "sts/web"]);
+    assert!(
+        history.contains("\n2         <none>\n3         <none>\n"),
+        "undo renumbers the first revision: {history}"
+    );
+
+    // With a partition of 2 only web-2 moves.
+    server.ok(&[
+        "patch",
+        "sts",
+        "web",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":2}}}}"#,
+    ]);
+    server.ok(&["set", "image", "sts/web", "c=registry.local/web:3"]);
+    let out = server.ok(&["rollout", "status", "sts/web", "--timeout=60s"]);
+    assert!(
+        out.ends_with("partitioned roll out complete: 1 new pods have been updated...\n"),
+        "{out}"
+    );
+    let now = set_pods(&pods).await.unwrap();
+    let images: Vec<&str> = now.values().map(|(image, _)| image.as_str()).collect();
+    assert_eq!(
+        images,
+        [
+            "registry.local/web:1",
+            "registry.local/web:1",
+            "registry.local/web:3"
+        ]
+    );
+
+    // Scaling down removes the highest ordinals; the claims stay.
+    server.ok(&["scale", "sts", "web", "--replicas=1"]);
+    eventually(60, "only web-0 left", || async {
+        let left = live_pods(&pods, "app=web").await?;
+        (left.0 == 1
+            && pods
+                .get_opt("web-0")
+                .await
+                .ok()??
+                .metadata
+                .deletion_timestamp
+                .is_none())
+        .then_some(())
+    })
+    .await;
+    eventually(30, "READY 1/1 once the others are gone", || async {
+        let listed = server.ok(&["get", "sts", "web", "--no-headers"]);
+        (super::columns(&listed)[1] == "1/1").then_some(())
+    })
+    .await;
+    assert_eq!(
+        server.ok(&["get", "pvc", "--no-headers"]).lines().count(),
+        3
+    );
+
+    // Deleting the set takes its pods and history, not the claims.
+    server.ok(&["delete", "sts", "web"]);
+    eventually(60, "the pods and revisions gone", || async {
+        let left = live_pods(&pods, "app=web").await?.0;
+        let revisions = server.ok(&["get", "controllerrevisions", "-o", "name"]);
+        (left == 0 && revisions.is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(
+        server.ok(&["get", "pvc", "--no-headers"]).lines().count(),
+        3
+    );
     nodes.shutdown().await;
 }
