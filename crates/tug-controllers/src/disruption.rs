@@ -12,7 +12,7 @@ use crate::informer::{Informer, key_of};
 use crate::pods::{is_ready, selects};
 use crate::workqueue::WorkQueue;
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -150,12 +150,14 @@ struct Controller {
     replica_sets: Informer<ReplicaSet>,
     deployments: Informer<Deployment>,
     replication_controllers: Informer<ReplicationController>,
+    stateful_sets: Informer<StatefulSet>,
     queue: WorkQueue,
 }
 
 impl Controller {
     /// A pod's controller and its replicas: a ReplicaSet's Deployment if
-    /// it has one, else the ReplicaSet; a ReplicationController.
+    /// it has one, else the ReplicaSet; a ReplicationController; a
+    /// StatefulSet.
     fn scale_of(&self, pod: &Pod) -> Option<Scale> {
         let owner = pod
             .metadata
@@ -192,6 +194,14 @@ impl Controller {
                     .as_ref()
                     .and_then(|s| s.replicas)
                     .unwrap_or(1);
+                Some((owner.uid.clone(), replicas))
+            }
+            "StatefulSet" => {
+                let set = self
+                    .stateful_sets
+                    .get(&key)
+                    .filter(|s| s.metadata.uid.as_deref() == Some(&owner.uid))?;
+                let replicas = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
                 Some((owner.uid.clone(), replicas))
             }
             _ => None,
@@ -267,6 +277,7 @@ pub(crate) fn start(ctx: &crate::Context) -> crate::Running {
         replica_sets: ctx.replica_sets.clone(),
         deployments: ctx.deployments.clone(),
         replication_controllers: ctx.replication_controllers.clone(),
+        stateful_sets: ctx.stateful_sets.clone(),
         queue: WorkQueue::default(),
     });
     let c = controller.clone();

@@ -32,6 +32,12 @@ pub fn patch_of(template: &PodTemplateSpec) -> Value {
     let mut template = serde_json::to_value(template).unwrap_or_else(|_| json!({}));
     if let Some(fields) = template.as_object_mut() {
         fields.insert("$patch".into(), json!("replace"));
+        // As Go's encoder writes an unset time, which kubectl compares
+        // against byte for byte.
+        let meta = fields.entry("metadata").or_insert_with(|| json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.entry("creationTimestamp").or_insert(Value::Null);
+        }
     }
     json!({"spec": {"template": template}})
 }
@@ -226,6 +232,11 @@ mod tests {
     fn a_revision_is_a_replacing_patch_named_by_its_hash() {
         let data = patch_of(&template("web:1"));
         assert_eq!(data["spec"]["template"]["$patch"], "replace");
+        assert_eq!(
+            serde_json::to_string(&data["spec"]["template"]["metadata"]).unwrap(),
+            r#"{"creationTimestamp":null}"#,
+            "as Go writes an unset time"
+        );
         assert_eq!(
             data["spec"]["template"]["spec"]["containers"][0]["image"],
             "web:1"

@@ -1471,6 +1471,10 @@ spec:
         history.contains("\n2         <none>\n3         <none>\n"),
         "undo renumbers the first revision: {history}"
     );
+    assert_eq!(
+        server.ok(&["rollout", "undo", "sts/web", "--to-revision=3"]),
+        "statefulset.apps/web skipped rollback (current template already matches revision 3)\n"
+    );
 
     // With a partition of 2 only web-2 moves.
     server.ok(&[
@@ -1521,6 +1525,26 @@ spec:
         server.ok(&["get", "pvc", "--no-headers"]).lines().count(),
         3
     );
+
+    // A budget with maxUnavailable scales with the set.
+    server.ok(&[
+        "create",
+        "pdb",
+        "web",
+        "--selector=app=web",
+        "--max-unavailable=1",
+    ]);
+    eventually(30, "the budget counting the set's scale", || async {
+        let status = server.ok(&[
+            "get",
+            "pdb",
+            "web",
+            "-o",
+            "jsonpath={.status.expectedPods} {.status.disruptionsAllowed}",
+        ]);
+        (status == "1 1").then_some(())
+    })
+    .await;
 
     // Deleting the set takes its pods and history, not the claims.
     server.ok(&["delete", "sts", "web"]);
