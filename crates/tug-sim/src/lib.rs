@@ -53,6 +53,8 @@ const NODE_STATUS_INTERVAL: Duration = Duration::from_secs(300);
 const LEASE_SECONDS: i64 = 40;
 /// Writes waiting for a writer at most; beyond, producers wait.
 const QUEUE_MAX: usize = 10_000;
+/// How often a silent node's pending deletions look whether it is back.
+const SILENT_RETRY: Duration = Duration::from_secs(1);
 /// A graceful deletion is finished after its grace period, at most this.
 const GRACE_MAX: i64 = 600;
 
@@ -323,7 +325,8 @@ impl SimNodes {
         Ok(())
     }
 
-    /// The node stops renewing its Lease (as if its kubelet were gone).
+    /// The node stops renewing its Lease, as if its kubelet were gone:
+    /// its pods' deletions wait until it is back.
     pub async fn stop_lease(&self, node: &str) -> anyhow::Result<()> {
         self.annotate_node(node, json!("stopped")).await
     }
@@ -604,10 +607,19 @@ async fn timer_loop(
                     });
                     finished.then(|| status_write(&state, &key)).flatten()
                 }
-                Due::Delete(key) => state.pods.get(&key).map(|pod| Write::DeletePod {
-                    key: key.clone(),
-                    uid: pod.uid.clone(),
-                }),
+                // A silent node's kubelet is gone: its pods stay
+                // terminating until it is back.
+                Due::Delete(key) => match state.pods.get(&key) {
+                    Some(pod) if state.nodes[pod.node].lease_stopped => {
+                        queue.insert(Due::Delete(key), SILENT_RETRY);
+                        None
+                    }
+                    Some(pod) => Some(Write::DeletePod {
+                        key: key.clone(),
+                        uid: pod.uid.clone(),
+                    }),
+                    None => None,
+                },
             }
         };
         if let Some(write) = write

@@ -364,6 +364,32 @@ async fn an_unreachable_nodes_pods_are_evicted_and_run_elsewhere() {
     let (_, _, placed) = live_pods(&pods, "app=web").await.unwrap();
     assert_eq!(placed.len(), 3);
     let lost = placed[0].clone();
+    // A StatefulSet's pod on the same node.
+    let db = dir.path().join("db.yaml");
+    std::fs::write(
+        &db,
+        format!(
+            "apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db}}
+spec:
+  selector:
+    matchLabels: {{app: db}}
+  template:
+    metadata:
+      labels: {{app: db}}
+    spec:
+      nodeSelector: {{kubernetes.io/hostname: {lost}}}
+      terminationGracePeriodSeconds: 1
+      tolerations:
+      - {{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}}
+      containers: [{{name: db, image: registry.local/db:1}}]
+"
+        ),
+    )
+    .unwrap();
+    server.ok(&["apply", "-f", db.to_str().unwrap()]);
+    server.ok(&["rollout", "status", "sts/db", "--timeout=60s"]);
 
     // Its kubelet falls silent: within grace (3 s) + a monitor period
     // (5 s) + tolerationSeconds (2 s) + slack, the node is Unknown and
@@ -412,12 +438,38 @@ async fn an_unreachable_nodes_pods_are_evicted_and_run_elsewhere() {
         "jsonpath={.items[*].message}",
     ]);
     assert!(
-        events.starts_with("Marking for deletion Pod default/web-"),
+        events.contains("Marking for deletion Pod default/web-")
+            && events.contains("Marking for deletion Pod default/db-0"),
         "{events}"
     );
 
-    // The kubelet comes back: the node is Ready and untainted again.
+    // The StatefulSet's pod is evicted but not made again while the
+    // node may still run it: it stays, terminating, where it was.
+    let db0 = eventually(30, "db-0 marked for deletion", || async {
+        let pod = pods.get("db-0").await.ok()?;
+        pod.metadata.deletion_timestamp.is_some().then_some(pod)
+    })
+    .await;
+    assert_eq!(db0.spec.unwrap().node_name.as_deref(), Some(lost.as_str()));
+    eventually(30, "the set's pod counted, not ready", || async {
+        let listed = server.ok(&["get", "sts", "db", "--no-headers"]);
+        (super::columns(&listed)[1] == "0/1").then_some(())
+    })
+    .await;
+    let db = live_pods(&pods, "app=db").await.unwrap();
+    assert_eq!(db.0, 0, "no second db pod while db-0 terminates");
+
+    // The kubelet comes back: the node is Ready and untainted again, its
+    // pod's deletion finishes and db-0 is made anew.
     nodes.resume_lease(&lost).await.unwrap();
+    eventually(30, "a new db-0 running", || async {
+        let pod = pods.get("db-0").await.ok()?;
+        (pod.metadata.uid != db0.metadata.uid
+            && pod.metadata.deletion_timestamp.is_none()
+            && is_ready(&pod))
+        .then_some(())
+    })
+    .await;
     eventually(30, "the node's taints gone", || async {
         let taints = server.ok(&["get", "node", &lost, "-o", "jsonpath={.spec.taints}"]);
         taints.is_empty().then_some(())
