@@ -171,6 +171,26 @@ pub fn qos_class(spec: &Value) -> &'static str {
     }
 }
 
+/// A pod's containers request what they limit unless they say otherwise
+/// (upstream's SetDefaults_Pod; templates are left as written).
+fn requests_from_limits(spec: &mut Value) {
+    for field in ["containers", "initContainers"] {
+        for c in spec[field].as_array_mut().into_iter().flatten() {
+            let Some(limits) = c["resources"]["limits"].as_object().cloned() else {
+                continue;
+            };
+            if !c["resources"]["requests"].is_object() {
+                c["resources"]["requests"] = json!({});
+            }
+            for (name, value) in limits {
+                if c["resources"]["requests"].get(&name).is_none() {
+                    c["resources"]["requests"][name] = value;
+                }
+            }
+        }
+    }
+}
+
 /// Sets the defaults of a new object of `group`/`plural`.
 /// How long a pod stays on a node that is not ready or unreachable when it
 /// says nothing itself: the DefaultTolerationSeconds admission plugin's 300 s.
@@ -271,6 +291,7 @@ pub fn apply(group: &str, plural: &str, object: &mut Value) {
         }
         ("", "pods") => {
             pod_spec(&mut object["spec"]);
+            requests_from_limits(&mut object["spec"]);
             // What the ServiceAccount admission plugin sets.
             set(&mut object["spec"], "serviceAccountName", json!("default"));
             let account = object["spec"]["serviceAccountName"].clone();
@@ -324,6 +345,15 @@ pub fn apply(group: &str, plural: &str, object: &mut Value) {
             set(spec, "revisionHistoryLimit", json!(10));
             set(spec, "progressDeadlineSeconds", json!(600));
             pod_spec(&mut spec["template"]["spec"]);
+        }
+        ("", "limitranges") => {
+            for item in object["spec"]["limits"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+            {
+                crate::limits::default_item(item);
+            }
         }
         ("apps", "replicasets") | ("", "replicationcontrollers") => {
             set(&mut object["spec"], "replicas", json!(1));
@@ -492,6 +522,16 @@ mod tests {
         assert_eq!(qos_class(&limited), "Guaranteed");
         let requested = json!({"containers": [{"resources": {"requests": {"cpu": "100m"}}}]});
         assert_eq!(qos_class(&requested), "Burstable");
+
+        let mut limited = json!({"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "c", "image": "x:1", "resources": {"limits": {"cpu": "1"}, "requests": {"memory": "1Gi"}}}
+        ]}});
+        apply("", "pods", &mut limited);
+        assert_eq!(
+            limited["spec"]["containers"][0]["resources"]["requests"],
+            json!({"cpu": "1", "memory": "1Gi"}),
+            "a pod requests what it limits"
+        );
     }
 
     #[test]

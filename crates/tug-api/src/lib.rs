@@ -11,6 +11,8 @@ pub mod defaults;
 pub mod format;
 pub mod join;
 pub mod jsonpath;
+pub mod limits;
 pub mod quantity;
+pub mod quota;
 pub mod registry;
 pub mod selector;

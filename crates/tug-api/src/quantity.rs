@@ -67,6 +67,39 @@ pub fn value(text: &str) -> Option<i128> {
     milli(text).map(|m| m.div_euclid(1000) + i128::from(m.rem_euclid(1000) != 0))
 }
 
+/// Whether a quantity is written with a binary suffix (`Ki`, `Mi`, ...),
+/// the format its sums keep.
+pub fn is_binary(text: &str) -> bool {
+    text.trim_end().ends_with('i')
+}
+
+/// A quantity of `milli` thousandths in upstream's canonical form: whole
+/// numbers with the largest suffix that keeps them whole (binary ones if
+/// `binary`, `Ki` and up only from 1024), fractions in `m`.
+pub fn format(milli: i128, binary: bool) -> String {
+    if milli % 1000 != 0 {
+        return format!("{milli}m");
+    }
+    let whole = milli / 1000;
+    if whole == 0 {
+        return "0".into();
+    }
+    let (base, suffixes): (i128, &[&str]) = if binary && whole.abs() >= 1024 {
+        (1024, &["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"])
+    } else {
+        (1000, &["k", "M", "G", "T", "P", "E"])
+    };
+    let (mut n, mut suffix) = (whole, "");
+    for next in suffixes {
+        if n % base != 0 {
+            break;
+        }
+        n /= base;
+        suffix = next;
+    }
+    format!("{n}{suffix}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +129,26 @@ mod tests {
         }
         assert_eq!(value("1500m"), Some(2));
         assert_eq!(value("256Gi"), Some(274_877_906_944));
+    }
+
+    #[test]
+    fn quantities_print_in_canonical_form() {
+        for (text, expected) in [
+            ("500m", "500m"),
+            ("1500m", "1500m"),
+            ("2000m", "2"),
+            ("1", "1"),
+            ("1000", "1k"),
+            ("1.5Gi", "1536Mi"),
+            ("2Gi", "2Gi"),
+            ("1024Mi", "1Gi"),
+            ("1000Mi", "1000Mi"),
+            ("100", "100"),
+            ("512", "512"),
+            ("0", "0"),
+        ] {
+            let milli = milli(text).unwrap();
+            assert_eq!(format(milli, is_binary(text)), expected, "{text}");
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! Start at [`run`]. RBAC and admission are not here yet; see
 //! ARCHITECTURE.md.
 
+mod admission;
 pub mod allocate;
 pub mod auth;
 pub mod cache;

@@ -71,7 +71,7 @@ fn now_seconds() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn key(resource: &Resource, namespace: Option<&str>, name: &str) -> String {
+pub(crate) fn key(resource: &Resource, namespace: Option<&str>, name: &str) -> String {
     match namespace {
         Some(namespace) => format!("{}{namespace}/{name}", storage_prefix(resource)),
         None => format!("{}{name}", storage_prefix(resource)),
@@ -86,7 +86,7 @@ fn collection_prefix(resource: &Resource, namespace: Option<&str>) -> String {
 }
 
 /// The stored object, as a client sees it: with kind, apiVersion and resourceVersion.
-fn decode(resource: &Resource, kv: &KeyValue) -> Result<Value, ApiError> {
+pub(crate) fn decode(resource: &Resource, kv: &KeyValue) -> Result<Value, ApiError> {
     let mut object: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
     convert::from_stored(resource, &mut object);
@@ -110,7 +110,7 @@ fn as_written(resource: &Resource, mut object: Value, kv: &KeyValue) -> Result<V
 
 /// The stored form of an object: its storage version, without its
 /// resourceVersion (the store's revision says it).
-fn encode(resource: &Resource, object: &Value) -> Bytes {
+pub(crate) fn encode(resource: &Resource, object: &Value) -> Bytes {
     let mut stored = object.clone();
     convert::to_stored(resource, &mut stored);
     if let Some(metadata) = stored["metadata"].as_object_mut() {
@@ -430,6 +430,12 @@ impl ApiState {
         }
         if resource.group.is_empty() && resource.plural == "pods" {
             self.admit_priority(&name, &mut object).await?;
+        }
+        if let Some(namespace) = &target.namespace {
+            self.admit_limits(resource, namespace, &name, &mut object)
+                .await?;
+            self.admit_quota(resource, namespace, &name, &object, dry_run(query))
+                .await?;
         }
         if dry_run(query) {
             object["kind"] = json!(resource.kind);

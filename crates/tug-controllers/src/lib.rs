@@ -25,6 +25,7 @@ pub mod job;
 pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod ttl;
@@ -40,8 +41,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, ReplicationController, Service,
-    ServiceAccount,
+    Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, ReplicationController, ResourceQuota,
+    Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -72,6 +73,7 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("ttl-after-finished", ttl::start),
     ("daemonset", daemonset::start),
     ("statefulset", statefulset::start),
+    ("resourcequota", resourcequota::start),
     ("disruption", disruption::start),
 ];
 
@@ -115,13 +117,14 @@ pub struct Context {
     /// The template histories of StatefulSets and DaemonSets.
     pub revisions: Informer<ControllerRevision>,
     pub claims: Informer<PersistentVolumeClaim>,
+    pub quotas: Informer<ResourceQuota>,
     pub config: Config,
     pub recorder: events::Recorder,
 }
 
 impl Context {
     /// Every informer, to start and wait for.
-    fn sources(&self) -> [&dyn informer::Source; 18] {
+    fn sources(&self) -> [&dyn informer::Source; 19] {
         [
             &self.pods,
             &self.replica_sets,
@@ -141,6 +144,7 @@ impl Context {
             &self.stateful_sets,
             &self.revisions,
             &self.claims,
+            &self.quotas,
         ]
     }
 }
@@ -230,6 +234,7 @@ pub async fn run(
         stateful_sets: Informer::new(&[]),
         revisions: Informer::new(&[informer::by_controller::<ControllerRevision>]),
         claims: Informer::new(&[]),
+        quotas: Informer::new(&[]),
         config,
         recorder: events::Recorder::start(client.clone(), host),
     };

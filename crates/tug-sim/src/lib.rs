@@ -840,11 +840,17 @@ fn adopt(pod: &Pod, node: usize, uid: &str, state: &mut State) -> SimPod {
     let finish = seconds(SUCCEED_AFTER)
         .map(|s| (s, true))
         .or_else(|| seconds(FAIL_AFTER).map(|s| (s, false)));
+    let qos = match status.and_then(|s| s.qos_class.as_deref()) {
+        Some("Guaranteed") => "Guaranteed",
+        Some("Burstable") => "Burstable",
+        _ => "BestEffort",
+    };
     SimPod {
         uid: uid.to_string(),
         node,
         slot,
         phase,
+        qos,
         started: status
             .and_then(|s| s.start_time.as_ref())
             .map(|t| tug_api::format::timestamp(t.0.as_second())),

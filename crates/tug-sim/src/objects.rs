@@ -177,6 +177,8 @@ pub(crate) struct SimPod {
     pub(crate) containers: Vec<(String, String)>,
     pub(crate) init_containers: Vec<(String, String)>,
     pub(crate) restart_policy: String,
+    /// As the API server set it.
+    pub(crate) qos: &'static str,
     /// The containers crashed (staged fault); restarts counts the crashes.
     pub(crate) crashed: bool,
     pub(crate) restarts: i32,
@@ -292,7 +294,7 @@ pub(crate) fn pod_status(pod: &SimPod, base: Ipv4Addr, host: Ipv4Addr) -> Value 
         "hostIPs": [{"ip": host.to_string()}],
         "startTime": started,
         "containerStatuses": containers,
-        "qosClass": "BestEffort",
+        "qosClass": pod.qos,
     });
     if !init.is_empty() {
         status["initContainerStatuses"] = json!(init);
@@ -350,6 +352,7 @@ mod tests {
             containers: vec![("app".into(), "img:1".into())],
             init_containers: vec![],
             restart_policy: "Always".into(),
+            qos: "BestEffort",
             crashed: false,
             restarts: 0,
             ready_wanted: true,

@@ -1612,3 +1612,130 @@ spec:
     );
     nodes.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_and_limit_ranges_bound_what_a_namespace_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (_client, nodes) = simulated(&server, tug_sim::Config::default()).await;
+    server.ok(&["create", "namespace", "team"]);
+    server.ok(&[
+        "create",
+        "quota",
+        "compute",
+        "-n",
+        "team",
+        "--hard=pods=2,requests.cpu=1,limits.memory=1Gi",
+    ]);
+    let used = |name: &str| {
+        server.ok(&[
+            "get",
+            "quota",
+            "compute",
+            "-n",
+            "team",
+            "-o",
+            &format!("jsonpath={{.status.used.{name}}}"),
+        ])
+    };
+    eventually(30, "the quota's usage counted", || async {
+        (used("pods") == "0").then_some(())
+    })
+    .await;
+
+    // A quota on cpu and memory wants every container to state them.
+    let refused = server.fails(&["run", "a", "-n", "team", "--image=registry.local/app:1"]);
+    assert_eq!(
+        refused,
+        "Error from server (Forbidden): pods \"a\" is forbidden: failed quota: compute: must specify limits.memory for: a; requests.cpu for: a\n"
+    );
+
+    // A LimitRange gives them defaults, and bounds them.
+    let ranges = dir.path().join("limits.yaml");
+    std::fs::write(
+        &ranges,
+        "apiVersion: v1
+kind: LimitRange
+metadata: {name: limits, namespace: team}
+spec:
+  limits:
+  - type: Container
+    default: {cpu: 500m, memory: 256Mi}
+    max: {cpu: '1'}
+",
+    )
+    .unwrap();
+    server.ok(&["apply", "-f", ranges.to_str().unwrap()]);
+    let range = server.ok(&[
+        "get",
+        "limitrange",
+        "limits",
+        "-n",
+        "team",
+        "-o",
+        "jsonpath={.spec.limits[0].defaultRequest}",
+    ]);
+    assert_eq!(
+        range, r#"{"cpu":"500m","memory":"256Mi"}"#,
+        "default requests from the default limits"
+    );
+    server.ok(&["run", "a", "-n", "team", "--image=registry.local/app:1"]);
+    let a = server.ok(&["get", "pod", "a", "-n", "team", "-o", "jsonpath={.spec.containers[0].resources} {.metadata.annotations.kubernetes\\.io/limit-ranger} {.status.qosClass}"]);
+    assert_eq!(
+        a,
+        r#"{"limits":{"cpu":"500m","memory":"256Mi"},"requests":{"cpu":"500m","memory":"256Mi"}} LimitRanger plugin set: cpu, memory request for container a; cpu, memory limit for container a Guaranteed"#
+    );
+    server.ok(&["run", "b", "-n", "team", "--image=registry.local/app:1"]);
+    let refused = server.fails(&["run", "c", "-n", "team", "--image=registry.local/app:1"]);
+    assert_eq!(
+        refused,
+        "Error from server (Forbidden): pods \"c\" is forbidden: exceeded quota: compute, requested: pods=1,requests.cpu=500m, used: pods=2,requests.cpu=1, limited: pods=2,requests.cpu=1\n"
+    );
+    let big = dir.path().join("big.yaml");
+    std::fs::write(
+        &big,
+        "apiVersion: v1
+kind: Pod
+metadata: {name: big, namespace: team}
+spec:
+  containers:
+  - name: c
+    image: registry.local/app:1
+    resources:
+      limits: {cpu: '2', memory: 128Mi}
+",
+    )
+    .unwrap();
+    let refused = server.fails(&["apply", "-f", big.to_str().unwrap()]);
+    assert!(
+        refused.contains(
+            "pods \"big\" is forbidden: maximum cpu usage per Container is 1, but limit is 2"
+        ),
+        "{refused}"
+    );
+    let described = server.ok(&["describe", "quota", "compute", "-n", "team"]);
+    let rows: Vec<Vec<&str>> = described
+        .lines()
+        .skip_while(|l| !l.starts_with("Resource"))
+        .skip(2)
+        .map(super::columns)
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ["limits.memory", "512Mi", "1Gi"],
+            ["pods", "2", "2"],
+            ["requests.cpu", "1", "1"]
+        ],
+        "{described}"
+    );
+
+    // A pod gone gives its share back.
+    server.ok(&["delete", "pod", "a", "-n", "team", "--grace-period=1"]);
+    eventually(30, "the deleted pod no longer counted", || async {
+        (used("pods") == "1").then_some(())
+    })
+    .await;
+    server.ok(&["run", "c", "-n", "team", "--image=registry.local/app:1"]);
+    nodes.shutdown().await;
+}
