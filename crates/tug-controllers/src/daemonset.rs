@@ -195,16 +195,26 @@ pub fn plan(
         .and_then(|s| s.type_.as_deref())
         .unwrap_or("RollingUpdate")
         == "RollingUpdate";
-    let max_unavailable = match spec
+    let rolling_update = spec
         .update_strategy
         .as_ref()
-        .and_then(|s| s.rolling_update.as_ref())
-        .and_then(|r| r.max_unavailable.as_ref())
-    {
+        .and_then(|s| s.rolling_update.as_ref());
+    let max_surge = scaled(
+        rolling_update.and_then(|r| r.max_surge.as_ref()),
+        "0",
+        desired_count,
+        true,
+    )
+    .max(0);
+    let max_unavailable = match rolling_update.and_then(|r| r.max_unavailable.as_ref()) {
         None => 1,
         given => scaled(given, "1", desired_count, true).max(1),
     };
     let mut old_on_nodes: Vec<(bool, String)> = Vec::new();
+    // With surge: nodes where a new pod may join an old one, where an
+    // unavailable old one may be replaced at once, and new pods still
+    // becoming available.
+    let (mut surge_candidates, mut surge_allowed, mut surging) = (Vec::new(), Vec::new(), 0);
     let mut unavailable = 0;
     for node in nodes {
         let name = node.name_any();
@@ -235,9 +245,41 @@ pub fn plan(
             unavailable += 1;
             continue;
         }
-        // One pod per node: the oldest stays.
-        for extra in alive.split_off(1) {
-            plan.delete.push(extra.name_any());
+        // One pod per node: the oldest stays; while surging, the oldest
+        // new one beside the oldest old one.
+        if max_surge > 0 && rolling {
+            let (mut new_pod, mut old_pod) = (None, None);
+            for pod in &alive {
+                let slot = if hash_of(pod) == Some(hash) {
+                    &mut new_pod
+                } else {
+                    &mut old_pod
+                };
+                if slot.is_none() {
+                    *slot = Some(*pod);
+                } else {
+                    plan.delete.push(pod.name_any());
+                }
+            }
+            match (old_pod, new_pod) {
+                (Some(old), None) if !pods::is_available(old, min_ready, now) => {
+                    surge_allowed.push(name.clone());
+                }
+                (Some(_), None) => surge_candidates.push(name.clone()),
+                (Some(old), Some(new)) => {
+                    if pods::is_available(new, min_ready, now) {
+                        plan.delete.push(old.name_any());
+                    } else {
+                        surging += 1;
+                    }
+                }
+                _ => {}
+            }
+            alive.retain(|p| Some(*p) == old_pod || Some(*p) == new_pod);
+        } else {
+            for extra in alive.split_off(1) {
+                plan.delete.push(extra.name_any());
+            }
         }
         let pod = alive[0];
         status.current_number_scheduled += 1;
@@ -258,7 +300,15 @@ pub fn plan(
             old_on_nodes.push((available, pod.name_any()));
         }
     }
-    if rolling {
+    if rolling && max_surge > 0 {
+        // A new pod beside each old one, maxSurge at a time (at once
+        // where the old one is not available); the old one goes when the
+        // new one is available.
+        let room = (max_surge - surging).max(0) as usize;
+        surge_candidates.truncate(room);
+        plan.create.extend(surge_allowed);
+        plan.create.extend(surge_candidates);
+    } else if rolling {
         // Old pods that are not available go first; available ones only
         // while the unavailable stay within maxUnavailable.
         old_on_nodes.sort();
@@ -662,6 +712,39 @@ mod tests {
         assert_eq!(status.updated_number_scheduled, Some(1));
         let on_delete = ds(json!({"updateStrategy": {"type": "OnDelete"}}));
         assert!(plan_deletes_nothing(&on_delete, &nodes, &pods, now));
+    }
+
+    #[test]
+    fn a_surging_update_adds_new_pods_before_old_ones_go() {
+        let now: Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
+        let nodes = vec![
+            node("n1", json!({})),
+            node("n2", json!({})),
+            node("n3", json!({})),
+        ];
+        let surge = ds(json!({"updateStrategy": {"type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}}));
+        let pods = vec![
+            pod("a", "n1", "old", true),
+            pod("b", "n2", "old", false),
+            pod("c", "n3", "old", true),
+        ];
+        let (planned, _) = plan(&surge, &nodes, &pods, "new", now);
+        assert_eq!(
+            (planned.create, planned.delete),
+            (vec!["n2".to_string(), "n1".to_string()], vec![]),
+            "the unavailable node at once, one more within the surge"
+        );
+        let mut later = pods.clone();
+        later.push(pod("a2", "n1", "new", true));
+        later.push(pod("b2", "n2", "new", false));
+        let (planned, status) = plan(&surge, &nodes, &later, "new", now);
+        assert_eq!(
+            (planned.create, planned.delete),
+            (vec![], vec!["a".to_string()]),
+            "the old pod beside an available new one goes; n2's new pod still counts against the surge"
+        );
+        assert_eq!(status.current_number_scheduled, 3);
     }
 
     fn plan_deletes_nothing(
