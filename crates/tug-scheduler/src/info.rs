@@ -2,6 +2,7 @@
 //! objects: requests as numbers, tolerations, selectors, ports.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{
@@ -178,6 +179,10 @@ pub struct AffinityTerm {
     /// hardPodAffinityWeight when another pod's required term counts in
     /// scoring).
     pub weight: i64,
+    /// A hash of what decides which pods the term selects (its
+    /// namespaces and selectors): equal terms of many pods are tested
+    /// once a cycle ([`Memo`]).
+    pub fingerprint: u64,
 }
 
 impl AffinityTerm {
@@ -186,12 +191,21 @@ impl AffinityTerm {
         if namespaces.is_empty() && term.namespace_selector.is_none() {
             namespaces.push(namespace.to_string());
         }
+        let mut hasher = std::hash::DefaultHasher::new();
+        namespaces.hash(&mut hasher);
+        serde_json::to_string(&term.namespace_selector)
+            .unwrap_or_default()
+            .hash(&mut hasher);
+        serde_json::to_string(&term.label_selector)
+            .unwrap_or_default()
+            .hash(&mut hasher);
         AffinityTerm {
             namespaces,
             namespace_selector: Selector::new(term.namespace_selector.as_ref()),
             selector: Selector::new(term.label_selector.as_ref()),
             topology_key: term.topology_key.clone(),
             weight,
+            fingerprint: hasher.finish(),
         }
     }
 
@@ -295,6 +309,51 @@ pub struct Resident {
     /// Being deleted: spreading no longer counts it.
     pub terminating: bool,
     pub affinity: PodAffinity,
+    /// A hash of its namespace and labels, all that selectors test:
+    /// pods of one workload share it ([`Memo`]).
+    pub identity: u64,
+}
+
+/// A key that is already a hash, used as is.
+#[derive(Debug, Default)]
+pub struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Answers of selector tests already given in a cycle, keyed by the
+/// fingerprints of what was tested: the incoming pod is tested against
+/// each distinct term once, each distinct pod identity against a term
+/// once, however many pods share them.
+#[derive(Debug, Default)]
+pub struct Memo(HashMap<u64, bool, BuildHasherDefault<Prehashed>>);
+
+impl Memo {
+    pub fn get_or(&mut self, key: u64, test: impl FnOnce() -> bool) -> bool {
+        *self.0.entry(key).or_insert_with(test)
+    }
+
+    /// The key of testing pods of `identity` against the term of
+    /// `fingerprint`.
+    pub fn pair(fingerprint: u64, identity: u64) -> u64 {
+        fingerprint
+            .rotate_left(17)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ identity
+    }
 }
 
 impl Resident {
@@ -442,6 +501,14 @@ impl PodInfo {
                 .map(|o| o.uid.clone()),
             terminating: pod.metadata.deletion_timestamp.is_some(),
             affinity: PodAffinity::of(spec, &namespace),
+            identity: 0,
+        };
+        let mut hasher = std::hash::DefaultHasher::new();
+        resident.namespace.hash(&mut hasher);
+        resident.labels.hash(&mut hasher);
+        let resident = Resident {
+            identity: hasher.finish(),
+            ..resident
         };
         PodInfo {
             namespace,
@@ -717,5 +784,37 @@ mod tests {
             ..any.clone()
         }));
         assert!(!any.conflicts(udp));
+    }
+
+    #[test]
+    fn equal_terms_and_equal_pods_share_their_fingerprints() {
+        let anti = |app: &str, key: &str| {
+            json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": key}]}})
+        };
+        let term = |info: &PodInfo| info.resident.affinity.required_anti[0].clone();
+        let a = pod(json!({"containers": [], "affinity": anti("web", "zone")}));
+        let b = pod(json!({"containers": [], "affinity": anti("web", "host")}));
+        let c = pod(json!({"containers": [], "affinity": anti("db", "zone")}));
+        assert_eq!(
+            term(&a).fingerprint,
+            term(&b).fingerprint,
+            "the topology key does not change what a term selects"
+        );
+        assert_ne!(term(&a).fingerprint, term(&c).fingerprint);
+        let labelled = |namespace: &str, app: &str| {
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": "x", "namespace": namespace, "labels": {"app": app}},
+                "spec": {"containers": []},
+            }))
+            .unwrap();
+            PodInfo::new(Arc::new(pod)).resident.identity
+        };
+        assert_eq!(labelled("default", "web"), labelled("default", "web"));
+        assert_ne!(labelled("default", "web"), labelled("other", "web"));
+        assert_ne!(labelled("default", "web"), labelled("default", "db"));
+        let mut memo = Memo::default();
+        assert!(memo.get_or(7, || true));
+        assert!(memo.get_or(7, || false), "answered once, then remembered");
     }
 }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use super::{Cycle, Filter, Fit, MAX_SCORE, Score, Snapshot};
-use crate::info::{AffinityTerm, Domains as NodeDomains, NodeInfo, PodInfo};
+use crate::info::{AffinityTerm, Domains as NodeDomains, Memo, NodeInfo, PodInfo, Resident};
 
 pub struct InterPodAffinity;
 
@@ -65,6 +65,37 @@ impl Domains {
     }
 }
 
+/// Selector tests of one cycle, each distinct one made once: the
+/// incoming pod against placed pods' terms, and its own terms against
+/// placed pods.
+#[derive(Default)]
+struct Tests {
+    incoming: Memo,
+    placed: Memo,
+}
+
+impl Tests {
+    /// Whether `term` (a placed pod's) selects the incoming `pod`.
+    fn selected(&mut self, pod: &PodInfo, term: &AffinityTerm, cluster: &Snapshot<'_>) -> bool {
+        self.incoming.get_or(term.fingerprint, || {
+            pod.selected_by(term, cluster.namespaces)
+        })
+    }
+
+    /// Whether `term` (the incoming pod's) selects `resident`.
+    fn selects(
+        &mut self,
+        term: &AffinityTerm,
+        resident: &Resident,
+        cluster: &Snapshot<'_>,
+    ) -> bool {
+        self.placed
+            .get_or(Memo::pair(term.fingerprint, resident.identity), || {
+                term.selects_pod(resident, cluster.namespaces)
+            })
+    }
+}
+
 #[derive(Debug, Default)]
 struct FilterState {
     /// Pods matching all of the incoming pod's required affinity terms.
@@ -84,13 +115,14 @@ impl Filter for InterPodAffinity {
         let affinity = pod.affinity();
         let incoming = !affinity.required.is_empty() || !affinity.required_anti.is_empty();
         let mut state = FilterState::default();
+        let mut tests = Tests::default();
         for (index, node) in cluster.nodes().enumerate() {
             if !incoming && node.with_affinity == 0 {
                 continue;
             }
             for resident in node.residents() {
                 for term in &resident.affinity.required_anti {
-                    if pod.selected_by(term, cluster.namespaces) {
+                    if tests.selected(pod, term, &cluster) {
                         state.existing_anti_affinity.add(&cluster, term, index, 1);
                     }
                 }
@@ -101,14 +133,14 @@ impl Filter for InterPodAffinity {
                     && affinity
                         .required
                         .iter()
-                        .all(|t| t.selects_pod(resident, cluster.namespaces))
+                        .all(|t| tests.selects(t, resident, &cluster))
                 {
                     for term in &affinity.required {
                         state.affinity.add(&cluster, term, index, 1);
                     }
                 }
                 for term in &affinity.required_anti {
-                    if term.selects_pod(resident, cluster.namespaces) {
+                    if tests.selects(term, resident, &cluster) {
                         state.anti_affinity.add(&cluster, term, index, 1);
                     }
                 }
@@ -177,29 +209,30 @@ impl Score for InterPodAffinity {
         let affinity = pod.affinity();
         let preferred = !affinity.preferred.is_empty() || !affinity.preferred_anti.is_empty();
         let mut scores = Domains::default();
+        let mut tests = Tests::default();
         for (index, node) in cluster.nodes().enumerate() {
             if !preferred && node.with_affinity == 0 {
                 continue;
             }
             for resident in node.residents() {
                 for term in &affinity.preferred {
-                    if term.selects_pod(resident, cluster.namespaces) {
+                    if tests.selects(term, resident, &cluster) {
                         scores.add(&cluster, term, index, term.weight);
                     }
                 }
                 for term in &affinity.preferred_anti {
-                    if term.selects_pod(resident, cluster.namespaces) {
+                    if tests.selects(term, resident, &cluster) {
                         scores.add(&cluster, term, index, -term.weight);
                     }
                 }
                 let theirs = &resident.affinity;
                 for term in theirs.required.iter().chain(&theirs.preferred) {
-                    if pod.selected_by(term, cluster.namespaces) {
+                    if tests.selected(pod, term, &cluster) {
                         scores.add(&cluster, term, index, term.weight);
                     }
                 }
                 for term in &theirs.preferred_anti {
-                    if pod.selected_by(term, cluster.namespaces) {
+                    if tests.selected(pod, term, &cluster) {
                         scores.add(&cluster, term, index, -term.weight);
                     }
                 }

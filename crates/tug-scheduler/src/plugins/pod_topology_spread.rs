@@ -12,14 +12,14 @@
 //! count the pods of the same owner. (Upstream also applies them to pods
 //! that only a Service selects; tug does not.)
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 
 use super::node_affinity::admits;
 use super::taint_toleration::tolerated;
 use super::{Cycle, Filter, Fit, MAX_SCORE, Score, Snapshot};
-use crate::info::{Domains, NodeInfo, PodInfo};
+use crate::info::{Domains, Memo, NodeInfo, PodInfo};
 use crate::labels::Selector;
 
 pub struct PodTopologySpread;
@@ -51,6 +51,8 @@ struct Constraint {
     honor_affinity: bool,
     /// nodeTaintsPolicy Honor: only nodes whose taints it tolerates.
     honor_taints: bool,
+    /// Which pod identities the selector takes, learnt this cycle.
+    memo: Mutex<Memo>,
 }
 
 impl Constraint {
@@ -68,6 +70,7 @@ impl Constraint {
             min_domains: spec.min_domains.map_or(1, |m| m.max(1) as usize),
             honor_affinity: spec.node_affinity_policy.as_deref() != Some("Ignore"),
             honor_taints: spec.node_taints_policy.as_deref() == Some("Honor"),
+            memo: Mutex::default(),
         }
     }
 
@@ -83,9 +86,13 @@ impl Constraint {
 
     /// How many of the node's pods this constraint counts.
     fn count(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
         let counted = node.residents().filter(|r| match &self.counted {
             Counted::Selected(selector) => {
-                !r.terminating && r.namespace == pod.namespace && selector.matches(&r.labels)
+                !r.terminating
+                    && memo.get_or(r.identity, || {
+                        r.namespace == pod.namespace && selector.matches(&r.labels)
+                    })
             }
             Counted::Owned(owner) => r.owner.as_deref() == Some(owner),
         });
@@ -135,6 +142,7 @@ fn default_constraints(pod: &PodInfo) -> Vec<Constraint> {
             min_domains: 1,
             honor_affinity: true,
             honor_taints: false,
+            memo: Mutex::default(),
         })
         .collect()
 }
