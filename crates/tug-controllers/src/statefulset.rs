@@ -14,9 +14,9 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetSta
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 
 use crate::claim;
@@ -60,12 +60,14 @@ pub fn claims_for(set: &StatefulSet, ordinal: i32) -> Vec<PersistentVolumeClaim>
             let mut labels = template.metadata.labels.clone().unwrap_or_default();
             labels.extend(selector_labels.clone());
             let name = claim_name(&template.name_any(), &set_name, ordinal);
+            let owners = claim_owners(set, ordinal, None, &[]);
             PersistentVolumeClaim {
                 metadata: ObjectMeta {
                     name: Some(name),
                     namespace: set.metadata.namespace.clone(),
                     labels: Some(labels),
                     annotations: template.metadata.annotations.clone(),
+                    owner_references: Some(owners).filter(|o| !o.is_empty()),
                     ..ObjectMeta::default()
                 },
                 spec: template.spec.clone(),
@@ -73,6 +75,60 @@ pub fn claims_for(set: &StatefulSet, ordinal: i32) -> Vec<PersistentVolumeClaim>
             }
         })
         .collect()
+}
+
+/// Whether the pod of `ordinal` is within the set's replicas.
+fn in_range(set: &StatefulSet, ordinal: i32) -> bool {
+    let spec = set.spec.as_ref();
+    let start = spec
+        .and_then(|s| s.ordinals.as_ref())
+        .and_then(|o| o.start)
+        .unwrap_or(0);
+    let replicas = spec.and_then(|s| s.replicas).unwrap_or(1);
+    (start..start + replicas).contains(&ordinal)
+}
+
+/// The owners a claim of the pod of `ordinal` should have, as the set's
+/// persistentVolumeClaimRetentionPolicy says: the set when claims go
+/// with it (whenDeleted Delete) and the pod is in range; the pod itself
+/// when claims go on scale-down (whenScaled Delete) and it is beyond the
+/// replicas; none to keep them (Retain). `others` are the claim's
+/// current owners: those neither the set nor the pod stay.
+pub fn claim_owners(
+    set: &StatefulSet,
+    ordinal: i32,
+    pod: Option<&Pod>,
+    others: &[OwnerReference],
+) -> Vec<OwnerReference> {
+    let policy = set
+        .spec
+        .as_ref()
+        .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref());
+    let deletes = |which: Option<&String>| which.map(String::as_str) == Some("Delete");
+    let when_deleted = deletes(policy.and_then(|p| p.when_deleted.as_ref()));
+    let when_scaled = deletes(policy.and_then(|p| p.when_scaled.as_ref()));
+    let pod_name = format!("{}-{ordinal}", set.name_any());
+    let mut owners: Vec<OwnerReference> = others
+        .iter()
+        .filter(|o| {
+            let set_ref = o.kind == "StatefulSet" && o.name == set.name_any();
+            let pod_ref = o.kind == "Pod" && o.name == pod_name;
+            !set_ref && !pod_ref
+        })
+        .cloned()
+        .collect();
+    if in_range(set, ordinal) {
+        if when_deleted {
+            owners.push(pods::controller_ref(
+                "apps/v1",
+                "StatefulSet",
+                &set.metadata,
+            ));
+        }
+    } else if when_scaled && let Some(pod) = pod {
+        owners.push(pods::controller_ref("v1", "Pod", &pod.metadata));
+    }
+    owners
 }
 
 /// The pod of `ordinal` made from `template` (of revision `revision`):
@@ -499,6 +555,55 @@ impl Controller {
         }
     }
 
+    /// Gives the claims of the set's pods the owners the retention policy
+    /// wants (before a condemned pod goes, so that its claims follow it).
+    async fn retain_claims(&self, set: &StatefulSet, pods: &[Arc<Pod>]) -> anyhow::Result<()> {
+        let namespace = set.namespace().unwrap_or_default();
+        let templates: Vec<String> = set
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_claim_templates.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|t| t.name_any())
+            .collect();
+        if templates.is_empty() {
+            return Ok(());
+        }
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &namespace);
+        for pod in pods {
+            let Some(ordinal) = ordinal_of(&set.name_any(), &pod.name_any()) else {
+                continue;
+            };
+            for template in &templates {
+                let name = claim_name(template, &set.name_any(), ordinal);
+                let Some(claim) = self.claims.get(&format!("{namespace}/{name}")) else {
+                    continue;
+                };
+                let current = claim.metadata.owner_references.clone().unwrap_or_default();
+                let wanted = claim_owners(set, ordinal, Some(pod), &current);
+                if wanted == current {
+                    continue;
+                }
+                let patch = serde_json::json!({"metadata": {
+                    "ownerReferences": wanted,
+                    "resourceVersion": claim.metadata.resource_version,
+                }});
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    // Changed meanwhile: the sync is tried again, before
+                    // any pod is deleted.
+                    Err(err) => return Err(err.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn sync(&self, key: &str) -> anyhow::Result<Option<Duration>> {
         let Some(cached) = self.sets.get(key) else {
             return Ok(None);
@@ -568,6 +673,9 @@ impl Controller {
         let current_name = current.name_any();
         let current_template = template_of(&current).unwrap_or_else(|| spec.template.clone());
 
+        if set.metadata.deletion_timestamp.is_none() {
+            self.retain_claims(&set, &claimed).await?;
+        }
         let plan = plan(
             &set,
             &claimed,
@@ -959,6 +1067,45 @@ mod tests {
                 ordinal: 1,
                 update: true
             }]
+        );
+    }
+
+    #[test]
+    fn claims_belong_to_the_set_or_the_condemned_pod_as_the_policy_says() {
+        let owner_kinds = |owners: Vec<OwnerReference>| -> Vec<String> {
+            owners
+                .into_iter()
+                .map(|o| format!("{}/{}", o.kind, o.name))
+                .collect()
+        };
+        let condemned: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web-4", "uid": "p4"}}))
+        .unwrap();
+        let retain = set(json!({}));
+        assert!(claim_owners(&retain, 0, None, &[]).is_empty());
+        let both = set(json!({"persistentVolumeClaimRetentionPolicy":
+            {"whenDeleted": "Delete", "whenScaled": "Delete"}}));
+        assert_eq!(
+            owner_kinds(claim_owners(&both, 1, None, &[])),
+            ["StatefulSet/web"]
+        );
+        let set_ref = claim_owners(&both, 1, None, &[]);
+        assert_eq!(
+            owner_kinds(claim_owners(&both, 4, Some(&condemned), &set_ref)),
+            ["Pod/web-4"],
+            "beyond the replicas the claim follows its pod, not the set"
+        );
+        let scaled = set(json!({"persistentVolumeClaimRetentionPolicy": {"whenScaled": "Delete"}}));
+        assert!(claim_owners(&scaled, 2, None, &[]).is_empty());
+        let other = OwnerReference {
+            kind: "Backup".into(),
+            name: "b".into(),
+            ..OwnerReference::default()
+        };
+        assert_eq!(
+            owner_kinds(claim_owners(&retain, 4, Some(&condemned), &[other])),
+            ["Backup/b"],
+            "owners that are not the set's stay"
         );
     }
 

@@ -1610,6 +1610,52 @@ spec:
         server.ok(&["get", "pvc", "--no-headers"]).lines().count(),
         3
     );
+
+    // A set whose claims go with its pods (whenScaled) and with it
+    // (whenDeleted).
+    let cache = dir.path().join("cache.yaml");
+    std::fs::write(
+        &cache,
+        "apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: cache}
+spec:
+  replicas: 2
+  persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete, whenScaled: Delete}
+  selector:
+    matchLabels: {app: cache}
+  template:
+    metadata:
+      labels: {app: cache}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{name: c, image: registry.local/cache:1}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources:
+        requests: {storage: 1Gi}
+",
+    )
+    .unwrap();
+    server.ok(&["apply", "-f", cache.to_str().unwrap()]);
+    server.ok(&["rollout", "status", "sts/cache", "--timeout=60s"]);
+    let claims = |server: &Server| server.ok(&["get", "pvc", "-l", "app=cache", "-o", "name"]);
+    assert_eq!(
+        claims(&server),
+        "persistentvolumeclaim/data-cache-0\npersistentvolumeclaim/data-cache-1\n"
+    );
+    server.ok(&["scale", "sts", "cache", "--replicas=1"]);
+    eventually(60, "the scaled-away pod's claim gone", || async {
+        (claims(&server) == "persistentvolumeclaim/data-cache-0\n").then_some(())
+    })
+    .await;
+    server.ok(&["delete", "sts", "cache"]);
+    eventually(60, "the set's last claim gone with it", || async {
+        claims(&server).is_empty().then_some(())
+    })
+    .await;
     nodes.shutdown().await;
 }
 
