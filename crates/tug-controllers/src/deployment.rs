@@ -1047,10 +1047,7 @@ impl Controller {
                 let message = format!(
                     "Failed to create new replica set {:?}: {}",
                     rs.name_any(),
-                    match &err {
-                        kube::Error::Api(s) => s.message.clone(),
-                        other => other.to_string(),
-                    }
+                    pods::error_message(&err)
                 );
                 if progress_deadline(d).is_some() {
                     set_progressing(d, "False", "ReplicaSetCreateError", message.clone());

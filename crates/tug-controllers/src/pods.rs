@@ -53,6 +53,14 @@ pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
     })
 }
 
+/// What an API error says: the Status message, or the error itself.
+pub fn error_message(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Whether `selector` selects `labels`. No selector selects nothing; an
 /// empty one selects everything.
 pub fn selects(

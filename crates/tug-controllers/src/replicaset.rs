@@ -488,7 +488,7 @@ impl<K: Replicated> Controller<K> {
                     if matches!(&err, kube::Error::Api(s) if s.code == 404) {
                         continue;
                     }
-                    let message = error_message(&err);
+                    let message = pods::error_message(&err);
                     self.recorder.event(
                         events::reference(k),
                         events::WARNING,
@@ -561,13 +561,6 @@ impl<K: Replicated> Controller<K> {
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(err) => Err(err),
         }
-    }
-}
-
-fn error_message(err: &kube::Error) -> String {
-    match err {
-        kube::Error::Api(s) => s.message.clone(),
-        other => other.to_string(),
     }
 }
 

@@ -483,7 +483,7 @@ impl Controller {
                 ),
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
                 Err(err) => {
-                    let message = api_message(&err);
+                    let message = pods::error_message(&err);
                     self.event(
                         set,
                         events::WARNING,
@@ -513,7 +513,7 @@ impl Controller {
                 Ok(())
             }
             Err(err) => {
-                let message = api_message(&err);
+                let message = pods::error_message(&err);
                 self.event(
                     set,
                     events::WARNING,
@@ -543,7 +543,7 @@ impl Controller {
             }
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(err) => {
-                let message = api_message(&err);
+                let message = pods::error_message(&err);
                 self.event(
                     set,
                     events::WARNING,
@@ -727,13 +727,6 @@ impl Controller {
         let doomed = history::truncate(&revisions, &keep, limit);
         history::delete(client, &namespace, &doomed).await?;
         Ok(plan.again)
-    }
-}
-
-fn api_message(err: &kube::Error) -> String {
-    match err {
-        kube::Error::Api(s) => s.message.clone(),
-        other => other.to_string(),
     }
 }
 
