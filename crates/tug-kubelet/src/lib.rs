@@ -19,6 +19,7 @@ pub mod join;
 pub mod logs;
 pub mod network;
 pub mod node;
+pub mod oom;
 pub mod pod;
 pub mod probes;
 pub mod registries;

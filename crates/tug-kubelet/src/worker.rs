@@ -25,7 +25,7 @@ use tug_controllers::events::{self, Recorder};
 use crate::Config;
 use crate::cri::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE, POD_UID, Runtime};
 use crate::pod::{self, Action, Memory, Nanos, Observed, RuntimeContainer, Sandbox, State};
-use crate::{probes, registries, static_pods, volumes};
+use crate::{oom, probes, registries, static_pods, volumes};
 
 /// How often the runtime is relisted.
 const RELIST: Duration = Duration::from_secs(1);
@@ -34,9 +34,8 @@ const RESYNC: Duration = Duration::from_secs(10);
 /// Grace given to the containers of a pod removed from the API.
 const ORPHAN_GRACE: i64 = 2;
 /// How long after a container was killed its status is asked again, for
-/// an OOM kill reported late (more than a resync; under a loaded CI
-/// machine 15 s were not always enough).
-const OOM_RECHECK: Nanos = 60 * 1_000_000_000;
+/// an OOM kill the runtime or the kernel log reader learns of late.
+const OOM_RECHECK: Nanos = 15 * 1_000_000_000;
 /// Pods of this priority or more are critical (system-cluster-critical).
 const CRITICAL_PRIORITY: i32 = 2_000_000_000;
 /// Syncs that act, one after another, before a worker pauses.
@@ -56,6 +55,8 @@ struct Shared {
     memory_capacity: u64,
     /// The lowest oom_score_adj the kernel lets this process give.
     oom_floor: i64,
+    /// The containers the kernel logged OOM kills in.
+    oom_kills: Arc<oom::Kills>,
     /// The static pods' UIDs, and their mirror pods' UIDs once they exist.
     statics: Mutex<HashMap<String, Option<String>>>,
     /// Wakes the static pods' manager when a mirror pod changes.
@@ -147,6 +148,7 @@ pub async fn run(
         probes: Arc::new(probes::Results::default()),
         memory_capacity: crate::node::Machine::memory_bytes(),
         oom_floor: oom_score_floor(),
+        oom_kills: oom::kills(),
         statics: Mutex::new(HashMap::new()),
         mirror_changed: Arc::new(tokio::sync::Notify::new()),
     });
@@ -394,6 +396,15 @@ async fn observe(
                 &status.log_path,
             );
         }
+        let mut reason = status.reason;
+        if state == State::Exited
+            && status.exit_code == 137
+            && reason != "OOMKilled"
+            && shared.oom_kills.killed(&status.id)
+        {
+            tracing::debug!(container = %status.id, "an OOM kill the runtime did not report");
+            reason = "OOMKilled".to_string();
+        }
         let known = RuntimeContainer {
             id: status.id,
             sandbox_id: container.pod_sandbox_id,
@@ -404,7 +415,7 @@ async fn observe(
             started_at: status.started_at,
             finished_at: status.finished_at,
             exit_code: status.exit_code,
-            reason: status.reason,
+            reason,
             message,
             image_ref: status.image_ref,
             started: None,
