@@ -132,7 +132,7 @@ pub async fn run(
         }
     };
     import_images(&config, &socket).await?;
-    tokio::task::spawn_blocking(|| network::sweep_orphan_chains(network::SWEEP_SETTLE));
+    network::request_sweep();
     if let Some(tls) = &config.tls {
         server::serve(config.port, tls, runtime.clone(), shutdown.clone()).await?;
     }

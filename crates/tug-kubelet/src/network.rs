@@ -89,7 +89,7 @@ pub fn orphan_chains(rules: &str) -> Vec<String> {
 }
 
 /// How long a chain must stay an orphan to be removed.
-pub const SWEEP_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+const SWEEP_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn nat_rules() -> String {
     std::process::Command::new("iptables")
@@ -97,6 +97,34 @@ fn nat_rules() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
+}
+
+/// Sweeps [`orphan_chains`] in the background: one sweep at a time, and
+/// the requests made while one runs make one more sweep after it, not one
+/// each (a node deleting 30 pods at once would otherwise hold 30 threads).
+pub fn request_sweep() {
+    // (a sweep is running, another is asked for)
+    static SWEEP: std::sync::Mutex<(bool, bool)> = std::sync::Mutex::new((false, false));
+    let state = || SWEEP.lock().unwrap_or_else(|e| e.into_inner());
+    {
+        let mut sweep = state();
+        if sweep.0 {
+            sweep.1 = true;
+            return;
+        }
+        *sweep = (true, false);
+    }
+    tokio::task::spawn_blocking(move || {
+        loop {
+            sweep_orphan_chains(SWEEP_SETTLE);
+            let mut sweep = state();
+            if !sweep.1 {
+                sweep.0 = false;
+                return;
+            }
+            sweep.1 = false;
+        }
+    });
 }
 
 /// Removes [`orphan_chains`] that are still orphans after `settle` (a pod

@@ -185,7 +185,7 @@ pub async fn run(
             Some(Ok(watcher::Event::InitApply(pod))) => {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 listed.push(uid.clone());
-                lock(&shared.pods).insert(uid, Arc::new(pod));
+                lock(&shared.pods).insert(uid, kept(pod));
             }
             Some(Ok(watcher::Event::InitDone)) => {
                 let gone: Vec<String> = {
@@ -202,7 +202,7 @@ pub async fn run(
             }
             Some(Ok(watcher::Event::Apply(pod))) => {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
-                lock(&shared.pods).insert(uid.clone(), Arc::new(pod));
+                lock(&shared.pods).insert(uid.clone(), kept(pod));
                 shared.wake(&uid);
             }
             Some(Ok(watcher::Event::Delete(pod))) => {
@@ -212,6 +212,13 @@ pub async fn run(
             }
         }
     }
+}
+
+/// A pod as the agent keeps it: without managedFields, which it never
+/// reads and which are often the larger part of the object.
+fn kept(mut pod: Pod) -> Arc<Pod> {
+    pod.metadata.managed_fields = None;
+    Arc::new(pod)
 }
 
 /// Relists sandboxes and containers every second and wakes the workers of
@@ -888,9 +895,7 @@ async fn remove_all(runtime: &Runtime, observed: &Observed) -> anyhow::Result<()
         runtime.remove_sandbox(&sandbox.id).await?;
     }
     if !observed.sandboxes.is_empty() {
-        tokio::task::spawn_blocking(|| {
-            crate::network::sweep_orphan_chains(crate::network::SWEEP_SETTLE)
-        });
+        crate::network::request_sweep();
     }
     Ok(())
 }
