@@ -323,6 +323,35 @@ impl Runtime {
             .into_inner()
             .images)
     }
+
+    /// Removes an image (by ID, all its names with it).
+    pub async fn remove_image(&self, id: &str) -> anyhow::Result<()> {
+        self.images
+            .clone()
+            .remove_image(cri::RemoveImageRequest {
+                image: Some(image_spec(id)),
+            })
+            .await
+            .with_context(|| format!("CRI RemoveImage {id}"))?;
+        Ok(())
+    }
+
+    /// The mount point of the filesystem that holds the images.
+    pub async fn image_fs(&self) -> anyhow::Result<Option<PathBuf>> {
+        let info = self
+            .images
+            .clone()
+            .image_fs_info(cri::ImageFsInfoRequest {})
+            .await
+            .context("CRI ImageFsInfo")?
+            .into_inner();
+        Ok(info
+            .image_filesystems
+            .into_iter()
+            .find_map(|fs| fs.fs_id)
+            .map(|id| PathBuf::from(id.mountpoint))
+            .filter(|path| !path.as_os_str().is_empty()))
+    }
 }
 
 pub fn image_spec(image: &str) -> cri::ImageSpec {

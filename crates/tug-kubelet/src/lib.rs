@@ -21,6 +21,7 @@ pub mod network;
 pub mod node;
 pub mod oom;
 pub mod pod;
+pub mod pressure;
 pub mod probes;
 pub mod registries;
 pub mod rotation;
@@ -34,6 +35,7 @@ pub mod worker;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use kube::Client;
@@ -60,6 +62,12 @@ pub struct Config {
     pub tls: Option<server::Tls>,
     /// When containers' logs are rotated.
     pub log_limits: rotation::Limits,
+    /// The hard eviction thresholds that put the node under pressure.
+    pub eviction_hard: Vec<pressure::Threshold>,
+    /// How long a pressure condition stays after its threshold was met.
+    pub eviction_pressure_transition: std::time::Duration,
+    /// When unused images are collected.
+    pub image_gc: pressure::ImageGcPolicy,
 }
 
 impl Config {
@@ -146,10 +154,29 @@ pub async fn run(
         node_uid,
         shutdown.clone(),
     ));
+    let recorder =
+        tug_controllers::events::Recorder::start(client.clone(), config.node_name.clone())
+            .for_component("kubelet");
+    recorder.event(
+        pressure::node_reference(&config.node_name),
+        tug_controllers::events::NORMAL,
+        "Starting",
+        "Starting kubelet.".into(),
+    );
+    let node_pressure = Arc::new(pressure::NodePressure::default());
+    tokio::spawn(pressure::run(
+        config.clone(),
+        runtime.clone(),
+        recorder.clone(),
+        node_pressure.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(node::status_loop(
         client.clone(),
         config.clone(),
         runtime.clone(),
+        recorder,
+        node_pressure,
         shutdown.clone(),
     ));
     tokio::spawn(rotation::run(

@@ -2,7 +2,9 @@
 //! renewed every 10 s, its conditions posted when they change (and every
 //! minute), and the pod network configured once it has a pod CIDR.
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -13,8 +15,11 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use tug_controllers::events::{self, Recorder};
+
 use crate::Config;
 use crate::cri::Runtime;
+use crate::pressure::NodePressure;
 
 const LEASE_SECONDS: i64 = 40;
 const LEASE_RENEW: Duration = Duration::from_secs(10);
@@ -88,51 +93,128 @@ pub fn default_ip() -> std::net::IpAddr {
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
-fn conditions(not_ready: Option<&str>, now: &str, previous: &Value) -> Value {
-    let condition = |kind: &str, status: &str, reason: &str, message: &str| {
-        let since = previous["status"]["conditions"]
+/// The conditions kubelet posts: (type, status, reason, message), the
+/// pressures as `pressure` has them.
+fn condition_states(
+    not_ready: Option<&str>,
+    pressure: &BTreeSet<&str>,
+) -> [(&'static str, &'static str, &'static str, String); 4] {
+    let under = |kind| pressure.contains(kind);
+    [
+        if under("MemoryPressure") {
+            (
+                "MemoryPressure",
+                "True",
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available".into(),
+            )
+        } else {
+            (
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available".into(),
+            )
+        },
+        if under("DiskPressure") {
+            (
+                "DiskPressure",
+                "True",
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure".into(),
+            )
+        } else {
+            (
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure".into(),
+            )
+        },
+        if under("PIDPressure") {
+            (
+                "PIDPressure",
+                "True",
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available".into(),
+            )
+        } else {
+            (
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available".into(),
+            )
+        },
+        match not_ready {
+            None => (
+                "Ready",
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status".into(),
+            ),
+            Some(message) => ("Ready", "False", "KubeletNotReady", message.to_string()),
+        },
+    ]
+}
+
+fn conditions(
+    not_ready: Option<&str>,
+    pressure: &BTreeSet<&str>,
+    now: &str,
+    previous: &Value,
+) -> Value {
+    let listed: Vec<Value> = condition_states(not_ready, pressure)
+        .into_iter()
+        .map(|(kind, status, reason, message)| {
+            let since = previous["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == kind && c["status"] == status)
+                .and_then(|c| c["lastTransitionTime"].as_str())
+                .unwrap_or(now)
+                .to_string();
+            json!({
+                "type": kind, "status": status, "reason": reason, "message": message,
+                "lastHeartbeatTime": now, "lastTransitionTime": since,
+            })
+        })
+        .collect();
+    json!(listed)
+}
+
+/// The events kubelet records when its node's conditions change, as
+/// `NodeHasSufficientMemory`, `NodeHasDiskPressure`, `NodeReady`: each
+/// condition whose status differs from `previous`'s (or that it lacks).
+fn transition_reasons(conditions: &Value, previous: &Value) -> Vec<&'static str> {
+    let mut reasons = Vec::new();
+    for condition in conditions.as_array().into_iter().flatten() {
+        let kind = condition["type"].as_str().unwrap_or_default();
+        let status = condition["status"].as_str().unwrap_or_default();
+        let before = previous["status"]["conditions"]
             .as_array()
             .into_iter()
             .flatten()
-            .find(|c| c["type"] == kind && c["status"] == status)
-            .and_then(|c| c["lastTransitionTime"].as_str())
-            .unwrap_or(now)
-            .to_string();
-        json!({
-            "type": kind, "status": status, "reason": reason, "message": message,
-            "lastHeartbeatTime": now, "lastTransitionTime": since,
-        })
-    };
-    let ready = match not_ready {
-        None => condition(
-            "Ready",
-            "True",
-            "KubeletReady",
-            "kubelet is posting ready status",
-        ),
-        Some(message) => condition("Ready", "False", "KubeletNotReady", message),
-    };
-    json!([
-        condition(
-            "MemoryPressure",
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available"
-        ),
-        condition(
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure"
-        ),
-        condition(
-            "PIDPressure",
-            "False",
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available"
-        ),
-        ready,
-    ])
+            .find(|c| c["type"] == kind)
+            .and_then(|c| c["status"].as_str());
+        if before == Some(status) {
+            continue;
+        }
+        let reason = match (kind, status == "True") {
+            ("MemoryPressure", false) => "NodeHasSufficientMemory",
+            ("MemoryPressure", true) => "NodeHasInsufficientMemory",
+            ("DiskPressure", false) => "NodeHasNoDiskPressure",
+            ("DiskPressure", true) => "NodeHasDiskPressure",
+            ("PIDPressure", false) => "NodeHasSufficientPID",
+            ("PIDPressure", true) => "NodeHasInsufficientPID",
+            ("Ready", true) => "NodeReady",
+            ("Ready", false) => "NodeNotReady",
+            _ => continue,
+        };
+        reasons.push(reason);
+    }
+    reasons
 }
 
 /// The Node as the agent registers it.
@@ -162,7 +244,7 @@ pub fn object(config: &Config, machine: &Machine, runtime_version: &str) -> Valu
         "status": {
             "capacity": resources,
             "allocatable": resources,
-            "conditions": conditions(Some("container runtime network not ready: the node has no pod CIDR yet"), &now(), &Value::Null),
+            "conditions": conditions(Some("container runtime network not ready: the node has no pod CIDR yet"), &BTreeSet::new(), &now(), &Value::Null),
             "addresses": [
                 {"type": "InternalIP", "address": config.node_ip.to_string()},
                 {"type": "Hostname", "address": config.node_name},
@@ -314,10 +396,16 @@ pub async fn status_loop(
     client: Client,
     config: Config,
     runtime: Runtime,
+    recorder: Recorder,
+    pressure: Arc<NodePressure>,
     shutdown: CancellationToken,
 ) {
+    let node_reference = crate::pressure::node_reference(&config.node_name);
     let nodes: Api<Node> = Api::all(client);
-    let mut last: Option<(Option<String>, tokio::time::Instant)> = None;
+    // What was last posted: the reason the node was not ready, the
+    // conditions under pressure, and when.
+    type Posted = (Option<String>, BTreeSet<&'static str>, tokio::time::Instant);
+    let mut last: Option<Posted> = None;
     loop {
         match nodes.get(&config.node_name).await {
             Ok(node) => {
@@ -348,12 +436,17 @@ pub async fn status_loop(
                 let images_changed = images
                     .as_ref()
                     .is_some_and(|images| previous["status"]["images"] != *images);
+                let pressed = pressure.conditions();
                 let due = images_changed
-                    || last.as_ref().is_none_or(|(previous, at)| {
-                        *previous != not_ready || at.elapsed() >= STATUS_REPORT
+                    || last.as_ref().is_none_or(|(previous, posted, at)| {
+                        *previous != not_ready
+                            || *posted != pressed
+                            || at.elapsed() >= STATUS_REPORT
                     });
                 if due {
-                    let mut patch = json!({"status": {"conditions": conditions(not_ready.as_deref(), &now(), &previous)}});
+                    let conditions = conditions(not_ready.as_deref(), &pressed, &now(), &previous);
+                    let transitions = transition_reasons(&conditions, &previous);
+                    let mut patch = json!({"status": {"conditions": conditions}});
                     if let Some(images) = images {
                         patch["status"]["images"] = images;
                     }
@@ -365,7 +458,17 @@ pub async fn status_loop(
                         )
                         .await
                     {
-                        Ok(_) => last = Some((not_ready, tokio::time::Instant::now())),
+                        Ok(_) => {
+                            for reason in transitions {
+                                recorder.event(
+                                    node_reference.clone(),
+                                    events::NORMAL,
+                                    reason,
+                                    format!("Node {} status is now: {reason}", config.node_name),
+                                );
+                            }
+                            last = Some((not_ready, pressed, tokio::time::Instant::now()));
+                        }
                         Err(err) => tracing::warn!(error = %err, "posting the node's status"),
                     }
                 }
@@ -374,12 +477,13 @@ pub async fn status_loop(
         }
         // Checked every second until the node is ready.
         let pause = match &last {
-            Some((None, _)) => STATUS_CHECK,
+            Some((None, _, _)) => STATUS_CHECK,
             _ => Duration::from_secs(1),
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
+            _ = pressure.changed.notified() => {}
         }
     }
 }

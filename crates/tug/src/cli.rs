@@ -79,6 +79,29 @@ pub(crate) struct NodeArgs {
     /// containerLogMaxFiles).
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub(crate) container_log_max_files: usize,
+
+    /// Hard eviction thresholds: the node is under memory, disk or PID
+    /// pressure while one is met (kubelet's signals and defaults; given,
+    /// it replaces them all).
+    #[arg(long, default_value = tug_kubelet::pressure::DEFAULT_EVICTION_HARD, value_name = "SIGNAL<LEVEL,...")]
+    pub(crate) eviction_hard: String,
+
+    /// How long a pressure condition stays after its threshold was last met.
+    #[arg(long, default_value = "5m0s", value_name = "DURATION")]
+    pub(crate) eviction_pressure_transition_period: String,
+
+    /// Unused images are collected once the image filesystem is this full
+    /// (percent; 100 never)...
+    #[arg(long, default_value_t = 85, value_name = "PERCENT")]
+    pub(crate) image_gc_high_threshold: u8,
+
+    /// ...down to this.
+    #[arg(long, default_value_t = 80, value_name = "PERCENT")]
+    pub(crate) image_gc_low_threshold: u8,
+
+    /// Images first seen more recently are not collected.
+    #[arg(long, default_value = "2m0s", value_name = "DURATION")]
+    pub(crate) minimum_image_ttl_duration: String,
 }
 
 #[derive(clap::Args, Debug)]

@@ -85,6 +85,19 @@ pub(crate) fn agent_config(
     if flags.container_log_max_files < 2 {
         bail!("--container-log-max-files must be at least 2");
     }
+    let eviction_hard = tug_kubelet::pressure::parse_thresholds(&flags.eviction_hard)
+        .map_err(|err| anyhow::anyhow!("--eviction-hard: {err}"))?;
+    let duration = |flag: &str, value: &str| {
+        tug_kubelet::pressure::parse_duration(value).ok_or_else(|| {
+            anyhow::anyhow!("--{flag} must be a duration such as 5m0s or 30s, not {value:?}")
+        })
+    };
+    let (high, low) = (flags.image_gc_high_threshold, flags.image_gc_low_threshold);
+    if high > 100 || low > high {
+        bail!(
+            "--image-gc-high-threshold must be at most 100 and --image-gc-low-threshold at most it, not {high} and {low}"
+        );
+    }
     Ok(tug_kubelet::Config {
         node_name,
         node_ip,
@@ -99,6 +112,19 @@ pub(crate) fn agent_config(
         log_limits: tug_kubelet::rotation::Limits {
             max_size: u64::try_from(max_size).unwrap_or(u64::MAX),
             max_files: flags.container_log_max_files,
+        },
+        eviction_hard,
+        eviction_pressure_transition: duration(
+            "eviction-pressure-transition-period",
+            &flags.eviction_pressure_transition_period,
+        )?,
+        image_gc: tug_kubelet::pressure::ImageGcPolicy {
+            high,
+            low,
+            min_age: duration(
+                "minimum-image-ttl-duration",
+                &flags.minimum_image_ttl_duration,
+            )?,
         },
     })
 }

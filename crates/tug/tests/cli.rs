@@ -79,7 +79,7 @@ fn server_opens_its_store_and_stops_cleanly_on_sigterm() {
 
 #[test]
 fn bad_flags_get_a_one_line_error_and_a_failing_exit() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 10] = [
         (
             &["server", "--bind-address", "localhost"],
             "--bind-address must be an IP address",
@@ -117,6 +117,24 @@ fn bad_flags_get_a_one_line_error_and_a_failing_exit() {
             "at least 1 second",
         ),
         (&["server", "--datastore-certfile", "/c.pem"], "required"),
+        (
+            &["server", "--eviction-hard", "disk.available<1Gi"],
+            "--eviction-hard: unknown eviction signal \"disk.available\"",
+        ),
+        (
+            &["server", "--minimum-image-ttl-duration", "2"],
+            "--minimum-image-ttl-duration must be a duration",
+        ),
+        (
+            &[
+                "server",
+                "--image-gc-high-threshold",
+                "70",
+                "--image-gc-low-threshold",
+                "80",
+            ],
+            "--image-gc-low-threshold at most it",
+        ),
     ];
     for (args, expected) in cases {
         let output = tug().args(args).output().unwrap();

@@ -227,6 +227,127 @@ fn busybox_archive(dir: &Path) -> PathBuf {
     path
 }
 
+/// A node whose image filesystem is below its eviction threshold (here
+/// any: imagefs.available<100%) is under DiskPressure: tainted, and its
+/// unused images are deleted once past their minimum age; images in use
+/// and the pause image stay.
+#[test]
+fn disk_pressure_taints_the_node_and_collects_unused_images() {
+    use tug_kubelet::images::{Entry, ImageConfig, docker_archive, tar};
+    let dir = tempfile::tempdir().unwrap();
+    // Images are spared for their first 20 s, long enough to see them
+    // and to start the pod that uses one.
+    let agent = Agent::start_with(
+        dir.path(),
+        &[
+            "--eviction-hard",
+            "imagefs.available<100%",
+            "--minimum-image-ttl-duration",
+            "20s",
+        ],
+    );
+    let layer = tar(&[Entry::File {
+        path: "unused",
+        mode: 0o644,
+        data: b"nothing runs this",
+    }])
+    .unwrap();
+    let unused = dir.path().join("unused.tar");
+    std::fs::write(
+        &unused,
+        docker_archive("tug.local/unused:1", &[layer], &ImageConfig::default()).unwrap(),
+    )
+    .unwrap();
+    agent.tug(&["images", "import", unused.to_str().unwrap()]);
+    let archive = busybox_archive(dir.path());
+    agent.tug(&["images", "import", archive.to_str().unwrap()]);
+    let images = agent.tug(&["images", "list"]);
+    assert!(images.contains("tug.local/unused"), "{images}");
+    // A pod bound to the node by name runs in spite of the taint.
+    agent.apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: bound
+spec:
+  nodeName: {NODE}
+  containers:
+  - name: c
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: [sleep, '3600']
+"
+    ));
+    let condition = |kind: &str| {
+        agent.ok(&[
+            "get",
+            "node",
+            NODE,
+            "-o",
+            &format!(
+                "jsonpath={{.status.conditions[?(@.type==\"{kind}\")].status}} {{.status.conditions[?(@.type==\"{kind}\")].reason}}"
+            ),
+        ])
+    };
+    until(60, "DiskPressure", || {
+        (condition("DiskPressure") == "True KubeletHasDiskPressure").then_some(())
+    });
+    assert_eq!(
+        condition("MemoryPressure"),
+        "False KubeletHasSufficientMemory"
+    );
+    assert_eq!(condition("Ready"), "True KubeletReady");
+    until(60, "the disk-pressure taint", || {
+        agent
+            .ok(&["get", "node", NODE, "-o", "jsonpath={.spec.taints}"])
+            .contains("node.kubernetes.io/disk-pressure")
+            .then_some(())
+    });
+    until(60, "the unused image to be collected", || {
+        (!agent.tug(&["images", "list"]).contains("tug.local/unused")).then_some(())
+    });
+    agent.pod_until(60, "bound", "the bound pod to run", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let images = agent.tug(&["images", "list"]);
+    assert!(images.contains("tug.local/busybox"), "{images}");
+    assert!(images.contains("tug.local/pause"), "{images}");
+
+    // The scheduler leaves a pod without the toleration pending.
+    agent.ok(&[
+        "run",
+        "pending",
+        &format!("--image={BUSYBOX}"),
+        "--image-pull-policy=IfNotPresent",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let pending = agent.pod_until(30, "pending", "pending to be unschedulable", |p| {
+        p["status"]["conditions"][0]["reason"] == "Unschedulable"
+    });
+    let message = pending["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.starts_with(
+            "0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/disk-pressure: }."
+        ),
+        "{message}"
+    );
+    // What kubelet said, as `kubectl describe node` shows it.
+    let described = agent.ok(&["describe", "node", NODE]);
+    for event in [
+        "Starting kubelet.",
+        "EvictionThresholdMet",
+        "Attempting to reclaim ephemeral-storage",
+        &format!("Node {NODE} status is now: NodeHasDiskPressure"),
+        &format!("Node {NODE} status is now: NodeReady"),
+    ] {
+        assert!(described.contains(event), "{event}:\n{described}");
+    }
+}
+
 fn status_of<'a>(pod: &'a Value, container: &str) -> &'a Value {
     pod["status"]["containerStatuses"]
         .as_array()
@@ -280,6 +401,28 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
         "{runtime_version}"
     );
     assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], NODE);
+    // Real signals, far from the default thresholds on a test machine.
+    let conditions: Vec<(&str, &str, &str)> = node["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap(),
+                c["status"].as_str().unwrap(),
+                c["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            ("MemoryPressure", "False", "KubeletHasSufficientMemory"),
+            ("DiskPressure", "False", "KubeletHasNoDiskPressure"),
+            ("PIDPressure", "False", "KubeletHasSufficientPID"),
+            ("Ready", "True", "KubeletReady"),
+        ]
+    );
     let cidr = node["spec"]["podCIDR"].as_str().unwrap().to_string();
     let prefix = cidr.trim_end_matches("0/24");
 
