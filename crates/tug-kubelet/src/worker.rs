@@ -1339,6 +1339,19 @@ fn sandbox_config(
                 supplemental_groups: security
                     .and_then(|s| s.supplemental_groups.clone())
                     .unwrap_or_default(),
+                // containerd runs a privileged container only in a
+                // privileged sandbox (kubelet's HasPrivilegedContainer).
+                privileged: spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .chain(&spec.containers)
+                    .any(|c| {
+                        c.security_context
+                            .as_ref()
+                            .and_then(|s| s.privileged)
+                            .unwrap_or(false)
+                    }),
                 ..Default::default()
             }),
             sysctls: security

@@ -1317,6 +1317,43 @@ spec:
 apiVersion: v1
 kind: Pod
 metadata:
+  name: secured
+spec:
+  restartPolicy: Never
+  containers:
+  - name: privileged
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'mkdir /m && mount -t tmpfs none /m && echo mounted || echo refused']
+    securityContext: {{privileged: true}}
+  - name: unprivileged
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'mkdir /m && mount -t tmpfs none /m 2>/dev/null && echo mounted || echo refused']
+  - name: added
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'mkdir /m && mount -t tmpfs none /m && echo mounted || echo refused']
+    securityContext: {{capabilities: {{add: [SYS_ADMIN]}}}}
+  - name: dropped
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'touch /f && chown 1:1 /f 2>/dev/null && echo chowned || echo refused']
+    securityContext: {{capabilities: {{drop: [CHOWN]}}}}
+  - name: readonly
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'touch /f 2>/dev/null && echo wrote || echo read-only']
+    securityContext: {{readOnlyRootFilesystem: true}}
+  - name: group
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'echo $(id -u) $(id -g)']
+    securityContext: {{runAsUser: 1000, runAsGroup: 2000}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
   name: published
 spec:
   terminationGracePeriodSeconds: 1
@@ -1369,6 +1406,22 @@ spec:
     });
     assert_eq!(agent.ok(&["logs", "user"]), "1000\n");
 
+    // privileged, capabilities, a read-only root, runAsGroup.
+    agent.pod_until(60, "secured", "secured to succeed", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    for (container, wanted) in [
+        ("privileged", "mounted"),
+        ("unprivileged", "refused"),
+        ("added", "mounted"),
+        ("dropped", "refused"),
+        ("readonly", "read-only"),
+        ("group", "1000 2000"),
+    ] {
+        let said = agent.ok(&["logs", "secured", "-c", container]);
+        assert_eq!(said.trim(), wanted, "{container}");
+    }
+
     // A hostPort reaches the container from the node.
     agent.pod_until(60, "published", "published to run", ready);
     let node_ip = agent.ok(&[
@@ -1399,6 +1452,7 @@ spec:
         "guaranteed",
         "rootless",
         "user",
+        "secured",
         "published",
         "--grace-period=1",
     ]);
