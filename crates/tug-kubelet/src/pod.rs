@@ -501,7 +501,7 @@ pub fn plan(
             Some(c) if c.state == State::Running && c.probe_failed => {
                 plan.actions.push(Action::KillContainer {
                     id: c.id.clone(),
-                    grace: probe_grace(pod, &container.name),
+                    grace: probe_grace(pod, &container.name, c.started != Some(true)),
                 });
             }
             Some(c) if c.state != State::Exited => {}
@@ -537,16 +537,19 @@ pub fn plan(
     plan
 }
 
-/// The grace a container killed by its probe gets: the probe's own
-/// terminationGracePeriodSeconds, else the pod's.
-fn probe_grace(pod: &Pod, name: &str) -> i64 {
+/// The grace a container killed by its probe gets: the failed probe's
+/// own terminationGracePeriodSeconds (the startup probe's while the
+/// container has not started), else the pod's.
+fn probe_grace(pod: &Pod, name: &str, starting: bool) -> i64 {
     containers(pod)
         .iter()
         .find(|c| c.name == name)
         .and_then(|c| {
-            c.liveness_probe
-                .as_ref()
-                .and_then(|p| p.termination_grace_period_seconds)
+            let probe = match &c.startup_probe {
+                Some(startup) if starting => Some(startup),
+                _ => c.liveness_probe.as_ref(),
+            };
+            probe.and_then(|p| p.termination_grace_period_seconds)
         })
         .unwrap_or_else(|| grace_period(pod))
 }

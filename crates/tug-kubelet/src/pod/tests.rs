@@ -428,7 +428,7 @@ fn probes_decide_readiness_and_a_failed_liveness_probe_restarts() {
     assert_eq!(s["containerStatuses"][0]["started"], false);
     assert_eq!(s["containerStatuses"][0]["ready"], false);
     c.probe_failed = true;
-    let o = observed(vec![sandbox(0, true)], vec![c]);
+    let o = observed(vec![sandbox(0, true)], vec![c.clone()]);
     assert_eq!(
         actions(plan(&p, &o, &Memory::default(), "Running", 0)),
         vec![Action::KillContainer {
@@ -436,6 +436,29 @@ fn probes_decide_readiness_and_a_failed_liveness_probe_restarts() {
             grace: 30
         }]
     );
+    // Each probe's own grace: the startup probe's until the container
+    // has started, the liveness probe's after.
+    let mut p = p;
+    let spec = p.spec.as_mut().unwrap();
+    spec.containers[0].startup_probe = Some(k8s_openapi::api::core::v1::Probe {
+        termination_grace_period_seconds: Some(3),
+        ..Default::default()
+    });
+    spec.containers[0].liveness_probe = Some(k8s_openapi::api::core::v1::Probe {
+        termination_grace_period_seconds: Some(7),
+        ..Default::default()
+    });
+    let grace = |started| {
+        let mut c = c.clone();
+        c.started = Some(started);
+        c.probe_failed = true;
+        let o = observed(vec![sandbox(0, true)], vec![c]);
+        match actions(plan(&p, &o, &Memory::default(), "Running", 0)).as_slice() {
+            [Action::KillContainer { grace, .. }] => *grace,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!((grace(false), grace(true)), (3, 7));
 }
 
 #[test]

@@ -695,7 +695,7 @@ spec:
     command:
     - sh
     - -c
-    - 'while true; do echo \"$(wget -q -O - http://localhost:8080/) mode=$(cat /etc/settings/mode) pw=$PASSWORD file=$(cat /etc/creds/password) $(cat /etc/info/labels) tmpfs=$(grep -c \" /scratch tmpfs \" /proc/mounts)\"; sleep 1; done'
+    - 'while true; do echo \"$(wget -q -O - http://localhost:8080/) mode=$(cat /etc/settings/mode) pw=$PASSWORD file=$(cat /etc/creds/password) $(cat /etc/info/labels) tmpfs=$(grep -c \" /scratch tmpfs \" /proc/mounts) secret=$(grep -c \" /etc/creds tmpfs \" /proc/mounts)\"; sleep 1; done'
     env:
     - {name: PASSWORD, valueFrom: {secretKeyRef: {name: creds, key: password}}}
     volumeMounts:
@@ -719,7 +719,8 @@ fn containers_share_volumes_and_localhost_and_see_config_change() {
     agent.pod_until(60, "seed", "seed to be Running and Ready", |p| {
         p["status"]["phase"] == "Running" && ready(p)
     });
-    let expected = "hello from seed mode=fast pw=s3cret file=s3cret app=\"seed\" tmpfs=1";
+    // (the Secret's files on tmpfs)
+    let expected = "hello from seed mode=fast pw=s3cret file=s3cret app=\"seed\" tmpfs=1 secret=1";
     until(30, "the agent to read the web server's page", || {
         let logs = agent.kubectl(&["logs", "seed", "-c", "agent", "--tail=1"]);
         (String::from_utf8_lossy(&logs.stdout).trim() == expected).then_some(())
@@ -734,6 +735,19 @@ fn containers_share_volumes_and_localhost_and_see_config_change() {
     ]);
     let changed = expected.replace("mode=fast", "mode=slow");
     until(60, "the changed setting to reach the pod", || {
+        let logs = agent.kubectl(&["logs", "seed", "-c", "agent", "--tail=1"]);
+        (String::from_utf8_lossy(&logs.stdout).trim() == changed).then_some(())
+    });
+    // So does a changed Secret (the environment keeps what it started with).
+    agent.ok(&[
+        "patch",
+        "secret",
+        "creds",
+        "-p",
+        r#"{"stringData":{"password":"n3w"}}"#,
+    ]);
+    let changed = changed.replace("file=s3cret", "file=n3w");
+    until(60, "the changed secret to reach the pod", || {
         let logs = agent.kubectl(&["logs", "seed", "-c", "agent", "--tail=1"]);
         (String::from_utf8_lossy(&logs.stdout).trim() == changed).then_some(())
     });
@@ -884,6 +898,18 @@ fn hooks_run_deadlines_end_pods_and_missing_images_back_off() {
     agent.tug(&["images", "import", archive.to_str().unwrap()]);
     let shared = dir.path().join("hooks");
     std::fs::create_dir_all(&shared).unwrap();
+    // SIGTERM is noted and ignored: only SIGKILL ends the container.
+    std::fs::write(
+        shared.join("run.sh"),
+        "trap 'echo term >> /out/log; termed=1' TERM
+while true; do
+  cat /out/posted 2>/dev/null
+  sleep 1
+  if [ -n \"$termed\" ]; then echo alive >> /out/log; fi
+done
+",
+    )
+    .unwrap();
     agent.apply(&format!(
         "apiVersion: v1
 kind: Pod
@@ -897,14 +923,14 @@ spec:
   - name: app
     image: tug.local/busybox:1
     imagePullPolicy: IfNotPresent
-    command: [sh, -c, 'while true; do cat /out/posted 2>/dev/null; sleep 1; done']
+    command: [sh, /out/run.sh]
     volumeMounts:
     - {{name: out, mountPath: /out}}
     lifecycle:
       postStart:
         exec: {{command: [sh, -c, 'echo posted > /out/posted']}}
       preStop:
-        exec: {{command: [sh, -c, 'echo stopped > /out/stopped']}}
+        exec: {{command: [sh, -c, 'echo stopped >> /out/log']}}
 ",
         shared.display()
     ));
@@ -913,11 +939,15 @@ spec:
         std::fs::read_to_string(shared.join("posted")).unwrap(),
         "posted\n"
     );
-    agent.ok(&["delete", "pod", "hooked"]);
-    assert_eq!(
-        std::fs::read_to_string(shared.join("stopped")).unwrap(),
-        "stopped\n",
-        "the preStop hook ran before the container stopped"
+    // Deletion: preStop, then SIGTERM, then SIGKILL once the grace
+    // (5 s) is over, and the pod goes.
+    agent.ok(&["delete", "pod", "hooked", "--timeout=60s"]);
+    let log = std::fs::read_to_string(shared.join("log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[..2], ["stopped", "term"], "{log}");
+    assert!(
+        lines.len() >= 4 && lines[2..].iter().all(|l| *l == "alive"),
+        "the container ran on after SIGTERM until killed: {log}"
     );
 
     // activeDeadlineSeconds ends a pod, Failed with upstream's reason.
