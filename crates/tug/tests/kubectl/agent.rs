@@ -401,6 +401,37 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
         "{runtime_version}"
     );
     assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], NODE);
+    assert_eq!(node["metadata"]["labels"]["kubernetes.io/os"], "linux");
+    assert!(node["metadata"]["labels"]["kubernetes.io/arch"].is_string());
+    for resource in ["cpu", "memory", "ephemeral-storage"] {
+        for field in ["capacity", "allocatable"] {
+            assert!(
+                node["status"][field][resource].is_string(),
+                "{field} {resource}: {node}"
+            );
+        }
+    }
+    assert_eq!(node["status"]["capacity"]["pods"], "110");
+    let info = &node["status"]["nodeInfo"];
+    for field in ["kernelVersion", "osImage", "kubeletVersion"] {
+        assert!(!info[field].as_str().unwrap().is_empty(), "{field}: {info}");
+    }
+    // Its Lease in kube-node-lease, renewed.
+    let renewed = || {
+        agent.ok(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            NODE,
+            "-o",
+            "jsonpath={.spec.renewTime}",
+        ])
+    };
+    let first = renewed();
+    until(30, "the node's Lease to be renewed", || {
+        (renewed() != first).then_some(())
+    });
     // Real signals, far from the default thresholds on a test machine.
     let conditions: Vec<(&str, &str, &str)> = node["status"]["conditions"]
         .as_array()
@@ -466,6 +497,16 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
     );
     assert!(main["state"]["running"]["startedAt"].is_string(), "{main}");
     assert_eq!(main["restartCount"], 0);
+    assert!(!main["imageID"].as_str().unwrap().is_empty(), "{main}");
+    assert_eq!(web["status"]["podIPs"][0]["ip"], ip.as_str());
+    assert_eq!(web["status"]["hostIPs"][0]["ip"], web["status"]["hostIP"]);
+    assert_eq!(web["status"]["qosClass"], "BestEffort");
+    let scheduled = web["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "PodScheduled" && c["status"] == "True");
+    assert!(scheduled, "{web}");
     let answer = until(30, "the web server to answer on the pod's address", || {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect((ip.as_str(), 8080)).ok()?;
@@ -516,6 +557,7 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
     assert_eq!(crash["status"]["phase"], "Running");
     let listed = agent.ok(&["get", "pod", "crash"]);
     assert!(listed.contains("CrashLoopBackOff"), "{listed}");
+    assert_eq!(agent.ok(&["logs", "crash", "--previous"]), "dying\n");
     let described = agent.ok(&["describe", "pod", "crash"]);
     assert!(
         described.contains("Back-off restarting failed container crash"),
@@ -986,7 +1028,28 @@ spec:
     ] {
         assert!(described.contains(event), "no {event:?} in:\n{described}");
     }
-    agent.ok(&["delete", "pod", "brief", "ghost", "--grace-period=1"]);
+    // imagePullPolicy Never with the image absent: never pulled.
+    agent.ok(&[
+        "run",
+        "never",
+        "--image=tug.local/absent:1",
+        "--image-pull-policy=Never",
+    ]);
+    let never = agent.pod_until(60, "never", "never to wait for its image", |p| {
+        status_of(p, "never")["state"]["waiting"]["reason"] == "ErrImageNeverPull"
+    });
+    assert_eq!(
+        status_of(&never, "never")["state"]["waiting"]["message"],
+        "Container image \"tug.local/absent:1\" is not present with pull policy of Never"
+    );
+    agent.ok(&[
+        "delete",
+        "pod",
+        "brief",
+        "ghost",
+        "never",
+        "--grace-period=1",
+    ]);
 }
 
 const STREAMED: &str = "apiVersion: v1
