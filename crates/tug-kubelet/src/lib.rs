@@ -176,7 +176,7 @@ pub async fn run(
         config.clone(),
         runtime.clone(),
         recorder,
-        node_pressure,
+        node_pressure.clone(),
         shutdown.clone(),
     ));
     tokio::spawn(rotation::run(
@@ -184,7 +184,7 @@ pub async fn run(
         config.log_limits,
         shutdown.clone(),
     ));
-    let result = worker::run(client, config, runtime, shutdown).await;
+    let result = worker::run(client, config, runtime, node_pressure, shutdown).await;
     if let Some(supervisor) = supervisor {
         let _ = supervisor.await;
     }

@@ -92,7 +92,7 @@ impl Observed {
             .find(|c| c.name == name && c.sandbox_id == sandbox.id)
     }
 
-    fn any_running(&self) -> bool {
+    pub fn any_running(&self) -> bool {
         self.containers
             .iter()
             .any(|c| matches!(c.state, State::Running | State::Created | State::Unknown))
@@ -161,6 +161,69 @@ pub struct Memory {
     pub pull_errors: HashMap<String, PullError>,
     /// When the agent first ran the pod (its status' startTime).
     pub start_time: Option<Nanos>,
+    /// Whether the pod was admitted (or refused) already.
+    pub admitted: bool,
+    /// Why the agent ended the pod, if it did (evicted or refused).
+    pub ending: Option<Ending>,
+}
+
+/// A pod the agent ends Failed: evicted under node pressure, or refused
+/// at admission (kubelet's `Evicted`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ending {
+    pub reason: &'static str,
+    pub message: String,
+    /// Evictions mark the pod with a DisruptionTarget condition.
+    pub disruption: bool,
+    /// The grace its containers get.
+    pub grace: i64,
+}
+
+/// kubelet's eviction admission: under node pressure a new pod is refused
+/// (the message why), but for critical pods, and for pods that are not
+/// BestEffort, or tolerate the memory-pressure taint, when memory is the
+/// only pressure.
+pub fn refused_under_pressure(
+    pod: &Pod,
+    conditions: &std::collections::BTreeSet<&str>,
+    critical: bool,
+) -> Option<String> {
+    if conditions.is_empty() || critical {
+        return None;
+    }
+    if conditions.len() == 1 && conditions.contains("MemoryPressure") {
+        let best_effort = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.qos_class.as_deref())
+            .is_none_or(|q| q == "BestEffort");
+        let tolerates = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|t| {
+                let key = t.key.as_deref().unwrap_or_default();
+                let exists = t.operator.as_deref() == Some("Exists");
+                let effect = t.effect.as_deref().unwrap_or_default();
+                (key == "node.kubernetes.io/memory-pressure" || key.is_empty() && exists)
+                    && (effect.is_empty() || effect == "NoSchedule")
+                    && (exists || t.value.as_deref().unwrap_or_default().is_empty())
+            });
+        if !best_effort || tolerates {
+            return None;
+        }
+    }
+    let listed: Vec<&str> = conditions.iter().copied().collect();
+    Some(format!("The node had condition: [{}]. ", listed.join(" ")))
+}
+
+fn push_condition(status: &mut Value, condition: Value) {
+    if let Some(conditions) = status["conditions"].as_array_mut() {
+        conditions.retain(|c| c["type"] != condition["type"]);
+        conditions.push(condition);
+    }
 }
 
 /// When the pod's activeDeadlineSeconds runs out, if it has one and has
@@ -433,11 +496,15 @@ pub fn plan(
     let out_of_time = deadline(pod, memory).is_some_and(|at| at <= now);
     let terminal = matches!(reported_phase, "Succeeded" | "Failed")
         || matches!(phase(pod, observed), "Succeeded" | "Failed")
-        || out_of_time;
+        || out_of_time
+        || memory.ending.is_some();
     if terminal {
         if observed.any_running() || sandbox_up {
             plan.actions.push(Action::KillPod {
-                grace: grace_period(pod),
+                grace: memory
+                    .ending
+                    .as_ref()
+                    .map_or_else(|| grace_period(pod), |e| e.grace),
             });
         }
         return plan;
@@ -729,7 +796,7 @@ pub fn status(
     let reported = previous["phase"].as_str().unwrap_or("Pending");
     let mut phase = phase(pod, observed);
     let out_of_time = deadline(pod, memory).is_some_and(|at| at <= context.now);
-    if out_of_time && !matches!(reported, "Succeeded" | "Failed") {
+    if (out_of_time || memory.ending.is_some()) && !matches!(reported, "Succeeded" | "Failed") {
         phase = "Failed";
     }
     if matches!(reported, "Succeeded" | "Failed") {
@@ -887,6 +954,34 @@ pub fn status(
     if previous["reason"] == "DeadlineExceeded" || out_of_time && reported != "Succeeded" {
         status["reason"] = json!("DeadlineExceeded");
         status["message"] = json!(DEADLINE_MESSAGE);
+    }
+    // An eviction or refusal stays what the pod ended with.
+    if previous["reason"] == "Evicted" {
+        status["reason"] = previous["reason"].clone();
+        status["message"] = previous["message"].clone();
+        if let Some(disruption) = previous["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "DisruptionTarget")
+        {
+            push_condition(&mut status, disruption.clone());
+        }
+    } else if let Some(ending) = &memory.ending
+        && reported != "Succeeded"
+    {
+        status["reason"] = json!(ending.reason);
+        status["message"] = json!(ending.message);
+        if ending.disruption {
+            push_condition(
+                &mut status,
+                json!({
+                    "type": "DisruptionTarget", "status": "True",
+                    "reason": "TerminationByKubelet", "message": ending.message,
+                    "lastProbeTime": null, "lastTransitionTime": now,
+                }),
+            );
+        }
     }
     let host_network = pod
         .spec

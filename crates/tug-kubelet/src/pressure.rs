@@ -143,13 +143,25 @@ pub struct Observed {
 }
 
 impl Threshold {
-    pub fn met(&self, observed: Observed) -> bool {
-        let level = match self.level {
+    /// The threshold as an amount of a capacity.
+    pub fn amount(&self, capacity: u64) -> u64 {
+        match self.level {
             Level::Amount(amount) => amount,
-            Level::Percent(percent) => (observed.capacity as f64 * percent / 100.0) as u64,
-        };
-        observed.available < level
+            Level::Percent(percent) => (capacity as f64 * percent / 100.0) as u64,
+        }
     }
+
+    pub fn met(&self, observed: Observed) -> bool {
+        observed.available < self.amount(observed.capacity)
+    }
+}
+
+fn met_after(
+    thresholds: &[Threshold],
+    observed: &HashMap<Signal, Observed>,
+    signal: Signal,
+) -> bool {
+    met(thresholds, observed).contains(&signal)
 }
 
 /// The signals whose thresholds are met (signals not observed are not).
@@ -350,15 +362,67 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(total))
 }
 
+/// A resource the node is short of after node-level reclaim: a pod is
+/// to be evicted for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Starved {
+    pub signal: Signal,
+    /// The threshold as an amount, and what is available.
+    pub threshold: u64,
+    pub available: u64,
+}
+
+impl Starved {
+    /// kubelet's eviction message, before its per-container sentences.
+    pub fn message(&self) -> String {
+        let quantity = |amount: u64| {
+            if self.signal == Signal::PidAvailable
+                || matches!(
+                    self.signal,
+                    Signal::NodefsInodesFree | Signal::ImagefsInodesFree
+                )
+            {
+                amount.to_string()
+            } else {
+                tug_api::quantity::format(i128::from(amount) * 1000, true)
+            }
+        };
+        format!(
+            "The node was low on resource: {}. Threshold quantity: {}, available: {}. ",
+            self.signal.resource(),
+            quantity(self.threshold),
+            quantity(self.available)
+        )
+    }
+}
+
 /// What the node's status reports: the conditions under pressure, and a
-/// wake-up for the status loop when they change.
+/// wake-up for the status loop when they change; and the resource to
+/// reclaim by evicting pods, with a wake-up for the evictor each time.
 #[derive(Default)]
 pub struct NodePressure {
     conditions: Mutex<BTreeSet<&'static str>>,
     pub changed: tokio::sync::Notify,
+    starved: Mutex<Option<Starved>>,
+    pub evict: tokio::sync::Notify,
 }
 
 impl NodePressure {
+    pub fn starved(&self) -> Option<Starved> {
+        self.starved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_starved(&self, starved: Option<Starved>) {
+        let some = starved.is_some();
+        *self.starved.lock().unwrap_or_else(|e| e.into_inner()) = starved;
+        if some {
+            self.evict.notify_one();
+        }
+    }
+
     pub fn conditions(&self) -> BTreeSet<&'static str> {
         self.conditions
             .lock()
@@ -500,16 +564,9 @@ pub async fn run(
                 records.detect(&images, &in_use, now, at_start);
                 at_start = false;
                 let policy = config.image_gc;
-                if let Some(signal) = met.iter().find(|s| s.is_disk()) {
-                    recorder.event(
-                        node.clone(),
-                        events::WARNING,
-                        "EvictionThresholdMet",
-                        format!("Attempting to reclaim {}", signal.resource()),
-                    );
-                    let (victims, _) = records.victims(&in_use, u64::MAX, policy.min_age, now);
-                    delete(&runtime, &images, &victims).await;
-                } else if let Some(signal) = met.iter().next() {
+                // kubelet's order: memory first, then disk, then PIDs.
+                let mut starved = met.iter().next().copied();
+                if let Some(signal) = starved {
                     recorder.event(
                         node.clone(),
                         events::WARNING,
@@ -517,6 +574,26 @@ pub async fn run(
                         format!("Attempting to reclaim {}", signal.resource()),
                     );
                 }
+                let mut observed = observed.clone();
+                if let Some(signal) = starved.filter(|s| s.is_disk()) {
+                    // Node-level reclaim first: if deleting unused images
+                    // is enough, no pod is evicted.
+                    let (victims, _) = records.victims(&in_use, u64::MAX, policy.min_age, now);
+                    if delete(&runtime, &images, &victims).await > 0 {
+                        observed = observe(&config, image_fs.as_deref()).await;
+                        let still = met_after(&config.eviction_hard, &observed, signal);
+                        starved = still.then_some(signal);
+                    }
+                }
+                pressure.set_starved(starved.and_then(|signal| {
+                    let threshold = config.eviction_hard.iter().find(|t| t.signal == signal)?;
+                    let seen = observed.get(&signal)?;
+                    Some(Starved {
+                        signal,
+                        threshold: threshold.amount(seen.capacity),
+                        available: seen.available,
+                    })
+                }));
                 if now >= next_gc {
                     next_gc = now + IMAGE_GC_PERIOD;
                     let fs = observed

@@ -25,6 +25,7 @@ use tug_controllers::events::{self, Recorder};
 use crate::Config;
 use crate::cri::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE, POD_UID, Runtime};
 use crate::pod::{self, Action, Memory, Nanos, Observed, RuntimeContainer, Sandbox, State};
+use crate::pressure::{NodePressure, Signal};
 use crate::{oom, probes, registries, static_pods, volumes};
 
 /// How often the runtime is relisted.
@@ -57,6 +58,10 @@ struct Shared {
     oom_floor: i64,
     /// The containers the kernel logged OOM kills in.
     oom_kills: Arc<oom::Kills>,
+    /// The node's pressure, for admission and evictions.
+    pressure: Arc<NodePressure>,
+    /// Pods to evict (by UID), with the message why.
+    evictions: Mutex<HashMap<String, String>>,
     /// The static pods' UIDs, and their mirror pods' UIDs once they exist.
     statics: Mutex<HashMap<String, Option<String>>>,
     /// Wakes the static pods' manager when a mirror pod changes.
@@ -134,6 +139,7 @@ pub async fn run(
     client: Client,
     config: Config,
     runtime: Runtime,
+    pressure: Arc<NodePressure>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let recorder =
@@ -149,6 +155,8 @@ pub async fn run(
         memory_capacity: crate::node::Machine::memory_bytes(),
         oom_floor: oom_score_floor(),
         oom_kills: oom::kills(),
+        pressure,
+        evictions: Mutex::new(HashMap::new()),
         statics: Mutex::new(HashMap::new()),
         mirror_changed: Arc::new(tokio::sync::Notify::new()),
     });
@@ -161,6 +169,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     tokio::spawn(relist(shared.clone(), shutdown.clone()));
+    tokio::spawn(evict(shared.clone(), shutdown.clone()));
     let api: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", config.node_name);
     let mut stream = watcher(api, watcher::Config::default().fields(&selector)).boxed();
@@ -212,6 +221,100 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Evicts one pod each time the pressure loop finds the node short of a
+/// resource after node-level reclaim (every 10 s while it lasts), as
+/// kubelet's eviction manager: critical pods never; first those using
+/// more than they request, then the lowest priority, then the largest
+/// use (disk: the pod's volumes; memory and PIDs are not measured per
+/// pod, so BestEffort pods count as over their requests).
+async fn evict(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = shared.pressure.evict.notified() => {}
+        }
+        let Some(starved) = shared.pressure.starved() else {
+            continue;
+        };
+        let pods: Vec<Arc<Pod>> = lock(&shared.pods).values().cloned().collect();
+        let pending = lock(&shared.evictions).len();
+        if pending > 0 {
+            continue;
+        }
+        let disk = !matches!(
+            starved.signal,
+            Signal::MemoryAvailable | Signal::PidAvailable
+        );
+        let mut ranked = Vec::new();
+        for pod in pods {
+            let status = pod.status.as_ref();
+            let running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
+            let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+            if !running
+                || pod.metadata.deletion_timestamp.is_some()
+                || priority >= CRITICAL_PRIORITY
+            {
+                continue;
+            }
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let resource = if disk { "ephemeral-storage" } else { "memory" };
+            let requested: u64 = pod
+                .spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .filter_map(|c| c.resources.as_ref()?.requests.as_ref()?.get(resource))
+                .filter_map(|q| tug_api::quantity::value(&q.0))
+                .map(|v| v.max(0) as u64)
+                .sum();
+            let used = if disk {
+                let dir = volumes::pod_dir(&shared.config, &uid);
+                tokio::task::spawn_blocking(move || disk_use(&dir))
+                    .await
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            let best_effort = status.and_then(|s| s.qos_class.as_deref()) == Some("BestEffort");
+            let over = if disk { used > requested } else { best_effort };
+            ranked.push(((!over, priority, std::cmp::Reverse(used)), uid));
+        }
+        ranked.sort();
+        if let Some((_, uid)) = ranked.into_iter().next() {
+            tracing::info!(pod = %uid, signal = ?starved.signal, "evicting a pod under node pressure");
+            lock(&shared.evictions).insert(uid.clone(), starved.message());
+            shared.wake(&uid);
+        }
+    }
+}
+
+/// The bytes of the files under `dir`, on its own filesystem (tmpfs
+/// volumes mounted in it are memory, not disk).
+fn disk_use(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root) = std::fs::symlink_metadata(dir) else {
+        return 0;
+    };
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.dev() != root.dev() {
+                continue;
+            }
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.blocks() * 512;
+            }
+        }
+    }
+    total
 }
 
 /// A pod as the agent keeps it: without managedFields, which it never
@@ -474,8 +577,20 @@ async fn sync(
         .as_str()
         .and_then(tug_api::format::parse_timestamp)
         .map(|seconds| seconds * 1_000_000_000);
+    admit(shared, pod, &observed, worker, &reported_phase);
     let plan = pod::plan(pod, &observed, &worker.memory, &reported_phase, now);
     report(shared, pod, &observed, worker, &previous, now).await?;
+    // A pod that is over gives its volumes back (an emptyDir's disk
+    // with them), as kubelet tears down a terminated pod's volumes.
+    if matches!(reported_phase.as_str(), "Succeeded" | "Failed")
+        && !observed.any_running()
+        && !observed.sandboxes.iter().any(|s| s.ready)
+    {
+        let dir = volumes::pod_dir(&shared.config, uid);
+        if dir.exists() {
+            volumes::remove_dir(&dir).context("removing a finished pod's volumes")?;
+        }
+    }
     if plan.actions.is_empty() {
         // ConfigMaps, Secrets and the downward API change: their volumes
         // follow on every sync of a running pod.
@@ -494,6 +609,61 @@ async fn sync(
         tracing::debug!(pod = %uid, action = %what, took_ms = begun.elapsed().as_millis() as u64, "acted");
     }
     Ok(Next::Again)
+}
+
+/// kubelet's admission under node pressure (once per pod, before it
+/// runs), and the evictions the evictor chose: either ends the pod
+/// Failed with reason Evicted, and a Warning event says why.
+fn admit(shared: &Shared, pod: &Pod, observed: &Observed, worker: &mut Worker, reported: &str) {
+    let evicted = lock(&shared.evictions).remove(&pod.metadata.uid.clone().unwrap_or_default());
+    if let Some(message) = evicted
+        && worker.memory.ending.is_none()
+    {
+        shared.recorder.event(
+            events::reference(pod),
+            events::WARNING,
+            "Evicted",
+            message.clone(),
+        );
+        worker.memory.ending = Some(pod::Ending {
+            reason: "Evicted",
+            message,
+            disruption: true,
+            // kubelet's grace for evictions past a hard threshold.
+            grace: 1,
+        });
+    }
+    if worker.memory.admitted {
+        return;
+    }
+    worker.memory.admitted = true;
+    let fresh = reported == "Pending"
+        && observed.sandboxes.is_empty()
+        && observed.containers.is_empty()
+        && pod.metadata.deletion_timestamp.is_none();
+    if !fresh {
+        return;
+    }
+    let critical = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.priority)
+        .is_some_and(|p| p >= CRITICAL_PRIORITY);
+    let conditions = shared.pressure.conditions();
+    if let Some(message) = pod::refused_under_pressure(pod, &conditions, critical) {
+        shared.recorder.event(
+            events::reference(pod),
+            events::WARNING,
+            "Evicted",
+            message.clone(),
+        );
+        worker.memory.ending = Some(pod::Ending {
+            reason: "Evicted",
+            message: format!("Pod was rejected: {message}"),
+            disruption: false,
+            grace: 0,
+        });
+    }
 }
 
 /// Starts the probes of running containers that have some, stops those

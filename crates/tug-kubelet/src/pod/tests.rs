@@ -569,3 +569,85 @@ fn run_as_non_root_is_checked_against_the_user_and_the_image() {
     );
     assert_eq!(verify_non_root(&p, &c, &root), Ok(()));
 }
+
+#[test]
+fn under_pressure_new_pods_are_refused_as_kubelet_refuses_them() {
+    use std::collections::BTreeSet;
+    let mut p = pod("Always", &["a"], &[]);
+    p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        qos_class: Some("BestEffort".into()),
+        ..Default::default()
+    });
+    let none = BTreeSet::new();
+    let memory = BTreeSet::from(["MemoryPressure"]);
+    let disk = BTreeSet::from(["DiskPressure"]);
+    let both = BTreeSet::from(["DiskPressure", "MemoryPressure"]);
+    assert_eq!(refused_under_pressure(&p, &none, false), None);
+    assert_eq!(
+        refused_under_pressure(&p, &memory, false).as_deref(),
+        Some("The node had condition: [MemoryPressure]. ")
+    );
+    assert_eq!(
+        refused_under_pressure(&p, &both, false).as_deref(),
+        Some("The node had condition: [DiskPressure MemoryPressure]. ")
+    );
+    assert_eq!(refused_under_pressure(&p, &disk, true), None);
+    // Memory pressure alone spares pods with requests, and pods that
+    // tolerate its taint.
+    let mut burstable = p.clone();
+    burstable.status.as_mut().unwrap().qos_class = Some("Burstable".into());
+    assert_eq!(refused_under_pressure(&burstable, &memory, false), None);
+    assert!(refused_under_pressure(&burstable, &disk, false).is_some());
+    let mut tolerant = p.clone();
+    tolerant.spec.as_mut().unwrap().tolerations =
+        Some(vec![k8s_openapi::api::core::v1::Toleration {
+            key: Some("node.kubernetes.io/memory-pressure".into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        }]);
+    assert_eq!(refused_under_pressure(&tolerant, &memory, false), None);
+}
+
+#[test]
+fn an_ended_pod_is_killed_with_its_grace_and_reports_why() {
+    let p = pod("Always", &["a"], &[]);
+    let memory = Memory {
+        ending: Some(Ending {
+            reason: "Evicted",
+            message: "The node was low on resource: memory. ".into(),
+            disruption: true,
+            grace: 1,
+        }),
+        ..Default::default()
+    };
+    let running = observed(
+        vec![sandbox(0, true)],
+        vec![container("a", 0, State::Running, 0)],
+    );
+    assert_eq!(
+        actions(plan(&p, &running, &memory, "Running", 0)),
+        vec![Action::KillPod { grace: 1 }]
+    );
+    let context = Context {
+        node_ip: "192.0.2.1",
+        now: 0,
+    };
+    let s = status(&p, &running, &memory, &Value::Null, &context);
+    assert_eq!(s["phase"], "Failed");
+    assert_eq!(s["reason"], "Evicted");
+    assert_eq!(s["message"], "The node was low on resource: memory. ");
+    let target = s["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "DisruptionTarget")
+        .unwrap();
+    assert_eq!(target["reason"], "TerminationByKubelet");
+    // After a restart of the agent (its memory gone), the status keeps it.
+    let again = status(&p, &running, &Memory::default(), &s, &context);
+    assert_eq!(
+        (&again["reason"], &again["phase"]),
+        (&s["reason"], &s["phase"])
+    );
+}

@@ -228,9 +228,9 @@ fn busybox_archive(dir: &Path) -> PathBuf {
 }
 
 /// A node whose image filesystem is below its eviction threshold (here
-/// any: imagefs.available<100%) is under DiskPressure: tainted, and its
-/// unused images are deleted once past their minimum age; images in use
-/// and the pause image stay.
+/// any: imagefs.available<100%) is under DiskPressure: tainted, new pods
+/// refused but critical ones, and its unused images deleted once past
+/// their minimum age; images in use and the pause image stay.
 #[test]
 fn disk_pressure_taints_the_node_and_collects_unused_images() {
     use tug_kubelet::images::{Entry, ImageConfig, docker_archive, tar};
@@ -263,21 +263,26 @@ fn disk_pressure_taints_the_node_and_collects_unused_images() {
     agent.tug(&["images", "import", archive.to_str().unwrap()]);
     let images = agent.tug(&["images", "list"]);
     assert!(images.contains("tug.local/unused"), "{images}");
-    // A pod bound to the node by name runs in spite of the taint.
-    agent.apply(&format!(
-        "apiVersion: v1
+    // A critical pod bound to the node by name is admitted in spite of
+    // the pressure (and is never evicted); a pod that is not critical is
+    // refused.
+    let bound = |name: &str, priority: &str| {
+        format!(
+            "apiVersion: v1
 kind: Pod
 metadata:
-  name: bound
+  name: {name}
 spec:
   nodeName: {NODE}
+  {priority}
   containers:
   - name: c
     image: {BUSYBOX}
     imagePullPolicy: IfNotPresent
     command: [sleep, '3600']
 "
-    ));
+        )
+    };
     let condition = |kind: &str| {
         agent.ok(&[
             "get",
@@ -292,6 +297,16 @@ spec:
     until(60, "DiskPressure", || {
         (condition("DiskPressure") == "True KubeletHasDiskPressure").then_some(())
     });
+    agent.apply(&bound("bound", "priorityClassName: system-node-critical"));
+    agent.apply(&bound("refused", ""));
+    let refused = agent.pod_until(60, "refused", "refused to be refused", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(refused["status"]["reason"], "Evicted");
+    assert_eq!(
+        refused["status"]["message"],
+        "Pod was rejected: The node had condition: [DiskPressure]. "
+    );
     assert_eq!(
         condition("MemoryPressure"),
         "False KubeletHasSufficientMemory"
@@ -346,6 +361,151 @@ spec:
     ] {
         assert!(described.contains(event), "{event}:\n{described}");
     }
+}
+
+/// A pod that fills the node's disk past the eviction threshold is
+/// evicted (the one using the most, over its request), its emptyDir
+/// freed; new pods are refused while the pressure lasts, the others run
+/// on, and the pressure ends.
+#[test]
+fn a_pod_that_fills_the_disk_is_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    // The threshold: 1.5 GiB less than what is free now, so that the
+    // 3 GiB the pod writes cross it whatever else the machine does.
+    let df = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let available: u64 = String::from_utf8_lossy(&df.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let threshold = available - (3 << 29);
+    let agent = Agent::start_with(
+        dir.path(),
+        &[
+            "--eviction-hard",
+            &format!("nodefs.available<{threshold}"),
+            "--eviction-pressure-transition-period",
+            "30s",
+        ],
+    );
+    let archive = busybox_archive(dir.path());
+    agent.tug(&["images", "import", archive.to_str().unwrap()]);
+    agent.apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: quiet
+spec:
+  containers:
+  - name: c
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: [sleep, '3600']
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: filler
+spec:
+  terminationGracePeriodSeconds: 30
+  volumes:
+  - {{name: data, emptyDir: {{}}}}
+  containers:
+  - name: c
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: [sleep, '3600']
+    volumeMounts:
+    - {{name: data, mountPath: /data}}
+"
+    ));
+    for pod in ["quiet", "filler"] {
+        agent.pod_until(60, pod, "the pods to run", |p| {
+            p["status"]["phase"] == "Running"
+        });
+    }
+    // (the eviction may kill dd before it is done)
+    agent.kubectl(&[
+        "exec",
+        "filler",
+        "--",
+        "dd",
+        "if=/dev/zero",
+        "of=/data/fill",
+        "bs=1M",
+        "count=3072",
+    ]);
+    let evicted = agent.pod_until(90, "filler", "filler to be evicted", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(evicted["status"]["reason"], "Evicted");
+    let message = evicted["status"]["message"].as_str().unwrap();
+    assert!(
+        message
+            .starts_with("The node was low on resource: ephemeral-storage. Threshold quantity: "),
+        "{message}"
+    );
+    let target = evicted["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "DisruptionTarget")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(target["reason"], "TerminationByKubelet", "{evicted}");
+    let listed = agent.ok(&["get", "pod", "filler"]);
+    assert!(listed.contains("Evicted"), "{listed}");
+    let described = agent.ok(&["describe", "pod", "filler"]);
+    assert!(described.contains("Warning  Evicted"), "{described}");
+
+    // While the pressure lasts, a new pod is refused.
+    agent.ok(&[
+        "run",
+        "late",
+        &format!("--image={BUSYBOX}"),
+        "--image-pull-policy=IfNotPresent",
+        "--overrides",
+        &format!(r#"{{"spec":{{"nodeName":"{NODE}"}}}}"#),
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let late = agent.pod_until(60, "late", "late to be refused", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(
+        late["status"]["message"],
+        "Pod was rejected: The node had condition: [DiskPressure]. "
+    );
+    // The pressure ends with the emptyDir gone; the other pod ran on.
+    until(90, "DiskPressure to end", || {
+        let status = agent.ok(&[
+            "get",
+            "node",
+            NODE,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"DiskPressure\")].status}",
+        ]);
+        (status == "False").then_some(())
+    });
+    let quiet = agent.pod_until(10, "quiet", "quiet to run", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    assert_eq!(status_of(&quiet, "c")["restartCount"], 0);
+    agent.ok(&[
+        "delete",
+        "pod",
+        "quiet",
+        "filler",
+        "late",
+        "--grace-period=1",
+    ]);
 }
 
 fn status_of<'a>(pod: &'a Value, container: &str) -> &'a Value {
