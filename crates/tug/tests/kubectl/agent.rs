@@ -996,7 +996,68 @@ fn containers_share_volumes_and_localhost_and_see_config_change() {
         "see you\n"
     );
 
-    agent.ok(&["delete", "pod", "seed", "later", "bye", "--grace-period=1"]);
+    // FallbackToLogsOnError: a failed container without a message file
+    // ends with the tail of its log; envFrom, workingDir and a
+    // resourceFieldRef reach the environment.
+    agent.apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: fallback
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'echo first; echo it broke; exit 2']
+    terminationMessagePolicy: FallbackToLogsOnError
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: environ
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    workingDir: /tmp
+    command: [sh, -c, 'echo $(pwd) $greeting $mode $LIMIT']
+    envFrom:
+    - configMapRef: {{name: settings}}
+    env:
+    - name: LIMIT
+      valueFrom: {{resourceFieldRef: {{resource: limits.memory, divisor: 1Mi}}}}
+    resources:
+      limits: {{memory: 64Mi}}
+"
+    ));
+    let fallback = agent.pod_until(60, "fallback", "fallback to fail", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    let terminated = &status_of(&fallback, "c")["state"]["terminated"];
+    assert_eq!(terminated["exitCode"], 2);
+    assert_eq!(terminated["message"], "first\nit broke\n");
+    agent.pod_until(60, "environ", "environ to succeed", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    assert_eq!(agent.ok(&["logs", "environ"]), "/tmp hello slow 64\n");
+    // Every container's log at once.
+    let all = agent.ok(&["logs", "seed", "--all-containers", "--tail=1"]);
+    assert!(all.contains("mode=slow"), "{all}");
+
+    agent.ok(&[
+        "delete",
+        "pod",
+        "seed",
+        "later",
+        "bye",
+        "fallback",
+        "environ",
+        "--grace-period=1",
+    ]);
     // The pods' volumes are gone from the node, tmpfs mounts included.
     let pods_dir = dir.path().join("data/agent/pods");
     until(30, "the pods' directories to be removed", || {
