@@ -2264,6 +2264,24 @@ fn deployments_run_real_containers_that_survive_an_agent_restart() {
         (pods.len() == 20 && pods.iter().all(|p| p.3) && !pods.iter().any(|p| p.0 == before[1].0))
             .then_some(())
     });
+    // containerd dies: the agent starts it again, the containers run on
+    // (their shims outlive it) and the agent goes on driving them.
+    let pid_file = dir.path().join("data/agent/containerd/containerd.pid");
+    let first = std::fs::read_to_string(&pid_file).unwrap();
+    let before = web_pods(&agent);
+    let killed = Command::new("kill")
+        .args(["-KILL", first.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    until(30, "containerd to be started again", || {
+        let pid = std::fs::read_to_string(&pid_file).ok()?;
+        (pid != first && std::path::Path::new(&format!("/proc/{}", pid.trim())).exists())
+            .then_some(())
+    });
+    until(60, "the pods to be as they were", || {
+        (web_pods(&agent) == before).then_some(())
+    });
     agent.ok(&["scale", "deployment/web", "--replicas=0"]);
     until(120, "the containers to be removed", || {
         (web_pods(&agent).is_empty() && agent.runtime_containers() == 0).then_some(())
