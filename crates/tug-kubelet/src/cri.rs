@@ -26,6 +26,23 @@ pub struct Runtime {
     pub runtime: RuntimeServiceClient<Channel>,
     pub images: ImageServiceClient<Channel>,
     pub socket: PathBuf,
+    channel: Channel,
+}
+
+/// containerd's events API (containerd.services.events.v1), as much of
+/// it as the agent reads: which topic, in which namespace.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SubscribeRequest {
+    #[prost(string, repeated, tag = "1")]
+    filters: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Envelope {
+    #[prost(string, tag = "2")]
+    namespace: String,
+    #[prost(string, tag = "3")]
+    topic: String,
 }
 
 impl Runtime {
@@ -45,9 +62,41 @@ impl Runtime {
             }));
         Ok(Runtime {
             runtime: RuntimeServiceClient::new(channel.clone()),
-            images: ImageServiceClient::new(channel),
+            images: ImageServiceClient::new(channel.clone()),
             socket: socket.to_path_buf(),
+            channel,
         })
+    }
+
+    /// Calls `changed` for every task event of CRI's containers (a
+    /// process started, exited, was OOM-killed...), from containerd's
+    /// events API on the same socket, until the stream ends or fails.
+    /// CRI v1 of containerd 1.6 has no event stream of its own.
+    pub async fn task_events(&self, mut changed: impl FnMut()) -> anyhow::Result<()> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready().await.context("containerd events")?;
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/containerd.services.events.v1.Events/Subscribe",
+        );
+        let request = tonic::Request::new(SubscribeRequest {
+            filters: vec![r#"namespace==k8s.io,topic~="^/tasks/""#.to_string()],
+        });
+        let mut stream = grpc
+            .server_streaming(
+                request,
+                path,
+                tonic_prost::ProstCodec::<SubscribeRequest, Envelope>::default(),
+            )
+            .await
+            .context("containerd events: Subscribe")?
+            .into_inner();
+        while let Some(envelope) = stream.message().await.context("containerd events")? {
+            if envelope.namespace == "k8s.io" && envelope.topic.starts_with("/tasks/") {
+                tracing::trace!(topic = %envelope.topic, "runtime event");
+                changed();
+            }
+        }
+        Ok(())
     }
 
     /// The runtime's name and version, e.g. `containerd://1.6.20`.

@@ -30,6 +30,9 @@ use crate::{oom, probes, registries, static_pods, volumes};
 
 /// How often the runtime is relisted.
 const RELIST: Duration = Duration::from_secs(1);
+/// How long after a runtime event the relist waits for the events that
+/// come with it.
+const EVENT_BATCH: Duration = Duration::from_millis(20);
 /// How often a pod is synced when nothing wakes it.
 const RESYNC: Duration = Duration::from_secs(10);
 /// Grace given to the containers of a pod removed from the API.
@@ -324,14 +327,49 @@ fn kept(mut pod: Pod) -> Arc<Pod> {
     Arc::new(pod)
 }
 
+/// Follows containerd's task events, reconnecting after a second when the
+/// stream fails (containerd restarted), until `shutdown`.
+async fn follow_events(
+    runtime: Runtime,
+    event: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            result = runtime.task_events(|| event.notify_one()) => {
+                if let Err(err) = result {
+                    tracing::debug!(error = %format!("{err:#}"), "following the runtime's events");
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 /// Relists sandboxes and containers every second and wakes the workers of
 /// pods whose runtime state changed (or that the API no longer has).
 async fn relist(shared: Arc<Shared>, shutdown: CancellationToken) {
+    // containerd's task events relist at once (a container started or
+    // exited); the timer is the safety net.
+    let event = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(follow_events(
+        shared.runtime.clone(),
+        event.clone(),
+        shutdown.clone(),
+    ));
     let mut previous: HashMap<String, (String, i32)> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(RELIST) => {}
+            _ = event.notified() => {
+                // Events come in bursts (create, start; exit, delete).
+                tokio::time::sleep(EVENT_BATCH).await;
+            }
         }
         let (sandboxes, containers) = match tokio::try_join!(
             shared.runtime.sandboxes(None),
