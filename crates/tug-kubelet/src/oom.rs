@@ -83,7 +83,10 @@ fn follow(kills: &Kills) {
         match kmsg.read(&mut buffer) {
             Ok(0) => return,
             Ok(n) => {
-                if let Some(id) = killed_container(&String::from_utf8_lossy(&buffer[..n])) {
+                // (records are read in place; only a kill allocates)
+                if let Ok(record) = std::str::from_utf8(&buffer[..n])
+                    && let Some(id) = killed_container(record)
+                {
                     kills.record(id);
                 }
             }
