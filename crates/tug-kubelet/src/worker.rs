@@ -657,19 +657,8 @@ fn admit(shared: &Shared, pod: &Pod, observed: &Observed, worker: &mut Worker, r
     if let Some(message) = evicted
         && worker.memory.ending.is_none()
     {
-        shared.recorder.event(
-            events::reference(pod),
-            events::WARNING,
-            "Evicted",
-            message.clone(),
-        );
-        worker.memory.ending = Some(pod::Ending {
-            reason: "Evicted",
-            message,
-            disruption: true,
-            // kubelet's grace for evictions past a hard threshold.
-            grace: 1,
-        });
+        // kubelet's grace for evictions past a hard threshold: 1 s.
+        end_evicted(shared, pod, worker, message.clone(), message, true, 1);
     }
     if worker.memory.admitted {
         return;
@@ -689,19 +678,31 @@ fn admit(shared: &Shared, pod: &Pod, observed: &Observed, worker: &mut Worker, r
         .is_some_and(|p| p >= CRITICAL_PRIORITY);
     let conditions = shared.pressure.conditions();
     if let Some(message) = pod::refused_under_pressure(pod, &conditions, critical) {
-        shared.recorder.event(
-            events::reference(pod),
-            events::WARNING,
-            "Evicted",
-            message.clone(),
-        );
-        worker.memory.ending = Some(pod::Ending {
-            reason: "Evicted",
-            message: format!("Pod was rejected: {message}"),
-            disruption: false,
-            grace: 0,
-        });
+        let status = format!("Pod was rejected: {message}");
+        end_evicted(shared, pod, worker, message, status, false, 0);
     }
+}
+
+/// Ends the pod Failed with reason Evicted: a Warning event says
+/// `event`, the status `message`.
+fn end_evicted(
+    shared: &Shared,
+    pod: &Pod,
+    worker: &mut Worker,
+    event: String,
+    message: String,
+    disruption: bool,
+    grace: i64,
+) {
+    shared
+        .recorder
+        .event(events::reference(pod), events::WARNING, "Evicted", event);
+    worker.memory.ending = Some(pod::Ending {
+        reason: "Evicted",
+        message,
+        disruption,
+        grace,
+    });
 }
 
 /// Starts the probes of running containers that have some, stops those
