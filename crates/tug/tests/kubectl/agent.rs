@@ -14,6 +14,10 @@ use super::{Server, until};
 const BUSYBOX: &str = "tug.local/busybox:1";
 const NODE: &str = "tug-agent-test";
 const BRIDGE: &str = "tugtest0";
+/// kubelet's default thresholds are shares of the disk, met on a build
+/// machine whose disk is 85% full; the tests' agents evict below fixed
+/// amounts instead, unless a test sets its own.
+const EVICTION_HARD: &str = "memory.available<100Mi,nodefs.available<1Gi,imagefs.available<1Gi,nodefs.inodesFree<5%,imagefs.inodesFree<5%";
 
 static ONE_AGENT: Mutex<()> = Mutex::new(());
 
@@ -51,6 +55,9 @@ impl Agent {
     fn start_with(dir: &Path, extra: &[&str]) -> Agent {
         let turn = ONE_AGENT.lock().unwrap_or_else(|p| p.into_inner());
         let mut flags = agent_flags();
+        if !extra.contains(&"--eviction-hard") {
+            flags.extend_from_slice(&["--eviction-hard", EVICTION_HARD]);
+        }
         flags.extend_from_slice(extra);
         let agent = Agent {
             server: Some(Server::start_with_agent(dir, &flags)),
@@ -1995,7 +2002,8 @@ fn an_agent_on_another_machine_joins_with_the_node_token() {
             .arg("--data-dir")
             .arg(&data)
             .args(["--node-name", "remote", "--node-ip", "127.0.0.2"])
-            .args(["--kubelet-port", &port, "--cni-bridge", BRIDGE]);
+            .args(["--kubelet-port", &port, "--cni-bridge", BRIDGE])
+            .args(["--eviction-hard", EVICTION_HARD]);
         command
     };
 
