@@ -458,11 +458,14 @@ fn downward_value(
                 } else {
                     pod.metadata.annotations.clone()
                 };
+                // One `key="value"` line per entry, sorted, and no newline
+                // after the last, as kubelet writes them.
                 Ok(map
                     .unwrap_or_default()
                     .iter()
-                    .map(|(k, v)| format!("{k}={v:?}\n"))
-                    .collect())
+                    .map(|(k, v)| format!("{k}={v:?}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
             }
             _ => crate::worker::field_value(pod, config, None, path)
                 .ok_or_else(|| format!("unsupported fieldPath {path:?}")),
@@ -518,11 +521,14 @@ async fn claim_path(client: &Client, namespace: &str, claim: &str) -> Result<Pat
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("persistentvolumeclaim {claim:?} not found"))?;
-    let volume = pvc
-        .spec
-        .and_then(|s| s.volume_name)
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| format!("persistentvolumeclaim {claim:?} is not bound"))?;
+    // As kubelet: only a claim the binder has bound is mounted.
+    let phase = pvc.status.and_then(|s| s.phase).unwrap_or_default();
+    let volume = pvc.spec.and_then(|s| s.volume_name).unwrap_or_default();
+    if phase != "Bound" || volume.is_empty() {
+        return Err(format!(
+            "error processing PVC {namespace}/{claim}: PVC is not bound"
+        ));
+    }
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let pv = volumes
         .get_opt(&volume)
@@ -536,7 +542,11 @@ async fn claim_path(client: &Client, namespace: &str, claim: &str) -> Result<Pat
         return Ok(path);
     }
     if let Some(local) = spec.local {
-        return Ok(PathBuf::from(local.path));
+        let path = PathBuf::from(local.path);
+        if !path.exists() {
+            return Err(format!("path {:?} does not exist", path.display()));
+        }
+        return Ok(path);
     }
     Err(format!(
         "persistentvolume {volume:?} is neither hostPath nor local, which tug's node agent mounts"

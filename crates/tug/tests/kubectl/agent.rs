@@ -194,7 +194,25 @@ impl Drop for Agent {
 /// A Docker archive of busybox (Debian's busybox-static, every applet
 /// linked in /bin), imported with `tug images import`.
 fn busybox_archive(dir: &Path) -> PathBuf {
-    use tug_kubelet::images::{Entry, ImageConfig, docker_archive, tar};
+    use tug_kubelet::images::{ImageConfig, docker_archive};
+    let archive = docker_archive(
+        BUSYBOX,
+        &[busybox_layer()],
+        &ImageConfig {
+            cmd: &["sh"],
+            env: &["PATH=/bin"],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let path = dir.join("busybox.tar");
+    std::fs::write(&path, archive).unwrap();
+    path
+}
+
+/// A layer of Debian's busybox-static with its applets' links.
+fn busybox_layer() -> Vec<u8> {
+    use tug_kubelet::images::{Entry, tar};
     let busybox = std::fs::read("/bin/busybox").expect("Debian's busybox-static");
     let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
     let applets: Vec<String> = String::from_utf8_lossy(&list.stdout)
@@ -218,20 +236,71 @@ fn busybox_archive(dir: &Path) -> PathBuf {
             target: "busybox",
         });
     }
-    let layer = tar(&entries).unwrap();
-    let archive = docker_archive(
-        BUSYBOX,
-        &[layer],
-        &ImageConfig {
-            cmd: &["sh"],
-            env: &["PATH=/bin"],
-            ..Default::default()
-        },
-    )
+    tar(&entries).unwrap()
+}
+
+/// An OCI image layout archive (as `skopeo copy ... oci-archive:` or
+/// `buildah push` write it) of one image, named by `annotations` in its
+/// index.
+fn oci_archive(layer: &[u8], annotations: Value) -> Vec<u8> {
+    use tug_kubelet::images::{Entry, go_arch, sha256_hex, tar};
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": go_arch(),
+        "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha256_hex(layer))]},
+    }))
     .unwrap();
-    let path = dir.join("busybox.tar");
-    std::fs::write(&path, archive).unwrap();
-    path
+    let descriptor = |media: &str, blob: &[u8]| {
+        serde_json::json!({
+            "mediaType": media,
+            "digest": format!("sha256:{}", sha256_hex(blob)),
+            "size": blob.len(),
+        })
+    };
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+        "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", layer)],
+    }))
+    .unwrap();
+    let mut entry = descriptor("application/vnd.oci.image.manifest.v1+json", &manifest);
+    entry["annotations"] = annotations;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry],
+    }))
+    .unwrap();
+    let paths: Vec<String> = [&config, &manifest, &layer.to_vec()]
+        .iter()
+        .map(|blob| format!("blobs/sha256/{}", sha256_hex(blob)))
+        .collect();
+    let mut entries = vec![
+        Entry::File {
+            path: "oci-layout",
+            mode: 0o644,
+            data: br#"{"imageLayoutVersion":"1.0.0"}"#,
+        },
+        Entry::File {
+            path: "index.json",
+            mode: 0o644,
+            data: &index,
+        },
+        Entry::Dir { path: "blobs" },
+        Entry::Dir {
+            path: "blobs/sha256",
+        },
+    ];
+    for (path, blob) in paths.iter().zip([&config[..], &manifest[..], layer]) {
+        entries.push(Entry::File {
+            path,
+            mode: 0o644,
+            data: blob,
+        });
+    }
+    tar(&entries).unwrap()
 }
 
 /// A node whose image filesystem is below its eviction threshold (here
@@ -2524,4 +2593,259 @@ fn container_logs_rotate_and_follow_goes_on_across_rotations() {
     });
     assert!(numbered(&tail) >= target, "{tail}");
     agent.ok(&["delete", "pod", "chatty", "--grace-period=1"]);
+}
+
+/// Images come from OCI archives too (named as skopeo or buildah name
+/// them, or as containerd's own export does); a pod mounts a projected
+/// volume of every source, hostPaths checked by their type, and claims
+/// bound to hostPath and local PersistentVolumes, as kubelet mounts them:
+/// an unbound claim or a hostPath of the wrong type is a FailedMount until
+/// it is set right.
+#[test]
+fn oci_images_and_projected_host_path_and_claimed_volumes_mount_as_kubelet_mounts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path());
+    let layer = busybox_layer();
+    for (file, annotations) in [
+        (
+            "skopeo.tar",
+            serde_json::json!({"org.opencontainers.image.ref.name": "tug.local/oci:1"}),
+        ),
+        (
+            "containerd.tar",
+            serde_json::json!({
+                "io.containerd.image.name": "tug.local/oci-named:2",
+                "org.opencontainers.image.ref.name": "2",
+            }),
+        ),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::write(&path, oci_archive(&layer, annotations)).unwrap();
+        agent.tug(&["images", "import", path.to_str().unwrap()]);
+    }
+    let images = agent.tug(&["images", "list"]);
+    for image in [["tug.local/oci", "1"], ["tug.local/oci-named", "2"]] {
+        let listed = images
+            .lines()
+            .any(|line| line.split_whitespace().take(2).eq(image));
+        assert!(listed, "{image:?}:\n{images}");
+    }
+
+    let host = dir.path().join("host");
+    std::fs::create_dir_all(host.join("pv-local")).unwrap();
+    std::fs::write(host.join("pv-local/seed"), "seeded\n").unwrap();
+    let host = host.display();
+    agent.apply(&format!(
+        "apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings}}
+data: {{mode: fast}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: creds}}
+stringData: {{password: hunter2}}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: host-pv}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  hostPath: {{path: {host}/pv-host, type: DirectoryOrCreate}}
+  claimRef: {{namespace: default, name: host-claim}}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: local-pv}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  local: {{path: {host}/pv-local}}
+  claimRef: {{namespace: default, name: local-claim}}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions:
+        - {{key: kubernetes.io/hostname, operator: In, values: [{NODE}]}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: host-claim}}
+spec:
+  storageClassName: ''
+  volumeName: host-pv
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 1Gi}}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: local-claim}}
+spec:
+  storageClassName: ''
+  volumeName: local-pv
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 1Gi}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: mounts
+  labels: {{app: mounts}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: all
+    projected:
+      sources:
+      - configMap: {{name: settings, items: [{{key: mode, path: config/mode}}]}}
+      - secret: {{name: creds}}
+      - downwardAPI: {{items: [{{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}]}}
+      - serviceAccountToken: {{path: token, expirationSeconds: 3600}}
+  - {{name: made, hostPath: {{path: {host}/made/deep, type: DirectoryOrCreate}}}}
+  - {{name: touched, hostPath: {{path: {host}/touched.log, type: FileOrCreate}}}}
+  - {{name: host-claim, persistentVolumeClaim: {{claimName: host-claim}}}}
+  - {{name: local-claim, persistentVolumeClaim: {{claimName: local-claim, readOnly: true}}}}
+  containers:
+  - name: c
+    image: tug.local/oci:1
+    imagePullPolicy: Never
+    command: [sh, -c, 'echo written > /made/file; echo line >> /touched.log; echo claimed > /host-claim/file; sleep 3600']
+    volumeMounts:
+    - {{name: all, mountPath: /all}}
+    - {{name: made, mountPath: /made}}
+    - {{name: touched, mountPath: /touched.log}}
+    - {{name: host-claim, mountPath: /host-claim}}
+    - {{name: local-claim, mountPath: /local-claim}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: strict}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {{name: config, hostPath: {{path: {host}/config.yaml, type: File}}}}
+  containers:
+  - name: c
+    image: tug.local/oci-named:2
+    imagePullPolicy: Never
+    command: [sh, -c, 'cat /config.yaml; sleep 3600']
+    volumeMounts:
+    - {{name: config, mountPath: /config.yaml}}
+"
+    ));
+    // Neither pod starts: one's claims are not bound yet, the other's
+    // file is missing. Each says why, as a FailedMount event.
+    let failed_mount = |pod: &str, wanted: &str| {
+        until(60, &format!("{pod}'s FailedMount"), || {
+            let events = agent.ok(&[
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.name={pod},reason=FailedMount"),
+                "-o",
+                "jsonpath={.items[*].message}",
+            ]);
+            events.contains(wanted).then_some(())
+        });
+        let pod = agent.pod_until(5, pod, "the pod to wait", |p| {
+            p["status"]["phase"] == "Pending"
+        });
+        assert_eq!(
+            status_of(&pod, "c")["state"]["waiting"]["reason"],
+            "ContainerCreating",
+            "{pod}"
+        );
+    };
+    failed_mount(
+        "mounts",
+        "error processing PVC default/host-claim: PVC is not bound",
+    );
+    failed_mount(
+        "strict",
+        &format!("hostPath type check failed: {host}/config.yaml is not a file"),
+    );
+
+    // The binder's part, done by hand: both claims Bound.
+    for claim in ["host-claim", "local-claim"] {
+        agent.ok(&[
+            "patch",
+            "pvc",
+            claim,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Bound"}}"#,
+        ]);
+    }
+    std::fs::write(dir.path().join("host/config.yaml"), "key: value\n").unwrap();
+    for pod in ["mounts", "strict"] {
+        agent.pod_until(60, pod, "the pod to run", |p| {
+            p["status"]["phase"] == "Running"
+        });
+    }
+    until(30, "strict to read its file", || {
+        agent
+            .ok(&["logs", "strict"])
+            .contains("key: value")
+            .then_some(())
+    });
+    let exec = |command: &str| agent.kubectl(&["exec", "mounts", "--", "sh", "-c", command]);
+    let read = |command: &str| {
+        let output = exec(command);
+        assert!(
+            output.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    // The projected volume: every source's files, side by side.
+    assert_eq!(read("cat /all/config/mode"), "fast");
+    assert_eq!(read("cat /all/password"), "hunter2");
+    assert_eq!(read("cat /all/labels"), "app=\"mounts\"");
+    // The token is the pod's service account's, and the API takes it.
+    let token = read("cat /all/token");
+    let url = agent.ok(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let whoami = agent.ok(&[
+        "--kubeconfig=/dev/null",
+        &format!("--server={url}"),
+        "--insecure-skip-tls-verify",
+        &format!("--token={token}"),
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(whoami, "system:serviceaccount:default:default");
+    // The hostPaths were made for their types and written through.
+    let on_host = |path: &str| {
+        std::fs::read_to_string(dir.path().join("host").join(path)).unwrap_or_default()
+    };
+    until(10, "the pod's writes on the host", || {
+        (on_host("made/deep/file") == "written\n"
+            && on_host("touched.log") == "line\n"
+            && on_host("pv-host/file") == "claimed\n")
+            .then_some(())
+    });
+    // The local volume, claimed read-only: its files are seen, and it
+    // cannot be written.
+    assert_eq!(read("cat /local-claim/seed"), "seeded\n");
+    let refused = exec("touch /local-claim/new");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Read-only file system"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    agent.ok(&["delete", "pod", "mounts", "strict", "--grace-period=1"]);
+    // The hostPath and local volumes' data outlive the pod.
+    assert_eq!(on_host("pv-host/file"), "claimed\n");
+    assert_eq!(on_host("pv-local/seed"), "seeded\n");
 }
