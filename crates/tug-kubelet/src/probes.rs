@@ -147,29 +147,7 @@ pub async fn try_once(
         return Err(output.trim_end().to_string());
     }
     if let Some(http) = &probe.http_get {
-        let host = match http.host.as_deref().filter(|h| !h.is_empty()) {
-            Some(host) => host
-                .parse::<IpAddr>()
-                .map_err(|_| format!("probe host {host:?} is not an IP address"))?,
-            None => target.pod_ip.ok_or("the pod has no IP address yet")?,
-        };
-        let port = port(&http.port, container)?;
-        let https = http.scheme.as_deref() == Some("HTTPS");
-        let scheme = if https { "https" } else { "http" };
-        let path = http.path.clone().unwrap_or_else(|| "/".into());
-        let headers: Vec<(String, String)> = http
-            .http_headers
-            .iter()
-            .flatten()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect();
-        let code = tokio::time::timeout(timeout, http_get(https, host, port, &path, &headers))
-            .await
-            .map_err(|_| {
-                format!(
-                    "Get \"{scheme}://{host}:{port}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
-                )
-            })??;
+        let code = get(http, container, target, timeout, "kube-probe/1.33").await?;
         return if (200..400).contains(&code) {
             Ok(())
         } else {
@@ -208,8 +186,10 @@ pub async fn try_once(
     Err("the probe has no handler".into())
 }
 
-/// Runs a lifecycle hook (postStart, preStop): exec, httpGet, tcpSocket
-/// as a probe's, or sleep.
+/// Runs a lifecycle hook (postStart, preStop) as kubelet does: exec as a
+/// probe's; httpGet succeeds on any answer, whatever its status; sleep.
+/// kubelet runs no other handler (tcpSocket is accepted by the API, but
+/// fails when run).
 pub async fn hook(
     runtime: &Runtime,
     handler: &k8s_openapi::api::core::v1::LifecycleHandler,
@@ -217,25 +197,65 @@ pub async fn hook(
     target: &Target,
     timeout: Duration,
 ) -> Result<(), String> {
-    if let Some(sleep) = &handler.sleep {
-        tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64)).await;
-        return Ok(());
-    }
-    let probe = Probe {
-        exec: handler.exec.clone(),
-        http_get: handler.http_get.clone(),
-        tcp_socket: handler.tcp_socket.clone(),
-        ..Default::default()
+    let run = async {
+        if let Some(sleep) = &handler.sleep {
+            tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64)).await;
+            Ok(())
+        } else if let Some(http) = &handler.http_get {
+            get(http, container, target, timeout, "kube-lifecycle/1.33")
+                .await
+                .map(|_| ())
+        } else if handler.exec.is_some() {
+            let probe = Probe {
+                exec: handler.exec.clone(),
+                ..Default::default()
+            };
+            try_once(runtime, &probe, container, target, timeout).await
+        } else {
+            Err("Cannot run handler: invalid handler: only exec, httpGet and sleep run as lifecycle hooks".into())
+        }
     };
-    match tokio::time::timeout(
-        timeout,
-        try_once(runtime, &probe, container, target, timeout),
-    )
-    .await
-    {
+    match tokio::time::timeout(timeout, run).await {
         Ok(result) => result,
         Err(_) => Err(format!("timed out after {}s", timeout.as_secs())),
     }
+}
+
+/// An httpGet action's GET (of a probe or a hook): the status code.
+async fn get(
+    http: &k8s_openapi::api::core::v1::HTTPGetAction,
+    container: &Container,
+    target: &Target,
+    timeout: Duration,
+    user_agent: &str,
+) -> Result<u16, String> {
+    let host = match http.host.as_deref().filter(|h| !h.is_empty()) {
+        Some(host) => host
+            .parse::<IpAddr>()
+            .map_err(|_| format!("probe host {host:?} is not an IP address"))?,
+        None => target.pod_ip.ok_or("the pod has no IP address yet")?,
+    };
+    let port = port(&http.port, container)?;
+    let https = http.scheme.as_deref() == Some("HTTPS");
+    let scheme = if https { "https" } else { "http" };
+    let path = http.path.clone().unwrap_or_else(|| "/".into());
+    let mut headers = vec![
+        ("User-Agent".to_string(), user_agent.to_string()),
+        ("Accept".to_string(), "*/*".to_string()),
+    ];
+    for header in http.http_headers.iter().flatten() {
+        // A header of the action's replaces the default of that name
+        // (as kubelet lets User-Agent and Accept be set).
+        headers.retain(|(name, _)| !name.eq_ignore_ascii_case(&header.name));
+        headers.push((header.name.clone(), header.value.clone()));
+    }
+    tokio::time::timeout(timeout, http_get(https, host, port, &path, &headers))
+        .await
+        .map_err(|_| {
+            format!(
+                "Get \"{scheme}://{host}:{port}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+            )
+        })?
 }
 
 /// A probe's port: a number, or the name of one of the container's ports.
@@ -268,9 +288,13 @@ async fn http_get(
     let stream = tokio::net::TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("Get \"{url}\": dial tcp {host}:{port}: connect: {e}"))?;
-    let mut request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
-    );
+    let mut request = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request.push_str(&format!("Host: {host}:{port}\r\n"));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }

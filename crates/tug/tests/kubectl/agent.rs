@@ -194,25 +194,7 @@ impl Drop for Agent {
 /// A Docker archive of busybox (Debian's busybox-static, every applet
 /// linked in /bin), imported with `tug images import`.
 fn busybox_archive(dir: &Path) -> PathBuf {
-    use tug_kubelet::images::{ImageConfig, docker_archive};
-    let archive = docker_archive(
-        BUSYBOX,
-        &[busybox_layer()],
-        &ImageConfig {
-            cmd: &["sh"],
-            env: &["PATH=/bin"],
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let path = dir.join("busybox.tar");
-    std::fs::write(&path, archive).unwrap();
-    path
-}
-
-/// A layer of Debian's busybox-static with its applets' links.
-fn busybox_layer() -> Vec<u8> {
-    use tug_kubelet::images::{Entry, tar};
+    use tug_kubelet::images::{Entry, ImageConfig, docker_archive, tar};
     let busybox = std::fs::read("/bin/busybox").expect("Debian's busybox-static");
     let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
     let applets: Vec<String> = String::from_utf8_lossy(&list.stdout)
@@ -236,71 +218,20 @@ fn busybox_layer() -> Vec<u8> {
             target: "busybox",
         });
     }
-    tar(&entries).unwrap()
-}
-
-/// An OCI image layout archive (as `skopeo copy ... oci-archive:` or
-/// `buildah push` write it) of one image, named by `annotations` in its
-/// index.
-fn oci_archive(layer: &[u8], annotations: Value) -> Vec<u8> {
-    use tug_kubelet::images::{Entry, go_arch, sha256_hex, tar};
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": go_arch(),
-        "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha256_hex(layer))]},
-    }))
-    .unwrap();
-    let descriptor = |media: &str, blob: &[u8]| {
-        serde_json::json!({
-            "mediaType": media,
-            "digest": format!("sha256:{}", sha256_hex(blob)),
-            "size": blob.len(),
-        })
-    };
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
-        "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", layer)],
-    }))
-    .unwrap();
-    let mut entry = descriptor("application/vnd.oci.image.manifest.v1+json", &manifest);
-    entry["annotations"] = annotations;
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [entry],
-    }))
-    .unwrap();
-    let paths: Vec<String> = [&config, &manifest, &layer.to_vec()]
-        .iter()
-        .map(|blob| format!("blobs/sha256/{}", sha256_hex(blob)))
-        .collect();
-    let mut entries = vec![
-        Entry::File {
-            path: "oci-layout",
-            mode: 0o644,
-            data: br#"{"imageLayoutVersion":"1.0.0"}"#,
+    let layer = tar(&entries).unwrap();
+    let archive = docker_archive(
+        BUSYBOX,
+        &[layer],
+        &ImageConfig {
+            cmd: &["sh"],
+            env: &["PATH=/bin"],
+            ..Default::default()
         },
-        Entry::File {
-            path: "index.json",
-            mode: 0o644,
-            data: &index,
-        },
-        Entry::Dir { path: "blobs" },
-        Entry::Dir {
-            path: "blobs/sha256",
-        },
-    ];
-    for (path, blob) in paths.iter().zip([&config[..], &manifest[..], layer]) {
-        entries.push(Entry::File {
-            path,
-            mode: 0o644,
-            data: blob,
-        });
-    }
-    tar(&entries).unwrap()
+    )
+    .unwrap();
+    let path = dir.join("busybox.tar");
+    std::fs::write(&path, archive).unwrap();
+    path
 }
 
 /// A node whose image filesystem is below its eviction threshold (here
@@ -1289,6 +1220,101 @@ spec:
         "the container ran on after SIGTERM until killed: {log}"
     );
 
+    // httpGet hooks, to a server on the host: each GET is made with
+    // kubelet's user agent, and any answer is a success (the preStop
+    // hook's 500 included); a tcpSocket hook is not run by kubelet, and
+    // fails.
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(www.join("cgi-bin")).unwrap();
+    std::fs::write(
+        www.join("cgi-bin/hook"),
+        format!(
+            "#!/bin/sh\necho \"$QUERY_STRING $HTTP_USER_AGENT\" >> {}/hits\nprintf 'Status: 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\n\\r\\nno\\n'\n",
+            www.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            www.join("cgi-bin/hook"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let port = free_port();
+    let _server = Killed(
+        Command::new("busybox")
+            .args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
+            .arg(&www)
+            .spawn()
+            .unwrap(),
+    );
+    until(30, "the hooks' server to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    agent.apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: web-hooked}}
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: [sleep, '3600']
+    lifecycle:
+      postStart:
+        httpGet: {{host: 127.0.0.1, port: {port}, path: '/cgi-bin/hook?postStart'}}
+      preStop:
+        httpGet: {{host: 127.0.0.1, port: {port}, path: '/cgi-bin/hook?preStop'}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: tcp-hooked}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: [sleep, '3600']
+    lifecycle:
+      postStart:
+        tcpSocket: {{host: 127.0.0.1, port: {port}}}
+"
+    ));
+    agent.pod_until(60, "web-hooked", "web-hooked to run", ready);
+    let hits = || std::fs::read_to_string(www.join("hits")).unwrap_or_default();
+    until(10, "the postStart hook's GET", || {
+        (hits() == "postStart kube-lifecycle/1.33\n").then_some(())
+    });
+    agent.ok(&["delete", "pod", "web-hooked", "--timeout=60s"]);
+    assert_eq!(
+        hits(),
+        "postStart kube-lifecycle/1.33\npreStop kube-lifecycle/1.33\n"
+    );
+    let tcp = agent.pod_until(60, "tcp-hooked", "tcp-hooked's hook to fail", |p| {
+        status_of(p, "app")["state"]["terminated"].is_object()
+    });
+    assert_eq!(tcp["status"]["phase"], "Failed", "{tcp}");
+    let described = agent.ok(&["describe", "pod", "tcp-hooked"]);
+    assert!(
+        described.contains("FailedPostStartHook") && described.contains("invalid handler"),
+        "{described}"
+    );
+    let hooked_events = agent.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=web-hooked",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(!hooked_events.contains("Failed"), "{hooked_events}");
+    agent.ok(&["delete", "pod", "tcp-hooked", "--grace-period=1"]);
+
     // activeDeadlineSeconds ends a pod, Failed with upstream's reason.
     agent.ok(&[
         "run",
@@ -1552,24 +1578,27 @@ fn exec_attach_port_forward_and_cp_reach_the_containers() {
     assert!(absent.contains("pods \"ghost\" not found"), "{absent}");
 
     // attach: what is typed reaches the container's stdin, its output
-    // comes back.
-    let mut attached = agent
-        .kubectl_command(&["attach", "-i", "streamed", "-c", "echo"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = lines_of(&mut attached);
-    {
-        use std::io::Write;
-        let stdin = attached.stdin.as_mut().unwrap();
-        stdin.write_all(b"ping\n").unwrap();
-        stdin.flush().unwrap();
+    // comes back; over WebSocket and over SPDY.
+    for websockets in ["true", "false"] {
+        let mut attached = agent
+            .kubectl_command(&["attach", "-i", "streamed", "-c", "echo"])
+            .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = lines_of(&mut attached);
+        {
+            use std::io::Write;
+            let stdin = attached.stdin.as_mut().unwrap();
+            writeln!(stdin, "ping-{websockets}").unwrap();
+            stdin.flush().unwrap();
+        }
+        line_with(&lines, &format!("got ping-{websockets}"));
+        let _ = attached.kill();
+        let _ = attached.wait();
     }
-    line_with(&lines, "got ping");
-    let _ = attached.kill();
-    let _ = attached.wait();
 
     // port-forward, over WebSocket and over SPDY: two connections each.
     for websockets in ["true", "false"] {
@@ -1915,6 +1944,16 @@ auth:
             "skopeo: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+}
+
+/// A child process killed on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -2595,8 +2634,7 @@ fn container_logs_rotate_and_follow_goes_on_across_rotations() {
     agent.ok(&["delete", "pod", "chatty", "--grace-period=1"]);
 }
 
-/// Images come from OCI archives too (named as skopeo or buildah name
-/// them, or as containerd's own export does); a pod mounts a projected
+/// Images come from OCI archives too; a pod mounts a projected
 /// volume of every source, hostPaths checked by their type, and claims
 /// bound to hostPath and local PersistentVolumes, as kubelet mounts them:
 /// an unbound claim or a hostPath of the wrong type is a FailedMount until
@@ -2605,31 +2643,27 @@ fn container_logs_rotate_and_follow_goes_on_across_rotations() {
 fn oci_images_and_projected_host_path_and_claimed_volumes_mount_as_kubelet_mounts_them() {
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::start(dir.path());
-    let layer = busybox_layer();
-    for (file, annotations) in [
-        (
-            "skopeo.tar",
-            serde_json::json!({"org.opencontainers.image.ref.name": "tug.local/oci:1"}),
-        ),
-        (
-            "containerd.tar",
-            serde_json::json!({
-                "io.containerd.image.name": "tug.local/oci-named:2",
-                "org.opencontainers.image.ref.name": "2",
-            }),
-        ),
-    ] {
-        let path = dir.path().join(file);
-        std::fs::write(&path, oci_archive(&layer, annotations)).unwrap();
-        agent.tug(&["images", "import", path.to_str().unwrap()]);
-    }
+    // An OCI archive, as skopeo writes one (its index names the image
+    // with a full reference).
+    let docker = busybox_archive(dir.path());
+    let oci = dir.path().join("oci.tar");
+    let copied = Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "--quiet"])
+        .arg(format!("docker-archive:{}", docker.display()))
+        .arg(format!("oci-archive:{}:tug.local/oci:1", oci.display()))
+        .output()
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    agent.tug(&["images", "import", oci.to_str().unwrap()]);
     let images = agent.tug(&["images", "list"]);
-    for image in [["tug.local/oci", "1"], ["tug.local/oci-named", "2"]] {
-        let listed = images
-            .lines()
-            .any(|line| line.split_whitespace().take(2).eq(image));
-        assert!(listed, "{image:?}:\n{images}");
-    }
+    let listed = images
+        .lines()
+        .any(|line| line.split_whitespace().take(2).eq(["tug.local/oci", "1"]));
+    assert!(listed, "{images}");
 
     let host = dir.path().join("host");
     std::fs::create_dir_all(host.join("pv-local")).unwrap();
@@ -2727,7 +2761,7 @@ spec:
   - {{name: config, hostPath: {{path: {host}/config.yaml, type: File}}}}
   containers:
   - name: c
-    image: tug.local/oci-named:2
+    image: tug.local/oci:1
     imagePullPolicy: Never
     command: [sh, -c, 'cat /config.yaml; sleep 3600']
     volumeMounts:
