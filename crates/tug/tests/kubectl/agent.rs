@@ -1888,26 +1888,58 @@ impl Registry {
     const PASSWORD: &str = "s3cret";
 
     fn start(dir: &Path) -> Registry {
-        let port = free_port();
         let htpasswd = Command::new("htpasswd")
             .args(["-Bbn", Self::USER, Self::PASSWORD])
             .output()
             .expect("htpasswd (apache2-utils)");
         assert!(htpasswd.status.success());
         std::fs::write(dir.join("htpasswd"), &htpasswd.stdout).unwrap();
-        let config = dir.join("registry.yml");
+        Registry::serve(
+            dir,
+            &format!(
+                "auth:\n  htpasswd: {{realm: tug-test, path: {}}}\n",
+                dir.join("htpasswd").display()
+            ),
+            "",
+        )
+    }
+
+    /// A registry without a login, over HTTPS with a self-signed
+    /// certificate (for 127.0.0.1 and localhost).
+    fn start_tls(dir: &Path) -> Registry {
+        let cert = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_string(),
+            "localhost".to_string(),
+        ])
+        .unwrap();
+        let (cert_path, key_path) = (dir.join("registry.crt"), dir.join("registry.key"));
+        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+        Registry::serve(
+            dir,
+            "",
+            &format!(
+                ", tls: {{certificate: {}, key: {}}}",
+                cert_path.display(),
+                key_path.display()
+            ),
+        )
+    }
+
+    /// Serves a registry with `extra` configuration and `http` settings
+    /// beside its address, its storage in a directory of its own.
+    fn serve(dir: &Path, extra: &str, http: &str) -> Registry {
+        let port = free_port();
+        let config = dir.join(format!("registry-{port}.yml"));
         std::fs::write(
             &config,
             format!(
                 "version: 0.1
 log: {{level: error}}
 storage: {{filesystem: {{rootdirectory: {root}}}}}
-http: {{addr: 127.0.0.1:{port}}}
-auth:
-  htpasswd: {{realm: tug-test, path: {htpasswd}}}
-",
-                root = dir.join("registry").display(),
-                htpasswd = dir.join("htpasswd").display(),
+http: {{addr: 127.0.0.1:{port}{http}}}
+{extra}",
+                root = dir.join(format!("registry-{port}")).display(),
             ),
         )
         .unwrap();
@@ -1971,6 +2003,9 @@ fn images_are_pulled_through_mirrors_registry_logins_and_pull_secrets() {
     let archive = busybox_archive(dir.path());
     registry.push(&archive, "tugtest/busybox:1");
     let port = registry.port;
+    let secure = Registry::start_tls(dir.path());
+    secure.push(&archive, "tugtest/busybox:1");
+    let tls = secure.port;
     // Docker Hub's names go to the local registry, which its login opens;
     // `localhost:PORT` is the same registry under a name without a login.
     let agent_dir = dir.path().join("data/agent");
@@ -1983,9 +2018,15 @@ fn images_are_pulled_through_mirrors_registry_logins_and_pull_secrets() {
     endpoint: [\"http://127.0.0.1:{port}\"]
   \"localhost:{port}\":
     endpoint: [\"http://localhost:{port}\"]
+  \"127.0.0.1:{tls}\":
+    endpoint: [\"https://127.0.0.1:{tls}\"]
+  \"localhost:{tls}\":
+    endpoint: [\"https://localhost:{tls}\"]
 configs:
   \"127.0.0.1:{port}\":
     auth: {{username: {user}, password: {password}}}
+  \"127.0.0.1:{tls}\":
+    tls: {{insecure_skip_verify: true}}
 ",
             user = Registry::USER,
             password = Registry::PASSWORD,
@@ -2052,12 +2093,44 @@ configs:
         ),
         "{described}"
     );
+
+    // An HTTPS registry whose certificate no CA signed: refused, but for
+    // the name whose TLS configuration skips the verification. (containerd
+    // speaks plain HTTP to a registry on loopback unless a mirror names
+    // an https endpoint, hence the mirrors above.)
+    agent.ok(&[
+        "run",
+        "unverified",
+        &format!("--image=localhost:{tls}/tugtest/busybox:1"),
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    agent.ok(&[
+        "run",
+        "insecure",
+        &format!("--image=127.0.0.1:{tls}/tugtest/busybox:1"),
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    agent.pod_until(90, "insecure", "insecure to run", ready);
+    agent.pod_until(90, "unverified", "unverified to back off", |p| {
+        status_of(p, "unverified")["state"]["waiting"]["reason"] == "ImagePullBackOff"
+    });
+    let described = agent.ok(&["describe", "pod", "unverified"]);
+    assert!(
+        described.contains("x509: certificate signed by unknown authority"),
+        "{described}"
+    );
     agent.ok(&[
         "delete",
         "pod",
         "mirrored",
         "refused",
         "let-in",
+        "unverified",
+        "insecure",
         "--grace-period=1",
     ]);
 }
