@@ -2142,9 +2142,10 @@ struct JoinedAgent {
     data: PathBuf,
 }
 
-impl Drop for JoinedAgent {
-    fn drop(&mut self) {
-        remove_pods_left(&self.data.join("agent/containerd/containerd.sock"));
+impl JoinedAgent {
+    /// Stops the agent (and its containerd; the containers run on), as
+    /// on SIGTERM; SIGKILL after 30 s.
+    fn stop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -2155,6 +2156,13 @@ impl Drop for JoinedAgent {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for JoinedAgent {
+    fn drop(&mut self) {
+        remove_pods_left(&self.data.join("agent/containerd/containerd.sock"));
+        self.stop();
         remove_node_leftovers(&self.data);
         let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
     }
@@ -2207,13 +2215,22 @@ fn an_agent_on_another_machine_joins_with_the_node_token() {
 
     // With the node-token, the agent joins: its node registers and runs
     // pods, and logs and exec reach it through its own certificates.
-    let child = agent(token)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let _joined = JoinedAgent {
-        child,
+    let log = dir.path().join("agent.log");
+    let spawn = || {
+        agent(token)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap()
+    };
+    let mut joined = JoinedAgent {
+        child: spawn(),
         data: data.clone(),
     };
     until(60, "the remote node to be Ready", || {
@@ -2249,7 +2266,7 @@ fn an_agent_on_another_machine_joins_with_the_node_token() {
         "--",
         "sh",
         "-c",
-        "echo from afar; sleep 3600",
+        "echo from afar; exec sleep 3601",
     ]);
     until(60, "far to run on the remote node", || {
         let output = server.kubectl(&["get", "pod", "far", "-o", "json"]);
@@ -2261,7 +2278,32 @@ fn an_agent_on_another_machine_joins_with_the_node_token() {
         (String::from_utf8_lossy(&logs.stdout) == "from afar\n").then_some(())
     });
     assert_eq!(server.ok(&["exec", "far", "--", "echo", "hi"]), "hi\n");
-    server.ok(&["delete", "pod", "far", "--grace-period=1"]);
+
+    // The pod is deleted while its agent is down (at once, forced); the
+    // agent, started again, stops and removes what the pod ran.
+    let running = || {
+        Command::new("pgrep")
+            .args(["-fx", "sleep 3601"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    joined.stop();
+    assert!(running(), "far's container runs on while its agent is down");
+    server.ok(&["delete", "pod", "far", "--grace-period=0", "--force"]);
+    joined.child = spawn();
+    let socket = data.join("agent/containerd/containerd.sock");
+    until(90, "far's sandbox and container to be removed", || {
+        let left = runtime().block_on(async {
+            let runtime = tug_kubelet::cri::Runtime::connect(&socket).ok()?;
+            let sandboxes = runtime.sandboxes(None).await.ok()?;
+            let containers = runtime.containers(None).await.ok()?;
+            Some(sandboxes.len() + containers.len())
+        });
+        (left == Some(0)).then_some(())
+    });
+    assert!(!running(), "far's container was stopped");
 }
 
 #[test]
