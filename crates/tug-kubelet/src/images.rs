@@ -282,18 +282,75 @@ pub fn pause_archive() -> anyhow::Result<Vec<u8>> {
     )
 }
 
-/// Imports a Docker or OCI archive into containerd at `socket`, in the
-/// namespace CRI reads, unpacked for this machine (through containerd's
-/// `ctr`, which ships with it).
+/// The archive names `import` takes, as k3s's: a tar, or one compressed
+/// with gzip or zstd (and the program that decompresses it).
+pub fn archive_kind(path: &Path) -> Option<Option<&'static str>> {
+    let name = path.file_name()?.to_str()?;
+    if name.ends_with(".tar") {
+        Some(None)
+    } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+        Some(Some("gzip"))
+    } else if name.ends_with(".tar.zst") || name.ends_with(".tar.zstd") {
+        Some(Some("zstd"))
+    } else {
+        None
+    }
+}
+
+/// Imports a Docker or OCI archive (a tar, or one compressed with gzip or
+/// zstd) into containerd at `socket`, in the namespace CRI reads, unpacked
+/// for this machine (through containerd's `ctr`, which ships with it and
+/// reads only plain tars: a compressed one is decompressed on the way).
 pub async fn import(socket: &Path, archive: &Path) -> anyhow::Result<()> {
-    let output = tokio::process::Command::new("ctr")
-        .arg("--address")
+    let Some(decompressor) = archive_kind(archive) else {
+        bail!(
+            "{}: not an image archive (.tar, .tar.gz, .tgz, .tar.zst)",
+            archive.display()
+        );
+    };
+    let mut ctr = tokio::process::Command::new("ctr");
+    ctr.arg("--address")
         .arg(socket)
-        .args(["--namespace", "k8s.io", "images", "import"])
-        .arg(archive)
+        .args(["--namespace", "k8s.io", "images", "import"]);
+    let mut decompressing = None;
+    if let Some(program) = decompressor {
+        let mut child = tokio::process::Command::new(program)
+            .arg("-dc")
+            .arg(archive)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("running {program} to decompress {}", archive.display()))?;
+        let stdout: std::process::Stdio = child
+            .stdout
+            .take()
+            .context("the decompressor's output")?
+            .try_into()
+            .context("the decompressor's output")?;
+        ctr.arg("-").stdin(stdout);
+        decompressing = Some((program, child));
+    } else {
+        ctr.arg(archive);
+    }
+    let output = ctr
         .output()
         .await
         .context("running ctr (containerd's client) to import an image")?;
+    if let Some((program, child)) = decompressing {
+        let done = child.wait_with_output().await?;
+        if !done.status.success() {
+            bail!(
+                "decompressing {}: {}",
+                archive.display(),
+                String::from_utf8_lossy(&done.stderr)
+                    .trim()
+                    .lines()
+                    .last()
+                    .unwrap_or(program)
+            );
+        }
+    }
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         bail!(
@@ -308,6 +365,22 @@ pub async fn import(socket: &Path, archive: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn archives_are_known_by_their_names_compressed_or_not() {
+        for (name, kind) in [
+            ("a/busybox.tar", Some(None)),
+            ("busybox.tar.gz", Some(Some("gzip"))),
+            ("busybox.tgz", Some(Some("gzip"))),
+            ("busybox.tar.zst", Some(Some("zstd"))),
+            ("busybox.tar.zstd", Some(Some("zstd"))),
+            ("busybox.zip", None),
+            ("notes.txt", None),
+            ("tar", None),
+        ] {
+            assert_eq!(archive_kind(Path::new(name)), kind, "{name}");
+        }
+    }
 
     #[test]
     fn a_tar_header_carries_its_checksum_and_long_paths_split() {

@@ -204,7 +204,7 @@ async fn import_images(config: &Config, socket: &std::path::Path) -> anyhow::Res
     let mut archives: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.extension().is_some_and(|e| e == "tar"))
+        .filter(|path| images::archive_kind(path).is_some())
         .collect();
     archives.sort();
     for archive in archives {

@@ -19,7 +19,7 @@ use tug_controllers::events::{self, Recorder};
 
 use crate::Config;
 use crate::cri::Runtime;
-use crate::pressure::NodePressure;
+use crate::pressure::{NodePressure, Signal};
 
 const LEASE_SECONDS: i64 = 40;
 const LEASE_RENEW: Duration = Duration::from_secs(10);
@@ -230,20 +230,38 @@ pub fn object(config: &Config, machine: &Machine, runtime_version: &str) -> Valu
     if config.control_plane {
         labels["node-role.kubernetes.io/control-plane"] = json!("true");
     }
-    let resources = json!({
+    let memory = machine.memory_ki * 1024;
+    let storage = machine.storage_bytes / 1024 * 1024;
+    let capacity = json!({
         "cpu": machine.cpus.to_string(),
-        "memory": format!("{}Ki", machine.memory_ki),
+        "memory": bytes(memory),
         "pods": "110",
-        "ephemeral-storage": format!("{}Ki", machine.storage_bytes / 1024),
+        "ephemeral-storage": bytes(storage),
     });
+    // As kubelet: allocatable is what is left once the hard eviction
+    // thresholds are taken off (no resources are reserved here).
+    let reserved = |signal: Signal, capacity: u64| {
+        config
+            .eviction_hard
+            .iter()
+            .find(|t| t.signal == signal)
+            .map_or(0, |t| t.amount(capacity))
+    };
+    let mut allocatable = capacity.clone();
+    allocatable["memory"] = json!(bytes(
+        memory.saturating_sub(reserved(Signal::MemoryAvailable, memory))
+    ));
+    allocatable["ephemeral-storage"] = json!(bytes(
+        storage.saturating_sub(reserved(Signal::NodefsAvailable, storage))
+    ));
     json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": config.node_name, "labels": labels},
         "spec": {},
         "status": {
-            "capacity": resources,
-            "allocatable": resources,
+            "capacity": capacity,
+            "allocatable": allocatable,
             "conditions": conditions(Some("container runtime network not ready: the node has no pod CIDR yet"), &BTreeSet::new(), &now(), &Value::Null),
             "addresses": [
                 {"type": "InternalIP", "address": config.node_ip.to_string()},
@@ -264,6 +282,16 @@ pub fn object(config: &Config, machine: &Machine, runtime_version: &str) -> Valu
             },
         },
     })
+}
+
+/// A byte count as Kubernetes writes a quantity: in Ki when it is whole
+/// kibibytes.
+fn bytes(count: u64) -> String {
+    if count.is_multiple_of(1024) {
+        format!("{}Ki", count / 1024)
+    } else {
+        count.to_string()
+    }
 }
 
 fn now() -> String {

@@ -155,12 +155,7 @@ pub async fn try_once(
         };
     }
     if let Some(tcp) = &probe.tcp_socket {
-        let host = match tcp.host.as_deref().filter(|h| !h.is_empty()) {
-            Some(host) => host
-                .parse::<IpAddr>()
-                .map_err(|_| format!("probe host {host:?} is not an IP address"))?,
-            None => target.pod_ip.ok_or("the pod has no IP address yet")?,
-        };
+        let host = address(tcp.host.as_deref(), target).await?;
         let port = port(&tcp.port, container)?;
         return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port)))
             .await
@@ -229,12 +224,7 @@ async fn get(
     timeout: Duration,
     user_agent: &str,
 ) -> Result<u16, String> {
-    let host = match http.host.as_deref().filter(|h| !h.is_empty()) {
-        Some(host) => host
-            .parse::<IpAddr>()
-            .map_err(|_| format!("probe host {host:?} is not an IP address"))?,
-        None => target.pod_ip.ok_or("the pod has no IP address yet")?,
-    };
+    let host = address(http.host.as_deref(), target).await?;
     let port = port(&http.port, container)?;
     let https = http.scheme.as_deref() == Some("HTTPS");
     let scheme = if https { "https" } else { "http" };
@@ -256,6 +246,31 @@ async fn get(
                 "Get \"{scheme}://{host}:{port}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
             )
         })?
+}
+
+/// The address a probe or hook reaches: its host (an address, or a name
+/// resolved as the node resolves it), or the pod's IP.
+async fn address(host: Option<&str>, target: &Target) -> Result<IpAddr, String> {
+    let Some(host) = host.filter(|h| !h.is_empty()) else {
+        return target
+            .pod_ip
+            .ok_or_else(|| "the pod has no IP address yet".to_string());
+    };
+    if let Ok(ip) = host.parse() {
+        return Ok(ip);
+    }
+    let found: Vec<IpAddr> = tokio::net::lookup_host((host, 0))
+        .await
+        .map_err(|e| format!("dial tcp: lookup {host}: {e}"))?
+        .map(|a| a.ip())
+        .collect();
+    // IPv4 first, as pods' addresses here are.
+    found
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| format!("dial tcp: lookup {host}: no such host"))
 }
 
 /// A probe's port: a number, or the name of one of the container's ports.

@@ -857,8 +857,8 @@ async fn report(
 /// A BackOff event for each container that has just entered
 /// CrashLoopBackOff or ImagePullBackOff.
 fn crash_loop_events(shared: &Shared, pod: &Pod, previous: &Value, status: &Value) {
-    let waiting_reason = |status: &Value, name: &str| {
-        status["containerStatuses"]
+    let waiting_reason = |status: &Value, field: &str, name: &str| {
+        status[field]
             .as_array()
             .into_iter()
             .flatten()
@@ -866,12 +866,27 @@ fn crash_loop_events(shared: &Shared, pod: &Pod, previous: &Value, status: &Valu
             .and_then(|c| c["state"]["waiting"]["reason"].as_str())
             .map(str::to_string)
     };
-    for container in pod.spec.iter().flat_map(|s| &s.containers) {
-        let now = waiting_reason(status, &container.name);
-        if waiting_reason(previous, &container.name) == now {
+    let init = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .map(|c| (c, true));
+    let regular = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .map(|c| (c, false));
+    for (container, init) in init.chain(regular) {
+        let field = if init {
+            "initContainerStatuses"
+        } else {
+            "containerStatuses"
+        };
+        let now = waiting_reason(status, field, &container.name);
+        if waiting_reason(previous, field, &container.name) == now {
             continue;
         }
-        let reference = container_ref(pod, &container.name, false);
+        let reference = container_ref(pod, &container.name, init);
         match now.as_deref() {
             Some("CrashLoopBackOff") => shared.recorder.event(
                 reference,

@@ -579,6 +579,20 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
         }
     }
     assert_eq!(node["status"]["capacity"]["pods"], "110");
+    // Allocatable is capacity less the hard eviction thresholds (the
+    // tests' 100Mi of memory and 1Gi of disk).
+    let kib = |field: &str, resource: &str| {
+        let value = node["status"][field][resource].as_str().unwrap();
+        value.strip_suffix("Ki").unwrap().parse::<u64>().unwrap()
+    };
+    assert_eq!(
+        kib("capacity", "memory") - kib("allocatable", "memory"),
+        100 * 1024
+    );
+    assert_eq!(
+        kib("capacity", "ephemeral-storage") - kib("allocatable", "ephemeral-storage"),
+        1024 * 1024
+    );
     let info = &node["status"]["nodeInfo"];
     for field in ["kernelVersion", "osImage", "kubeletVersion"] {
         assert!(!info[field].as_str().unwrap().is_empty(), "{field}: {info}");
@@ -1220,10 +1234,10 @@ spec:
         "the container ran on after SIGTERM until killed: {log}"
     );
 
-    // httpGet hooks, to a server on the host: each GET is made with
-    // kubelet's user agent, and any answer is a success (the preStop
-    // hook's 500 included); a tcpSocket hook is not run by kubelet, and
-    // fails.
+    // httpGet hooks, to a server on the host (by address, and by name):
+    // each GET is made with kubelet's user agent, and any answer is a
+    // success (the preStop hook's 500 included); a tcpSocket hook is not
+    // run by kubelet, and fails.
     let www = dir.path().join("www");
     std::fs::create_dir_all(www.join("cgi-bin")).unwrap();
     std::fs::write(
@@ -1268,7 +1282,7 @@ spec:
       postStart:
         httpGet: {{host: 127.0.0.1, port: {port}, path: '/cgi-bin/hook?postStart'}}
       preStop:
-        httpGet: {{host: 127.0.0.1, port: {port}, path: '/cgi-bin/hook?preStop'}}
+        httpGet: {{host: localhost, port: {port}, path: '/cgi-bin/hook?preStop'}}
 ---
 apiVersion: v1
 kind: Pod
@@ -2309,12 +2323,19 @@ fn an_agent_on_another_machine_joins_with_the_node_token() {
 #[test]
 fn static_pods_run_from_files_and_show_as_mirror_pods() {
     let dir = tempfile::tempdir().unwrap();
-    // The image is imported from the images directory at start, and the
-    // manifest is there already.
+    // The image is imported from the images directory at start
+    // (compressed, as k3s takes them too), and the manifest is there
+    // already.
     let agent_dir = dir.path().join("data/agent");
     std::fs::create_dir_all(agent_dir.join("images")).unwrap();
     let archive = busybox_archive(dir.path());
-    std::fs::rename(&archive, agent_dir.join("images/busybox.tar")).unwrap();
+    let gzip = Command::new("gzip").arg(&archive).status().unwrap();
+    assert!(gzip.success());
+    std::fs::rename(
+        dir.path().join("busybox.tar.gz"),
+        agent_dir.join("images/busybox.tar.gz"),
+    )
+    .unwrap();
     let manifests = agent_dir.join("pod-manifests");
     std::fs::create_dir_all(&manifests).unwrap();
     std::fs::write(
@@ -2774,11 +2795,22 @@ fn oci_images_and_projected_host_path_and_claimed_volumes_mount_as_kubelet_mount
         String::from_utf8_lossy(&copied.stderr)
     );
     agent.tug(&["images", "import", oci.to_str().unwrap()]);
+    // A Docker archive compressed with zstd.
+    let zstd = Command::new("zstd")
+        .args(["-q", "--rm"])
+        .arg(&docker)
+        .status()
+        .unwrap();
+    assert!(zstd.success());
+    let compressed = dir.path().join("busybox.tar.zst");
+    agent.tug(&["images", "import", compressed.to_str().unwrap()]);
     let images = agent.tug(&["images", "list"]);
-    let listed = images
-        .lines()
-        .any(|line| line.split_whitespace().take(2).eq(["tug.local/oci", "1"]));
-    assert!(listed, "{images}");
+    for image in [["tug.local/oci", "1"], ["tug.local/busybox", "1"]] {
+        let listed = images
+            .lines()
+            .any(|line| line.split_whitespace().take(2).eq(image));
+        assert!(listed, "{image:?}: {images}");
+    }
 
     let host = dir.path().join("host");
     std::fs::create_dir_all(host.join("pv-local")).unwrap();
