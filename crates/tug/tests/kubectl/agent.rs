@@ -773,6 +773,9 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
     // Logs, as kubectl reads them through the API server and the agent.
     assert_eq!(agent.ok(&["logs", "done"]), "one\ntwo\n");
     assert_eq!(agent.ok(&["logs", "done", "--tail=1"]), "two\n");
+    assert_eq!(agent.ok(&["logs", "done", "--since=1h"]), "one\ntwo\n");
+    let future = "--since-time=2999-01-01T00:00:00Z";
+    assert_eq!(agent.ok(&["logs", "done", future]), "");
     let stamped = agent.ok(&["logs", "done", "--timestamps"]);
     let first = stamped.lines().next().unwrap();
     assert!(
@@ -918,10 +921,11 @@ spec:
     command:
     - sh
     - -c
-    - 'while true; do echo \"$(wget -q -O - http://localhost:8080/) mode=$(cat /etc/settings/mode) pw=$PASSWORD file=$(cat /etc/creds/password) $(cat /etc/info/labels) tmpfs=$(grep -c \" /scratch tmpfs \" /proc/mounts) secret=$(grep -c \" /etc/creds tmpfs \" /proc/mounts)\"; sleep 1; done'
+    - 'while true; do echo \"$(wget -q -O - http://localhost:8080/) mode=$(cat /etc/settings/mode) pw=$PASSWORD file=$(cat /etc/creds/password) $(cat /etc/info/labels) tmpfs=$(grep -c \" /scratch tmpfs \" /proc/mounts) secret=$(grep -c \" /etc/creds tmpfs \" /proc/mounts) shared=$(cat /shared/index.html) size=$(df -k /scratch | tail -1 | tr -s \" \" | cut -d \" \" -f2)\"; sleep 1; done'
     env:
     - {name: PASSWORD, valueFrom: {secretKeyRef: {name: creds, key: password}}}
     volumeMounts:
+    - {name: shared, mountPath: /shared, readOnly: true}
     - {name: settings, mountPath: /etc/settings}
     - {name: creds, mountPath: /etc/creds}
     - {name: info, mountPath: /etc/info}
@@ -942,8 +946,10 @@ fn containers_share_volumes_and_localhost_and_see_config_change() {
     agent.pod_until(60, "seed", "seed to be Running and Ready", |p| {
         p["status"]["phase"] == "Running" && ready(p)
     });
-    // (the Secret's files on tmpfs)
-    let expected = "hello from seed mode=fast pw=s3cret file=s3cret app=\"seed\" tmpfs=1 secret=1";
+    // (the Secret's files on tmpfs; the web server's page read over
+    // localhost and from the shared emptyDir; the Memory emptyDir sized
+    // by its sizeLimit, 1Mi)
+    let expected = "hello from seed mode=fast pw=s3cret file=s3cret app=\"seed\" tmpfs=1 secret=1 shared=hello from seed size=1024";
     until(30, "the agent to read the web server's page", || {
         let logs = agent.kubectl(&["logs", "seed", "-c", "agent", "--tail=1"]);
         (String::from_utf8_lossy(&logs.stdout).trim() == expected).then_some(())
@@ -1229,9 +1235,11 @@ spec:
     let log = std::fs::read_to_string(shared.join("log")).unwrap();
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines[..2], ["stopped", "term"], "{log}");
+    // (it notes it is alive every second: a kill at the 5 s grace leaves
+    // about 4 such lines, preStop's time included)
     assert!(
-        lines.len() >= 4 && lines[2..].iter().all(|l| *l == "alive"),
-        "the container ran on after SIGTERM until killed: {log}"
+        (2..=7).contains(&(lines.len() - 2)) && lines[2..].iter().all(|l| *l == "alive"),
+        "the container ran on after SIGTERM until killed at the grace's end: {log}"
     );
 
     // httpGet hooks, to a server on the host (by address, and by name):
@@ -1717,7 +1725,18 @@ spec:
   - name: c
     image: tug.local/busybox:1
     imagePullPolicy: IfNotPresent
-    command: [cat, /proc/self/oom_score_adj]
+    command:
+    - sh
+    - -c
+    - |
+      cat /proc/self/oom_score_adj
+      if [ -f /sys/fs/cgroup/cpu.max ]; then
+        cat /sys/fs/cgroup/cpu.max /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.weight
+      else
+        cd /sys/fs/cgroup
+        echo $(cat cpu/cpu.cfs_quota_us) $(cat cpu/cpu.cfs_period_us)
+        cat memory/memory.limit_in_bytes cpu/cpu.shares
+      fi
     resources:
       limits: {{memory: 64Mi, cpu: 100m}}
 ---
@@ -1783,6 +1802,11 @@ spec:
     imagePullPolicy: IfNotPresent
     command: [sh, -c, 'echo $(id -u) $(id -g)']
     securityContext: {{runAsUser: 1000, runAsGroup: 2000}}
+  - name: contained
+    image: tug.local/busybox:1
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'grep NoNewPrivs /proc/self/status | cut -f2']
+    securityContext: {{allowPrivilegeEscalation: false}}
 ---
 apiVersion: v1
 kind: Pod
@@ -1810,7 +1834,9 @@ spec:
     assert_eq!(terminated["exitCode"], 137);
 
     // oom_score_adj by QoS class, as kubelet's (Guaranteed's -997 is 0
-    // where the kernel refuses negative values).
+    // where the kernel refuses negative values); the limits in the
+    // container's cgroup (cgroup v1 or v2): a CPU quota of 10ms per 100ms,
+    // 64Mi of memory, and CPU shares of 100m (102 shares, weight 4 in v2).
     for (pod, wanted) in [
         ("besteffort", &["1000"][..]),
         ("guaranteed", &["-997", "0"]),
@@ -1818,8 +1844,13 @@ spec:
         agent.pod_until(60, pod, "the pod to succeed", |p| {
             p["status"]["phase"] == "Succeeded"
         });
-        let score = agent.ok(&["logs", pod]);
-        assert!(wanted.contains(&score.trim()), "{pod}: {score}");
+        let said = agent.ok(&["logs", pod]);
+        let lines: Vec<&str> = said.lines().collect();
+        assert!(wanted.contains(&lines[0]), "{pod}: {said}");
+        if pod == "guaranteed" {
+            assert_eq!(lines[1..3], ["10000 100000", "67108864"], "{said}");
+            assert!(["102", "4"].contains(&lines[3]), "{said}");
+        }
     }
 
     // runAsNonRoot: refused for an image that runs as root, unless a user
@@ -1839,7 +1870,8 @@ spec:
     });
     assert_eq!(agent.ok(&["logs", "user"]), "1000\n");
 
-    // privileged, capabilities, a read-only root, runAsGroup.
+    // privileged, capabilities, a read-only root, runAsGroup,
+    // allowPrivilegeEscalation (no_new_privs).
     agent.pod_until(60, "secured", "secured to succeed", |p| {
         p["status"]["phase"] == "Succeeded"
     });
@@ -1850,6 +1882,7 @@ spec:
         ("dropped", "refused"),
         ("readonly", "read-only"),
         ("group", "1000 2000"),
+        ("contained", "1"),
     ] {
         let said = agent.ok(&["logs", "secured", "-c", container]);
         assert_eq!(said.trim(), wanted, "{container}");
