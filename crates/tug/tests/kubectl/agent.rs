@@ -682,12 +682,23 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
     assert_eq!(web["status"]["podIPs"][0]["ip"], ip.as_str());
     assert_eq!(web["status"]["hostIPs"][0]["ip"], web["status"]["hostIP"]);
     assert_eq!(web["status"]["qosClass"], "BestEffort");
-    let scheduled = web["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|c| c["type"] == "PodScheduled" && c["status"] == "True");
-    assert!(scheduled, "{web}");
+    assert_eq!(main["ready"], true, "{main}");
+    assert_eq!(main["started"], true, "{main}");
+    assert!(web["status"]["startTime"].is_string(), "{web}");
+    for kind in [
+        "PodScheduled",
+        "PodReadyToStartContainers",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+    ] {
+        let set = web["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == kind && c["status"] == "True");
+        assert!(set, "{kind}: {web}");
+    }
     let answer = until(30, "the web server to answer on the pod's address", || {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect((ip.as_str(), 8080)).ok()?;
@@ -769,6 +780,32 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
         assert_eq!(c["state"]["terminated"]["exitCode"], code, "{c}");
         assert_eq!(c["restartCount"], 0, "{c}");
     }
+
+    // restartPolicy OnFailure: a failure restarts, a success ends.
+    for (name, command) in [("retried", "exit 2"), ("succeeded", "true")] {
+        agent.ok(&[
+            "run",
+            name,
+            "--restart=OnFailure",
+            &format!("--image={BUSYBOX}"),
+            "--image-pull-policy=IfNotPresent",
+            "--",
+            "sh",
+            "-c",
+            command,
+        ]);
+    }
+    let retried = agent.pod_until(60, "retried", "retried to restart", |p| {
+        status_of(p, "retried")["restartCount"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 1
+    });
+    assert_eq!(retried["status"]["phase"], "Running", "{retried}");
+    let succeeded = agent.pod_until(60, "succeeded", "succeeded to succeed", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    assert_eq!(status_of(&succeeded, "succeeded")["restartCount"], 0);
 
     // Logs, as kubectl reads them through the API server and the agent.
     assert_eq!(agent.ok(&["logs", "done"]), "one\ntwo\n");
@@ -858,6 +895,8 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
         "failed",
         "crash",
         "talk",
+        "retried",
+        "succeeded",
         "--grace-period=2",
     ]);
     let listed = agent.ok(&["get", "pods", "-o", "name"]);
@@ -1024,7 +1063,7 @@ fn containers_share_volumes_and_localhost_and_see_config_change() {
     );
 
     // FallbackToLogsOnError: a failed container without a message file
-    // ends with the tail of its log; envFrom, workingDir and a
+    // ends with the tail of its log; a terminationMessagePath; envFrom, workingDir and a
     // resourceFieldRef reach the environment.
     agent.apply(&format!(
         "apiVersion: v1
@@ -1039,6 +1078,19 @@ spec:
     imagePullPolicy: IfNotPresent
     command: [sh, -c, 'echo first; echo it broke; exit 2']
     terminationMessagePolicy: FallbackToLogsOnError
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: elsewhere
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'echo farewell > /tmp/goodbye']
+    terminationMessagePath: /tmp/goodbye
 ---
 apiVersion: v1
 kind: Pod
@@ -1067,6 +1119,14 @@ spec:
     let terminated = &status_of(&fallback, "c")["state"]["terminated"];
     assert_eq!(terminated["exitCode"], 2);
     assert_eq!(terminated["message"], "first\nit broke\n");
+    // A message file at a path of the container's choosing.
+    let elsewhere = agent.pod_until(60, "elsewhere", "elsewhere to succeed", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    assert_eq!(
+        status_of(&elsewhere, "c")["state"]["terminated"]["message"],
+        "farewell\n"
+    );
     agent.pod_until(60, "environ", "environ to succeed", |p| {
         p["status"]["phase"] == "Succeeded"
     });
@@ -2093,9 +2153,35 @@ configs:
     ]);
     agent.pod_until(90, "mirrored", "mirrored to run", ready);
     let described = agent.ok(&["describe", "pod", "mirrored"]);
+    for event in [
+        "Pulling image \"tugtest/busybox:1\"",
+        "Successfully pulled image \"tugtest/busybox:1\"",
+    ] {
+        assert!(described.contains(event), "{event}: {described}");
+    }
+    // The image is present now: IfNotPresent uses it, Always pulls again.
+    for (name, policy) in [("present", "IfNotPresent"), ("always", "Always")] {
+        agent.ok(&[
+            "run",
+            name,
+            "--image=tugtest/busybox:1",
+            &format!("--image-pull-policy={policy}"),
+            "--",
+            "sleep",
+            "3600",
+        ]);
+        agent.pod_until(90, name, "the pod to run", ready);
+    }
+    let present = agent.ok(&["describe", "pod", "present"]);
     assert!(
-        described.contains("Successfully pulled image \"tugtest/busybox:1\""),
-        "{described}"
+        present.contains("Container image \"tugtest/busybox:1\" already present on machine")
+            && !present.contains("Pulling image"),
+        "{present}"
+    );
+    let always = agent.ok(&["describe", "pod", "always"]);
+    assert!(
+        always.contains("Successfully pulled image \"tugtest/busybox:1\""),
+        "{always}"
     );
 
     // Without a login the registry refuses; a pull secret opens it.
@@ -2174,6 +2260,8 @@ configs:
         "delete",
         "pod",
         "mirrored",
+        "present",
+        "always",
         "refused",
         "let-in",
         "unverified",
