@@ -624,7 +624,9 @@ async fn sync(
         && !observed.any_running()
         && !observed.sandboxes.iter().any(|s| s.ready)
     {
-        let dir = volumes::pod_dir(&shared.config, uid);
+        // (its containers' termination messages stay, read again after
+        // a restart of the agent)
+        let dir = volumes::pod_dir(&shared.config, uid).join("volumes");
         if dir.exists() {
             volumes::remove_dir(&dir).context("removing a finished pod's volumes")?;
         }

@@ -758,7 +758,13 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
 
     // Pods that never restart end Succeeded or Failed.
     for (name, command, phase, reason, code) in [
-        ("done", "echo one; echo two", "Succeeded", "Completed", 0),
+        (
+            "done",
+            "echo one; echo two; echo bye > /dev/termination-log",
+            "Succeeded",
+            "Completed",
+            0,
+        ),
         ("failed", "false", "Failed", "Error", 1),
     ] {
         agent.ok(&[
@@ -884,6 +890,15 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
     let after = status_of(&web, "web");
     assert_eq!(after["containerID"], before, "{after}");
     assert_eq!(after["restartCount"], 0, "{after}");
+    // A finished pod keeps its status, its termination message with it.
+    let done = agent.ok(&[
+        "get",
+        "pod",
+        "done",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].state.terminated.message}",
+    ]);
+    assert_eq!(done, "bye\n");
 
     // Deletion stops the containers, then the pod object goes.
     agent.ok(&[
