@@ -172,6 +172,23 @@ impl Runtime {
             .containers)
     }
 
+    /// Each container's writable layer in bytes, by container ID, as the
+    /// runtime last measured it.
+    pub async fn writable_layers(&self) -> anyhow::Result<HashMap<String, u64>> {
+        let stats = self
+            .runtime
+            .clone()
+            .list_container_stats(cri::ListContainerStatsRequest { filter: None })
+            .await
+            .context("CRI ListContainerStats")?
+            .into_inner()
+            .stats;
+        Ok(stats
+            .into_iter()
+            .filter_map(|s| Some((s.attributes?.id, s.writable_layer?.used_bytes?.value)))
+            .collect())
+    }
+
     pub async fn container_status(&self, id: &str) -> anyhow::Result<Option<cri::ContainerStatus>> {
         match self
             .runtime

@@ -396,6 +396,93 @@ impl Starved {
     }
 }
 
+/// What a running pod uses of the node's disk: each disk emptyDir's
+/// bytes, and each container's (its writable layer and its logs).
+#[derive(Debug, Default)]
+pub struct LocalUsage {
+    pub empty_dirs: HashMap<String, u64>,
+    pub containers: HashMap<String, u64>,
+}
+
+/// kubelet's local storage eviction: the message evicting a pod whose
+/// disk emptyDir is over its sizeLimit, whose use is over the sum of its
+/// containers' ephemeral-storage limits, or one of whose containers is
+/// over its own; checked in that order.
+pub fn over_local_limits(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    usage: &LocalUsage,
+) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    for volume in spec.volumes.iter().flatten() {
+        let Some(empty) = &volume.empty_dir else {
+            continue;
+        };
+        let Some(limit) = &empty.size_limit else {
+            continue;
+        };
+        if empty.medium.as_deref() == Some("Memory") {
+            continue;
+        }
+        let used = usage.empty_dirs.get(&volume.name).copied().unwrap_or(0);
+        let bytes = tug_api::quantity::value(&limit.0).unwrap_or(i128::MAX);
+        if i128::from(used) > bytes {
+            return Some(format!(
+                "Usage of EmptyDir volume {:?} exceeds the limit {:?}. ",
+                volume.name, limit.0
+            ));
+        }
+    }
+    let limit_of = |c: &k8s_openapi::api::core::v1::Container| {
+        c.resources
+            .as_ref()?
+            .limits
+            .as_ref()?
+            .get("ephemeral-storage")
+            .cloned()
+    };
+    let limits: Vec<(&str, String)> = spec
+        .containers
+        .iter()
+        .filter_map(|c| Some((c.name.as_str(), limit_of(c)?.0)))
+        .collect();
+    let pod_limit: i128 = limits
+        .iter()
+        .filter_map(|(_, q)| tug_api::quantity::milli(q))
+        .sum();
+    if pod_limit > 0 {
+        // (a Memory emptyDir is memory, not the node's disk)
+        let on_disk: u64 = spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter(|v| {
+                v.empty_dir
+                    .as_ref()
+                    .is_some_and(|e| e.medium.as_deref() != Some("Memory"))
+            })
+            .filter_map(|v| usage.empty_dirs.get(&v.name))
+            .sum();
+        let used = on_disk + usage.containers.values().sum::<u64>();
+        if i128::from(used) * 1000 > pod_limit {
+            let binary = limits.iter().all(|(_, q)| tug_api::quantity::is_binary(q));
+            return Some(format!(
+                "Pod ephemeral local storage usage exceeds the total limit of containers {}. ",
+                tug_api::quantity::format(pod_limit, binary)
+            ));
+        }
+    }
+    for (name, limit) in &limits {
+        let used = usage.containers.get(*name).copied().unwrap_or(0);
+        let bytes = tug_api::quantity::value(limit).unwrap_or(i128::MAX);
+        if i128::from(used) > bytes {
+            return Some(format!(
+                "Container {name} exceeded its local ephemeral storage limit {limit:?}. "
+            ));
+        }
+    }
+    None
+}
+
 /// What the node's status reports: the conditions under pressure, and a
 /// wake-up for the status loop when they change; and the resource to
 /// reclaim by evicting pods, with a wake-up for the evictor each time.
@@ -633,6 +720,58 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_storage_limits_evict_as_kubelet_words_it() {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "spec": {
+                "volumes": [
+                    {"name": "data", "emptyDir": {"sizeLimit": "10Mi"}},
+                    {"name": "ram", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+                ],
+                "containers": [
+                    {"name": "a", "resources": {"limits": {"ephemeral-storage": "20Mi"}}},
+                    {"name": "b", "resources": {"limits": {"ephemeral-storage": "10Mi"}}},
+                    {"name": "c"},
+                ],
+            }
+        }))
+        .unwrap();
+        let mib = 1 << 20;
+        let usage = |dirs: &[(&str, u64)], containers: &[(&str, u64)]| LocalUsage {
+            empty_dirs: dirs.iter().map(|(n, b)| (n.to_string(), *b)).collect(),
+            containers: containers
+                .iter()
+                .map(|(n, b)| (n.to_string(), *b))
+                .collect(),
+        };
+        for (used, expected) in [
+            (
+                usage(&[("data", 5 * mib), ("ram", 50 * mib)], &[("a", mib)]),
+                None,
+            ),
+            (
+                usage(&[("data", 11 * mib)], &[]),
+                Some("Usage of EmptyDir volume \"data\" exceeds the limit \"10Mi\". "),
+            ),
+            (
+                usage(&[("data", 9 * mib)], &[("a", 19 * mib), ("c", 5 * mib)]),
+                Some(
+                    "Pod ephemeral local storage usage exceeds the total limit of containers 30Mi. ",
+                ),
+            ),
+            (
+                usage(&[], &[("a", mib), ("b", 11 * mib)]),
+                Some("Container b exceeded its local ephemeral storage limit \"10Mi\". "),
+            ),
+        ] {
+            assert_eq!(
+                over_local_limits(&pod, &used).as_deref(),
+                expected,
+                "{used:?}"
+            );
+        }
+    }
 
     #[test]
     fn eviction_thresholds_parse_as_kubelets_flag() {

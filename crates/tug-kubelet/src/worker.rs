@@ -25,7 +25,7 @@ use tug_controllers::events::{self, Recorder};
 use crate::Config;
 use crate::cri::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE, POD_UID, Runtime};
 use crate::pod::{self, Action, Memory, Nanos, Observed, RuntimeContainer, Sandbox, State};
-use crate::pressure::{NodePressure, Signal};
+use crate::pressure::{self, NodePressure, Signal};
 use crate::{oom, probes, registries, static_pods, volumes};
 
 /// How often the runtime is relisted.
@@ -173,6 +173,7 @@ pub async fn run(
     ));
     tokio::spawn(relist(shared.clone(), shutdown.clone()));
     tokio::spawn(evict(shared.clone(), shutdown.clone()));
+    tokio::spawn(local_storage(shared.clone(), shutdown.clone()));
     let api: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", config.node_name);
     let mut stream = watcher(api, watcher::Config::default().fields(&selector)).boxed();
@@ -290,6 +291,132 @@ async fn evict(shared: Arc<Shared>, shutdown: CancellationToken) {
             shared.wake(&uid);
         }
     }
+}
+
+/// How often pods' use of the node's disk is measured against their
+/// limits (kubelet's eviction manager's period).
+const LOCAL_STORAGE_PERIOD: Duration = Duration::from_secs(10);
+
+/// kubelet's local storage eviction: every period, the running pods with
+/// a disk emptyDir's sizeLimit or a container's ephemeral-storage limit
+/// are measured (emptyDirs, containers' writable layers and logs), and
+/// each one over a limit is evicted, whatever the node's pressure.
+async fn local_storage(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(LOCAL_STORAGE_PERIOD) => {}
+        }
+        let pods: Vec<Arc<Pod>> = lock(&shared.pods)
+            .values()
+            .filter(|pod| {
+                let running =
+                    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                running && pod.metadata.deletion_timestamp.is_none() && has_local_limits(pod)
+            })
+            .cloned()
+            .collect();
+        if pods.is_empty() {
+            continue;
+        }
+        let (layers, containers) = match tokio::try_join!(
+            shared.runtime.writable_layers(),
+            shared.runtime.containers(None)
+        ) {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::debug!(error = %format!("{err:#}"), "measuring containers' disk use");
+                continue;
+            }
+        };
+        for pod in pods {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            if lock(&shared.evictions).contains_key(&uid) {
+                continue;
+            }
+            let mut usage = pressure::LocalUsage::default();
+            let running = cri::ContainerState::ContainerRunning as i32;
+            for container in &containers {
+                if container.labels.get(POD_UID) != Some(&uid) || container.state != running {
+                    continue;
+                }
+                let Some(name) = container.labels.get(CONTAINER_NAME) else {
+                    continue;
+                };
+                let layer = layers.get(&container.id).copied().unwrap_or(0);
+                *usage.containers.entry(name.clone()).or_default() += layer;
+            }
+            let volumes = volumes::pod_dir(&shared.config, &uid)
+                .join("volumes")
+                .join("kubernetes.io~empty-dir");
+            let logs = shared.config.log_dir().join(format!(
+                "{}_{}_{uid}",
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default()
+            ));
+            let names: Vec<String> = pod
+                .spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .map(|c| c.name.clone())
+                .collect();
+            let dirs: Vec<String> = pod
+                .spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .filter(|v| v.empty_dir.is_some())
+                .map(|v| v.name.clone())
+                .collect();
+            let measured = tokio::task::spawn_blocking(move || {
+                let logs: Vec<(String, u64)> = names
+                    .into_iter()
+                    .map(|name| {
+                        let used = disk_use(&logs.join(&name));
+                        (name, used)
+                    })
+                    .collect();
+                let dirs: Vec<(String, u64)> = dirs
+                    .into_iter()
+                    .map(|name| {
+                        let used = disk_use(&volumes.join(&name));
+                        (name, used)
+                    })
+                    .collect();
+                (logs, dirs)
+            })
+            .await;
+            let Ok((logs, dirs)) = measured else { continue };
+            for (name, used) in logs {
+                *usage.containers.entry(name).or_default() += used;
+            }
+            usage.empty_dirs.extend(dirs);
+            if let Some(message) = pressure::over_local_limits(&pod, &usage) {
+                tracing::info!(pod = %uid, %message, "evicting a pod over its local storage limits");
+                lock(&shared.evictions).insert(uid.clone(), message);
+                shared.wake(&uid);
+            }
+        }
+    }
+}
+
+/// Whether a pod has a disk emptyDir with a sizeLimit or a container
+/// with an ephemeral-storage limit.
+fn has_local_limits(pod: &Pod) -> bool {
+    let Some(spec) = &pod.spec else {
+        return false;
+    };
+    let sized = spec.volumes.iter().flatten().any(|v| {
+        v.empty_dir
+            .as_ref()
+            .is_some_and(|e| e.size_limit.is_some() && e.medium.as_deref() != Some("Memory"))
+    });
+    sized
+        || spec.containers.iter().any(|c| {
+            c.resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref())
+                .is_some_and(|l| l.contains_key("ephemeral-storage"))
+        })
 }
 
 /// The bytes of the files under `dir`, on its own filesystem (tmpfs

@@ -515,6 +515,77 @@ spec:
     ]);
 }
 
+/// Whatever the node's pressure, a pod whose disk emptyDir outgrows its
+/// sizeLimit, or whose containers outgrow their ephemeral-storage limits
+/// (writable layer and logs), is evicted with kubelet's message; a pod
+/// within its limits runs on.
+#[test]
+fn pods_over_their_local_storage_limits_are_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path());
+    let archive = busybox_archive(dir.path());
+    agent.tug(&["images", "import", archive.to_str().unwrap()]);
+    let pod = |name: &str, volumes: &str, mount: &str, file: &str, mib: u32| {
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{volumes}]
+  containers:
+  - name: c
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'dd if=/dev/zero of={file} bs=1M count={mib} 2>/dev/null; sleep 3600']
+    volumeMounts: [{mount}]
+    resources:
+      limits: {{ephemeral-storage: 10Mi}}
+---
+"
+        )
+    };
+    let data = "{name: data, emptyDir: {sizeLimit: 5Mi}}";
+    let mount = "{name: data, mountPath: /data}";
+    let manifest = [
+        pod("sized", data, mount, "/data/fill", 8),
+        pod("bounded", "", "", "/tmp/fill", 20),
+        pod("modest", data, mount, "/data/fill", 1),
+    ]
+    .concat();
+    agent.apply(&manifest);
+    for (name, message) in [
+        (
+            "sized",
+            "Usage of EmptyDir volume \"data\" exceeds the limit \"5Mi\". ",
+        ),
+        (
+            "bounded",
+            "Pod ephemeral local storage usage exceeds the total limit of containers 10Mi. ",
+        ),
+    ] {
+        let evicted = agent.pod_until(90, name, "the pod to be evicted", |p| {
+            p["status"]["phase"] == "Failed"
+        });
+        assert_eq!(evicted["status"]["reason"], "Evicted", "{evicted}");
+        assert_eq!(evicted["status"]["message"], message, "{evicted}");
+        let described = agent.ok(&["describe", "pod", name]);
+        assert!(described.contains("Warning  Evicted"), "{described}");
+    }
+    let modest = agent.pod_until(10, "modest", "modest to run", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    assert_eq!(status_of(&modest, "c")["restartCount"], 0);
+    agent.ok(&[
+        "delete",
+        "pod",
+        "sized",
+        "bounded",
+        "modest",
+        "--grace-period=1",
+    ]);
+}
+
 fn status_of<'a>(pod: &'a Value, container: &str) -> &'a Value {
     pod["status"]["containerStatuses"]
         .as_array()
