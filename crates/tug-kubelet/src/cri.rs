@@ -18,6 +18,14 @@ pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
 pub const POD_UID: &str = "io.kubernetes.pod.uid";
 pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
 
+/// A container's use of the node, in bytes: its writable layer on disk
+/// and its memory working set.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ContainerUse {
+    pub writable_layer: u64,
+    pub working_set: u64,
+}
+
 /// How long one CRI call may take, but for pulls and stops.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -172,9 +180,9 @@ impl Runtime {
             .containers)
     }
 
-    /// Each container's writable layer in bytes, by container ID, as the
-    /// runtime last measured it.
-    pub async fn writable_layers(&self) -> anyhow::Result<HashMap<String, u64>> {
+    /// What each container uses, by container ID, as the runtime last
+    /// measured it.
+    pub async fn container_use(&self) -> anyhow::Result<HashMap<String, ContainerUse>> {
         let stats = self
             .runtime
             .clone()
@@ -185,7 +193,17 @@ impl Runtime {
             .stats;
         Ok(stats
             .into_iter()
-            .filter_map(|s| Some((s.attributes?.id, s.writable_layer?.used_bytes?.value)))
+            .filter_map(|s| {
+                let layer = s.writable_layer.and_then(|w| w.used_bytes).map(|u| u.value);
+                let memory = s.memory.and_then(|m| m.working_set_bytes).map(|u| u.value);
+                Some((
+                    s.attributes?.id,
+                    ContainerUse {
+                        writable_layer: layer.unwrap_or(0),
+                        working_set: memory.unwrap_or(0),
+                    },
+                ))
+            })
             .collect())
     }
 

@@ -396,6 +396,41 @@ impl Starved {
     }
 }
 
+/// kubelet's sentences after an eviction message: one for each of the
+/// pod's containers using more of the starved `resource` than it
+/// requests (`usage` in bytes, by container name).
+pub fn container_sentences(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    resource: &str,
+    usage: &HashMap<String, u64>,
+) -> String {
+    let mut sentences = String::new();
+    for container in pod.spec.iter().flat_map(|s| &s.containers) {
+        let Some(used) = usage.get(&container.name) else {
+            continue;
+        };
+        let request = container
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get(resource));
+        let requested = request
+            .and_then(|q| tug_api::quantity::milli(&q.0))
+            .unwrap_or(0);
+        if i128::from(*used) * 1000 <= requested {
+            continue;
+        }
+        let binary = request.is_none_or(|q| tug_api::quantity::is_binary(&q.0));
+        sentences.push_str(&format!(
+            "Container {} was using {}, request is {}, has larger consumption of {resource}. ",
+            container.name,
+            tug_api::quantity::format(i128::from(*used) * 1000, true),
+            tug_api::quantity::format(requested, binary),
+        ));
+    }
+    sentences
+}
+
 /// What a running pod uses of the node's disk: each disk emptyDir's
 /// bytes, and each container's (its writable layer and its logs).
 #[derive(Debug, Default)]
@@ -720,6 +755,31 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eviction_messages_name_the_containers_over_their_requests() {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "spec": {"containers": [
+                {"name": "hog"},
+                {"name": "small", "resources": {"requests": {"memory": "10Mi"}}},
+                {"name": "big", "resources": {"requests": {"memory": "100M"}}},
+            ]}
+        }))
+        .unwrap();
+        let usage: HashMap<String, u64> = [
+            ("hog", 50u64 << 20),
+            ("small", 1 << 20),
+            ("big", 100_000_001),
+        ]
+        .into_iter()
+        .map(|(n, b)| (n.to_string(), b))
+        .collect();
+        assert_eq!(
+            container_sentences(&pod, "memory", &usage),
+            "Container hog was using 50Mi, request is 0, has larger consumption of memory. \
+             Container big was using 100000001, request is 100M, has larger consumption of memory. "
+        );
+    }
 
     #[test]
     fn local_storage_limits_evict_as_kubelet_words_it() {

@@ -25,7 +25,7 @@ use tug_controllers::events::{self, Recorder};
 use crate::Config;
 use crate::cri::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE, POD_UID, Runtime};
 use crate::pod::{self, Action, Memory, Nanos, Observed, RuntimeContainer, Sandbox, State};
-use crate::pressure::{self, NodePressure, Signal};
+use crate::pressure::{self, NodePressure};
 use crate::{oom, probes, registries, static_pods, volumes};
 
 /// How often the runtime is relisted.
@@ -231,8 +231,10 @@ pub async fn run(
 /// resource after node-level reclaim (every 10 s while it lasts), as
 /// kubelet's eviction manager: critical pods never; first those using
 /// more than they request, then the lowest priority, then the largest
-/// use (disk: the pod's volumes; memory and PIDs are not measured per
-/// pod, so BestEffort pods count as over their requests).
+/// use above the request (memory: the containers' working sets; disk:
+/// the pod's volumes, its containers' writable layers and logs; PIDs are
+/// not measured per pod, so BestEffort pods count as over). The message
+/// names each container using more than it requests, as kubelet's.
 async fn evict(shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
@@ -247,10 +249,17 @@ async fn evict(shared: Arc<Shared>, shutdown: CancellationToken) {
         if pending > 0 {
             continue;
         }
-        let disk = !matches!(
-            starved.signal,
-            Signal::MemoryAvailable | Signal::PidAvailable
-        );
+        let resource = starved.signal.resource();
+        let measured = matches!(resource, "memory" | "ephemeral-storage");
+        let (uses, containers) = if measured {
+            tokio::try_join!(
+                shared.runtime.container_use(),
+                shared.runtime.containers(None)
+            )
+            .unwrap_or_default()
+        } else {
+            Default::default()
+        };
         let mut ranked = Vec::new();
         for pod in pods {
             let status = pod.status.as_ref();
@@ -263,7 +272,6 @@ async fn evict(shared: Arc<Shared>, shutdown: CancellationToken) {
                 continue;
             }
             let uid = pod.metadata.uid.clone().unwrap_or_default();
-            let resource = if disk { "ephemeral-storage" } else { "memory" };
             let requested: u64 = pod
                 .spec
                 .iter()
@@ -272,22 +280,73 @@ async fn evict(shared: Arc<Shared>, shutdown: CancellationToken) {
                 .filter_map(|q| tug_api::quantity::value(&q.0))
                 .map(|v| v.max(0) as u64)
                 .sum();
-            let used = if disk {
-                let dir = volumes::pod_dir(&shared.config, &uid);
-                tokio::task::spawn_blocking(move || disk_use(&dir))
-                    .await
-                    .unwrap_or(0)
-            } else {
-                0
-            };
+            // Each running container's use of the resource, by name.
+            let mut by_container: HashMap<String, u64> = HashMap::new();
+            let running_state = cri::ContainerState::ContainerRunning as i32;
+            for container in &containers {
+                if container.labels.get(POD_UID) != Some(&uid) || container.state != running_state {
+                    continue;
+                }
+                let (Some(name), Some(using)) = (
+                    container.labels.get(CONTAINER_NAME),
+                    uses.get(&container.id),
+                ) else {
+                    continue;
+                };
+                let bytes = if resource == "memory" {
+                    using.working_set
+                } else {
+                    using.writable_layer
+                };
+                *by_container.entry(name.clone()).or_default() += bytes;
+            }
+            let mut used: u64 = by_container.values().sum();
+            if resource == "ephemeral-storage" {
+                let volumes = volumes::pod_dir(&shared.config, &uid);
+                let logs = shared.config.log_dir().join(format!(
+                    "{}_{}_{uid}",
+                    pod.metadata.namespace.as_deref().unwrap_or_default(),
+                    pod.metadata.name.as_deref().unwrap_or_default()
+                ));
+                let names: Vec<String> = by_container.keys().cloned().collect();
+                let (on_disk, logged) = tokio::task::spawn_blocking(move || {
+                    let logged: Vec<(String, u64)> = names
+                        .into_iter()
+                        .map(|name| {
+                            let bytes = disk_use(&logs.join(&name));
+                            (name, bytes)
+                        })
+                        .collect();
+                    (disk_use(&volumes), logged)
+                })
+                .await
+                .unwrap_or_default();
+                for (name, bytes) in logged {
+                    *by_container.entry(name).or_default() += bytes;
+                    used += bytes;
+                }
+                used += on_disk;
+            }
             let best_effort = status.and_then(|s| s.qos_class.as_deref()) == Some("BestEffort");
-            let over = if disk { used > requested } else { best_effort };
-            ranked.push(((!over, priority, std::cmp::Reverse(used)), uid));
+            let over = if measured {
+                used > requested
+            } else {
+                best_effort
+            };
+            let above = used.saturating_sub(requested);
+            ranked.push((
+                (!over, priority, std::cmp::Reverse(above)),
+                uid,
+                pod,
+                by_container,
+            ));
         }
-        ranked.sort();
-        if let Some((_, uid)) = ranked.into_iter().next() {
+        ranked.sort_by_key(|a| a.0);
+        if let Some((_, uid, pod, by_container)) = ranked.into_iter().next() {
             tracing::info!(pod = %uid, signal = ?starved.signal, "evicting a pod under node pressure");
-            lock(&shared.evictions).insert(uid.clone(), starved.message());
+            let message =
+                starved.message() + &pressure::container_sentences(&pod, resource, &by_container);
+            lock(&shared.evictions).insert(uid.clone(), message);
             shared.wake(&uid);
         }
     }
@@ -320,7 +379,7 @@ async fn local_storage(shared: Arc<Shared>, shutdown: CancellationToken) {
             continue;
         }
         let (layers, containers) = match tokio::try_join!(
-            shared.runtime.writable_layers(),
+            shared.runtime.container_use(),
             shared.runtime.containers(None)
         ) {
             Ok(found) => found,
@@ -343,7 +402,7 @@ async fn local_storage(shared: Arc<Shared>, shutdown: CancellationToken) {
                 let Some(name) = container.labels.get(CONTAINER_NAME) else {
                     continue;
                 };
-                let layer = layers.get(&container.id).copied().unwrap_or(0);
+                let layer = layers.get(&container.id).map_or(0, |u| u.writable_layer);
                 *usage.containers.entry(name.clone()).or_default() += layer;
             }
             let volumes = volumes::pod_dir(&shared.config, &uid)

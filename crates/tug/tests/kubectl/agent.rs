@@ -102,6 +102,17 @@ impl Agent {
         self.server = Some(server.stop().start(&dir));
     }
 
+    /// Restarts the server and its agent with another `--eviction-hard`.
+    fn restart_with_eviction_hard(&mut self, thresholds: &str) {
+        let server = self.server.take().expect("a running server");
+        let dir = server.dir.clone();
+        let mut stopped = server.stop();
+        let flags = stopped.agent.as_mut().expect("the agent's flags");
+        let at = flags.iter().position(|f| f == "--eviction-hard").unwrap();
+        flags[at + 1] = thresholds.to_string();
+        self.server = Some(stopped.start(&dir));
+    }
+
     /// Waits until `check` holds for the pod's JSON, and answers it.
     fn pod_until(
         &self,
@@ -584,6 +595,89 @@ spec:
         "modest",
         "--grace-period=1",
     ]);
+}
+
+/// Under memory pressure the pod using the most memory above its request
+/// goes first, with kubelet's message naming its container; the other
+/// goes next (the pressure lasting).
+#[test]
+fn memory_pressure_evicts_the_pod_most_over_its_request_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path());
+    let archive = busybox_archive(dir.path());
+    agent.tug(&["images", "import", archive.to_str().unwrap()]);
+    // hog holds 64Mi (a Memory emptyDir's pages are its container's) on a
+    // request of 1Mi; small holds little on a request of 32Mi.
+    let pod = |name: &str, request: &str, command: &str| {
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: ram, emptyDir: {{medium: Memory}}}}]
+  containers:
+  - name: {name}
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, '{command}; sleep 3600']
+    volumeMounts: [{{name: ram, mountPath: /ram}}]
+    resources:
+      requests: {{memory: {request}}}
+---
+"
+        )
+    };
+    agent.apply(
+        &[
+            pod(
+                "hog",
+                "1Mi",
+                "dd if=/dev/zero of=/ram/fill bs=1M count=64 2>/dev/null",
+            ),
+            pod("small", "32Mi", "true"),
+        ]
+        .concat(),
+    );
+    for name in ["hog", "small"] {
+        agent.pod_until(60, name, "the pod to run", ready);
+    }
+    // The node's memory is now short by any measure.
+    agent.restart_with_eviction_hard("memory.available<1000Ti");
+    let hog = agent.pod_until(60, "hog", "hog to be evicted", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(hog["status"]["reason"], "Evicted", "{hog}");
+    let message = hog["status"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "The node was low on resource: memory. Threshold quantity: 1000Ti, available: "
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains(". Container hog was using ")
+            && message.ends_with(", request is 1Mi, has larger consumption of memory. "),
+        "{message}"
+    );
+    let small = agent.ok(&["get", "pod", "small", "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(small, "Running", "small went first");
+    let small = agent.pod_until(60, "small", "small to be evicted next", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    // (small is within its request: no sentence names it)
+    let message = small["status"]["message"].as_str().unwrap();
+    assert!(!message.contains("Container small"), "{message}");
+    let condition = agent.ok(&[
+        "get",
+        "node",
+        NODE,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"MemoryPressure\")].reason}",
+    ]);
+    assert_eq!(condition, "KubeletHasInsufficientMemory");
+    agent.ok(&["delete", "pod", "hog", "small", "--grace-period=1"]);
 }
 
 fn status_of<'a>(pod: &'a Value, container: &str) -> &'a Value {
