@@ -350,6 +350,21 @@ impl Runtime {
         Ok(status.image.map(|image| image.id))
     }
 
+    /// The image's size in bytes, as the runtime reports it.
+    pub async fn image_size(&self, image: &str) -> anyhow::Result<Option<u64>> {
+        let status = self
+            .images
+            .clone()
+            .image_status(cri::ImageStatusRequest {
+                image: Some(image_spec(image)),
+                verbose: false,
+            })
+            .await
+            .context("CRI ImageStatus")?
+            .into_inner();
+        Ok(status.image.map(|image| image.size))
+    }
+
     /// The user the image runs as.
     pub async fn image_user(&self, image: &str) -> anyhow::Result<crate::pod::ImageUser> {
         let status = self

@@ -635,6 +635,35 @@ fn min_some(a: Option<Nanos>, b: Option<Nanos>) -> Option<Nanos> {
     }
 }
 
+/// A duration as Go prints one truncated to milliseconds, as kubelet's
+/// messages show them: `523ms`, `1.661s`, `2m3.5s`, `0s`.
+pub fn go_duration(duration: std::time::Duration) -> String {
+    let ms = duration.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (hours, minutes) = (ms / 3_600_000, ms / 60_000 % 60);
+    let (seconds, fraction) = (ms / 1000 % 60, ms % 1000);
+    let mut text = String::new();
+    if hours > 0 {
+        text.push_str(&format!("{hours}h"));
+    }
+    if hours > 0 || minutes > 0 {
+        text.push_str(&format!("{minutes}m"));
+    }
+    text.push_str(&seconds.to_string());
+    if fraction > 0 {
+        let digits = format!("{fraction:03}");
+        text.push('.');
+        text.push_str(digits.trim_end_matches('0'));
+    }
+    text.push('s');
+    text
+}
+
 /// RFC 3339 seconds of a CRI time.
 pub fn time(nanos: Nanos) -> String {
     tug_api::format::timestamp(nanos / SECOND)
@@ -748,7 +777,9 @@ fn container_status(
                             "CrashLoopBackOff",
                             Some(format!(
                                 "back-off {} restarting failed container={} pod={pod_name}_{namespace}({uid})",
-                                duration(backoff.delay),
+                                go_duration(std::time::Duration::from_nanos(
+                                    backoff.delay.max(0) as u64
+                                )),
                                 spec.name
                             )),
                         ),
@@ -770,15 +801,6 @@ fn container_status(
 }
 
 /// A back-off as kubelet prints it: `10s`, `1m20s`, `5m0s`.
-fn duration(nanos: Nanos) -> String {
-    let seconds = nanos / SECOND;
-    if seconds < 60 {
-        format!("{seconds}s")
-    } else {
-        format!("{}m{}s", seconds / 60, seconds % 60)
-    }
-}
-
 fn image(spec: &Container) -> String {
     spec.image.clone().unwrap_or_default()
 }

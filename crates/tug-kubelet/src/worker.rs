@@ -1422,12 +1422,14 @@ async fn ensure_image(
         let started = Instant::now();
         match pull(shared, pod, &image).await {
             Ok(reference) => {
-                let took = started.elapsed().as_secs_f64();
+                let took = pod::go_duration(started.elapsed());
+                let size = shared.runtime.image_size(&reference).await.ok().flatten();
                 event(
                     events::NORMAL,
                     "Pulled",
                     format!(
-                        "Successfully pulled image \"{image}\" in {took:.3}s ({took:.3}s including waiting)"
+                        "Successfully pulled image \"{image}\" in {took} ({took} including waiting). Image size: {} bytes.",
+                        size.unwrap_or(0)
                     ),
                 );
                 worker.memory.pull_errors.remove(&container.name);

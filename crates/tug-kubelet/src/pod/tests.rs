@@ -651,3 +651,20 @@ fn an_ended_pod_is_killed_with_its_grace_and_reports_why() {
         (&s["reason"], &s["phase"])
     );
 }
+
+#[test]
+fn durations_print_as_go_prints_them() {
+    use std::time::Duration;
+    for (millis, expected) in [
+        (0, "0s"),
+        (313, "313ms"),
+        (1000, "1s"),
+        (1661, "1.661s"),
+        (1600, "1.6s"),
+        (123_500, "2m3.5s"),
+        (3_600_000, "1h0m0s"),
+        (3_661_001, "1h1m1.001s"),
+    ] {
+        assert_eq!(go_duration(Duration::from_millis(millis)), expected);
+    }
+}

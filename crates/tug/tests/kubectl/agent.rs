@@ -2359,10 +2359,19 @@ configs:
         "{present}"
     );
     let always = agent.ok(&["describe", "pod", "always"]);
-    assert!(
-        always.contains("Successfully pulled image \"tugtest/busybox:1\""),
-        "{always}"
-    );
+    let pulled = always
+        .lines()
+        .find(|l| l.contains("Successfully pulled image \"tugtest/busybox:1\" in "))
+        .unwrap_or_else(|| panic!("{always}"));
+    // (kubelet's wording: "... in 313ms (313ms including waiting). Image
+    // size: 2154321 bytes.")
+    let size = pulled
+        .split(". Image size: ")
+        .nth(1)
+        .and_then(|s| s.trim().strip_suffix(" bytes."))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(size.is_some_and(|n| n > 1_000_000), "{pulled}");
+    assert!(pulled.contains(" including waiting)"), "{pulled}");
 
     // Without a login the registry refuses; a pull secret opens it.
     let image = format!("localhost:{port}/tugtest/busybox:1");
