@@ -1162,6 +1162,14 @@ async fn execute(
             }
         }
         Action::CreateSandbox { attempt } => {
+            if attempt > 0 {
+                shared.recorder.event(
+                    pod_ref(pod),
+                    events::NORMAL,
+                    "SandboxChanged",
+                    "Pod sandbox changed, it will be killed and re-created.".into(),
+                );
+            }
             let config = sandbox_config(&shared.config, pod, attempt)?;
             if let Err(err) = runtime.run_sandbox(config).await {
                 shared.recorder.event(

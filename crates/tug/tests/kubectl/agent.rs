@@ -1055,6 +1055,23 @@ fn pods_run_on_containerd_and_report_as_kubelet_does() {
     let after = status_of(&web, "web");
     assert_eq!(after["containerID"], before, "{after}");
     assert_eq!(after["restartCount"], 0, "{after}");
+    // A sandbox that dies is made again, and the pod's containers with it.
+    let uid = web["metadata"]["uid"].as_str().unwrap().to_string();
+    let socket = agent.socket();
+    runtime().block_on(async {
+        let runtime = tug_kubelet::cri::Runtime::connect(&socket).unwrap();
+        for sandbox in runtime.sandboxes(Some(&uid)).await.unwrap() {
+            runtime.stop_sandbox(&sandbox.id).await.unwrap();
+        }
+    });
+    agent.pod_until(60, "web", "web to run in a new sandbox", |p| {
+        ready(p) && status_of(p, "web")["restartCount"] == 1
+    });
+    let described = agent.ok(&["describe", "pod", "web"]);
+    assert!(
+        described.contains("Pod sandbox changed, it will be killed and re-created."),
+        "{described}"
+    );
     // A finished pod keeps its status, its termination message with it.
     let done = agent.ok(&[
         "get",
