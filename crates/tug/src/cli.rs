@@ -125,7 +125,7 @@ pub(crate) struct ImagesArgs {
 
 #[derive(clap::Subcommand, Debug)]
 pub(crate) enum ImagesCommand {
-    /// Import image archives (docker save's format, or OCI archives).
+    /// Import image archives (docker save's format, or OCI archives; plain, or compressed with gzip or zstd).
     Import {
         /// The archives.
         #[arg(required = true, value_name = "FILE.tar")]

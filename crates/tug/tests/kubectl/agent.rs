@@ -680,6 +680,93 @@ spec:
     agent.ok(&["delete", "pod", "hog", "small", "--grace-period=1"]);
 }
 
+/// A containerd the test starts itself; on drop the pods it still runs
+/// are removed and it is stopped.
+struct ExternalContainerd {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Drop for ExternalContainerd {
+    fn drop(&mut self) {
+        remove_pods_left(&self.socket);
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// With --container-runtime-endpoint the agent starts no containerd of
+/// its own: it runs pods on the one it is given (configured, as such a
+/// runtime must be, to read the CNI configuration the agent writes).
+#[test]
+fn an_existing_containerd_runs_the_pods_through_its_cri_socket() {
+    use tug_kubelet::containerd::{Layout, config};
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout {
+        dir: dir.path().join("external"),
+    };
+    std::fs::create_dir_all(&layout.dir).unwrap();
+    let conf_dir = dir.path().join("data/agent/cni/net.d");
+    let config_file = layout.dir.join("config.toml");
+    std::fs::write(
+        &config_file,
+        config(&layout, &conf_dir, &Default::default()),
+    )
+    .unwrap();
+    let log = std::fs::File::create(layout.dir.join("containerd.log")).unwrap();
+    let child = Command::new("containerd")
+        .arg("--config")
+        .arg(&config_file)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let socket = layout.socket();
+    let containerd = ExternalContainerd {
+        child,
+        socket: socket.clone(),
+    };
+    until(30, "containerd to listen", || {
+        std::os::unix::net::UnixStream::connect(&socket).ok()
+    });
+    let endpoint = socket.to_str().unwrap();
+    let agent = Agent::start_with(dir.path(), &["--container-runtime-endpoint", endpoint]);
+    let archive = busybox_archive(dir.path());
+    agent.tug(&[
+        "images",
+        "--container-runtime-endpoint",
+        endpoint,
+        "import",
+        archive.to_str().unwrap(),
+    ]);
+    agent.ok(&[
+        "run",
+        "guest",
+        &format!("--image={BUSYBOX}"),
+        "--image-pull-policy=IfNotPresent",
+        "--",
+        "sh",
+        "-c",
+        "echo on loan; exec sleep 3600",
+    ]);
+    agent.pod_until(60, "guest", "guest to run", ready);
+    until(30, "guest's log", || {
+        (agent.ok(&["logs", "guest"]) == "on loan\n").then_some(())
+    });
+    // It runs on the given containerd; the agent started none of its own.
+    let on_given = runtime().block_on(async {
+        let runtime = tug_kubelet::cri::Runtime::connect(&socket).unwrap();
+        runtime.containers(None).await.unwrap().len()
+    });
+    assert_eq!(on_given, 1);
+    assert!(!agent.socket().exists());
+    agent.ok(&["delete", "pod", "guest", "--grace-period=1"]);
+    drop(agent);
+    drop(containerd);
+}
+
 fn status_of<'a>(pod: &'a Value, container: &str) -> &'a Value {
     pod["status"]["containerStatuses"]
         .as_array()
