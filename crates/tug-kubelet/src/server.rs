@@ -58,6 +58,8 @@ fn tls_config(tls: &Tls) -> anyhow::Result<rustls::ServerConfig> {
         Arc::new(roots),
         provider.clone(),
     )
+    // (a client without a certificate is answered 401, not cut off)
+    .allow_unauthenticated()
     .build()?;
     let chain = CertificateDer::pem_file_iter(&tls.cert)
         .with_context(|| format!("reading {}", tls.cert.display()))?
@@ -134,12 +136,21 @@ pub async fn serve(
                 else {
                     return;
                 };
-                let allowed = tls
+                // Only the API server is let in: a client without a
+                // certificate is not authenticated (401), another is not
+                // authorized (403), as kubelet answers them.
+                let peer = tls
                     .get_ref()
                     .1
                     .peer_certificates()
                     .and_then(|chain| chain.first())
-                    .is_some_and(|cert| is_api_server(cert.as_ref()));
+                    .map(|cert| is_api_server(cert.as_ref()));
+                let allowed = peer == Some(true);
+                let refusal = if peer.is_none() {
+                    (StatusCode::UNAUTHORIZED, "Unauthorized")
+                } else {
+                    (StatusCode::FORBIDDEN, "Forbidden")
+                };
                 let service = hyper::service::service_fn(
                     move |request: hyper::Request<hyper::body::Incoming>| {
                         let request = request.map(Body::new);
@@ -148,7 +159,7 @@ pub async fn serve(
                             if allowed {
                                 router.oneshot(request).await
                             } else {
-                                Ok((StatusCode::FORBIDDEN, "Forbidden").into_response())
+                                Ok(refusal.into_response())
                             }
                         }
                     },

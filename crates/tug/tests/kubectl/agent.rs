@@ -1934,6 +1934,46 @@ fn exec_attach_port_forward_and_cp_reach_the_containers() {
     assert!(terminal.status.success(), "{seen}");
     assert!(seen.contains("/dev/pts/"), "{seen}");
 
+    // The agent's port lets in only clients of the cluster's CA with
+    // the right to (the API server, system:masters): without a client
+    // certificate 401, as kubelet answers; the admin reads logs.
+    let raw = |field: &str| {
+        let data = agent.ok(&[
+            "config",
+            "view",
+            "--raw",
+            "-o",
+            &format!("jsonpath={{.users[0].user.{field}}}"),
+        ]);
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .unwrap()
+    };
+    let (cert, key) = (dir.path().join("admin.crt"), dir.path().join("admin.key"));
+    std::fs::write(&cert, raw("client-certificate-data")).unwrap();
+    std::fs::write(&key, raw("client-key-data")).unwrap();
+    for (credentials, code) in [
+        (vec![], "401"),
+        (
+            vec![
+                "--cert".to_string(),
+                cert.display().to_string(),
+                "--key".to_string(),
+                key.display().to_string(),
+            ],
+            "200",
+        ),
+    ] {
+        let answer = Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(&credentials)
+            .arg("https://127.0.0.1:10250/containerLogs/default/streamed/web")
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&answer.stdout), code);
+    }
+
     // A container that does not exist, and a pod that does not.
     let missing = agent.fails(&["exec", "streamed", "-c", "nope", "--", "true"]);
     assert!(
