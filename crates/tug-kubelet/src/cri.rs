@@ -335,9 +335,9 @@ impl Runtime {
         }
     }
 
-    /// The image's ID (`sha256:...`) if present.
-    pub async fn image_id(&self, image: &str) -> anyhow::Result<Option<String>> {
-        let status = self
+    /// The image as the runtime has it, if present.
+    async fn image_status(&self, image: &str) -> anyhow::Result<Option<cri::Image>> {
+        Ok(self
             .images
             .clone()
             .image_status(cri::ImageStatusRequest {
@@ -346,39 +346,25 @@ impl Runtime {
             })
             .await
             .context("CRI ImageStatus")?
-            .into_inner();
-        Ok(status.image.map(|image| image.id))
+            .into_inner()
+            .image)
+    }
+
+    /// The image's ID (`sha256:...`) if present.
+    pub async fn image_id(&self, image: &str) -> anyhow::Result<Option<String>> {
+        Ok(self.image_status(image).await?.map(|image| image.id))
     }
 
     /// The image's size in bytes, as the runtime reports it.
     pub async fn image_size(&self, image: &str) -> anyhow::Result<Option<u64>> {
-        let status = self
-            .images
-            .clone()
-            .image_status(cri::ImageStatusRequest {
-                image: Some(image_spec(image)),
-                verbose: false,
-            })
-            .await
-            .context("CRI ImageStatus")?
-            .into_inner();
-        Ok(status.image.map(|image| image.size))
+        Ok(self.image_status(image).await?.map(|image| image.size))
     }
 
     /// The user the image runs as.
     pub async fn image_user(&self, image: &str) -> anyhow::Result<crate::pod::ImageUser> {
-        let status = self
-            .images
-            .clone()
-            .image_status(cri::ImageStatusRequest {
-                image: Some(image_spec(image)),
-                verbose: false,
-            })
-            .await
-            .context("CRI ImageStatus")?
-            .into_inner();
-        Ok(status
-            .image
+        Ok(self
+            .image_status(image)
+            .await?
             .map(|image| crate::pod::ImageUser {
                 uid: image.uid.map(|u| u.value),
                 name: image.username,

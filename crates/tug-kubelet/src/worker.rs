@@ -281,43 +281,21 @@ async fn evict(shared: Arc<Shared>, shutdown: CancellationToken) {
                 .map(|v| v.max(0) as u64)
                 .sum();
             // Each running container's use of the resource, by name.
-            let mut by_container: HashMap<String, u64> = HashMap::new();
-            let running_state = cri::ContainerState::ContainerRunning as i32;
-            for container in &containers {
-                if container.labels.get(POD_UID) != Some(&uid) || container.state != running_state {
-                    continue;
-                }
-                let (Some(name), Some(using)) = (
-                    container.labels.get(CONTAINER_NAME),
-                    uses.get(&container.id),
-                ) else {
-                    continue;
-                };
-                let bytes = if resource == "memory" {
-                    using.working_set
+            let memory = resource == "memory";
+            let mut by_container = running_use(&containers, &uses, &uid, |u| {
+                if memory {
+                    u.working_set
                 } else {
-                    using.writable_layer
-                };
-                *by_container.entry(name.clone()).or_default() += bytes;
-            }
+                    u.writable_layer
+                }
+            });
             let mut used: u64 = by_container.values().sum();
             if resource == "ephemeral-storage" {
                 let volumes = volumes::pod_dir(&shared.config, &uid);
-                let logs = shared.config.log_dir().join(format!(
-                    "{}_{}_{uid}",
-                    pod.metadata.namespace.as_deref().unwrap_or_default(),
-                    pod.metadata.name.as_deref().unwrap_or_default()
-                ));
+                let logs = pod_log_dir(&shared.config, &pod);
                 let names: Vec<String> = by_container.keys().cloned().collect();
                 let (on_disk, logged) = tokio::task::spawn_blocking(move || {
-                    let logged: Vec<(String, u64)> = names
-                        .into_iter()
-                        .map(|name| {
-                            let bytes = disk_use(&logs.join(&name));
-                            (name, bytes)
-                        })
-                        .collect();
-                    (disk_use(&volumes), logged)
+                    (disk_use(&volumes), disk_uses(&logs, names))
                 })
                 .await
                 .unwrap_or_default();
@@ -393,26 +371,14 @@ async fn local_storage(shared: Arc<Shared>, shutdown: CancellationToken) {
             if lock(&shared.evictions).contains_key(&uid) {
                 continue;
             }
-            let mut usage = pressure::LocalUsage::default();
-            let running = cri::ContainerState::ContainerRunning as i32;
-            for container in &containers {
-                if container.labels.get(POD_UID) != Some(&uid) || container.state != running {
-                    continue;
-                }
-                let Some(name) = container.labels.get(CONTAINER_NAME) else {
-                    continue;
-                };
-                let layer = layers.get(&container.id).map_or(0, |u| u.writable_layer);
-                *usage.containers.entry(name.clone()).or_default() += layer;
-            }
+            let mut usage = pressure::LocalUsage {
+                containers: running_use(&containers, &layers, &uid, |u| u.writable_layer),
+                ..Default::default()
+            };
             let volumes = volumes::pod_dir(&shared.config, &uid)
                 .join("volumes")
                 .join("kubernetes.io~empty-dir");
-            let logs = shared.config.log_dir().join(format!(
-                "{}_{}_{uid}",
-                pod.metadata.namespace.as_deref().unwrap_or_default(),
-                pod.metadata.name.as_deref().unwrap_or_default()
-            ));
+            let logs = pod_log_dir(&shared.config, &pod);
             let names: Vec<String> = pod
                 .spec
                 .iter()
@@ -427,21 +393,7 @@ async fn local_storage(shared: Arc<Shared>, shutdown: CancellationToken) {
                 .map(|v| v.name.clone())
                 .collect();
             let measured = tokio::task::spawn_blocking(move || {
-                let logs: Vec<(String, u64)> = names
-                    .into_iter()
-                    .map(|name| {
-                        let used = disk_use(&logs.join(&name));
-                        (name, used)
-                    })
-                    .collect();
-                let dirs: Vec<(String, u64)> = dirs
-                    .into_iter()
-                    .map(|name| {
-                        let used = disk_use(&volumes.join(&name));
-                        (name, used)
-                    })
-                    .collect();
-                (logs, dirs)
+                (disk_uses(&logs, names), disk_uses(&volumes, dirs))
             })
             .await;
             let Ok((logs, dirs)) = measured else { continue };
@@ -456,6 +408,53 @@ async fn local_storage(shared: Arc<Shared>, shutdown: CancellationToken) {
             }
         }
     }
+}
+
+/// What the pod `uid`'s running containers use, by container name, as
+/// `pick` reads it from the runtime's measures.
+fn running_use(
+    containers: &[cri::Container],
+    uses: &HashMap<String, crate::cri::ContainerUse>,
+    uid: &str,
+    pick: impl Fn(&crate::cri::ContainerUse) -> u64,
+) -> HashMap<String, u64> {
+    let running = cri::ContainerState::ContainerRunning as i32;
+    let mut by_name: HashMap<String, u64> = HashMap::new();
+    for container in containers {
+        if container.labels.get(POD_UID).map(String::as_str) != Some(uid)
+            || container.state != running
+        {
+            continue;
+        }
+        if let (Some(name), Some(using)) = (
+            container.labels.get(CONTAINER_NAME),
+            uses.get(&container.id),
+        ) {
+            *by_name.entry(name.clone()).or_default() += pick(using);
+        }
+    }
+    by_name
+}
+
+/// The directory of a pod's container logs.
+fn pod_log_dir(config: &Config, pod: &Pod) -> std::path::PathBuf {
+    config.log_dir().join(format!(
+        "{}_{}_{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        pod.metadata.uid.as_deref().unwrap_or_default()
+    ))
+}
+
+/// [`disk_use`] of each of `names` under `dir`.
+fn disk_uses(dir: &std::path::Path, names: Vec<String>) -> Vec<(String, u64)> {
+    names
+        .into_iter()
+        .map(|name| {
+            let used = disk_use(&dir.join(&name));
+            (name, used)
+        })
+        .collect()
 }
 
 /// Whether a pod has a disk emptyDir with a sizeLimit or a container
@@ -1479,6 +1478,14 @@ async fn start(
         .sandbox()
         .filter(|s| s.ready)
         .context("the pod's sandbox is not ready")?;
+    // The sandbox may have been stopped since it was observed (its
+    // containers' exits come first): a container is not started in it
+    // then, the next sync makes a new one.
+    let ready = cri::PodSandboxState::SandboxReady as i32;
+    let still = shared.runtime.sandbox_status(&sandbox.id).await?;
+    if still.is_none_or(|s| s.state != ready) {
+        anyhow::bail!("the pod's sandbox stopped");
+    }
     let sandbox_config = sandbox_config(&shared.config, pod, sandbox.attempt)?;
     let reference = container_ref(pod, &container.name, init);
     let volumes = match volumes::prepare(&shared.client, &shared.config, pod).await {
@@ -1686,7 +1693,7 @@ fn sandbox_config(
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let host_network = spec.host_network.unwrap_or(false);
-    let log_directory = config.log_dir().join(format!("{namespace}_{name}_{uid}"));
+    let log_directory = pod_log_dir(config, pod);
     std::fs::create_dir_all(&log_directory)
         .with_context(|| format!("creating {}", log_directory.display()))?;
     let mut port_mappings = Vec::new();
