@@ -1426,6 +1426,7 @@ spec:
         "later",
         "bye",
         "fallback",
+        "elsewhere",
         "environ",
         "--grace-period=1",
     ]);
