@@ -169,6 +169,8 @@ pub struct Snapshot {
 /// A watch started on the cache: changes after `revision` already in
 /// `backlog`, then everything from `batches`.
 pub struct Subscription {
+    /// Only keys under it are the watch's.
+    pub prefix: String,
     pub revision: Revision,
     pub initial: Vec<Arc<Cached>>,
     pub backlog: Vec<Arc<Change>>,
@@ -200,6 +202,17 @@ impl Cache {
 
     pub fn revision(&self) -> Revision {
         self.state.read().expect("cache lock").revision
+    }
+
+    /// The object under `key` as the cache last saw it, which may be
+    /// behind the store.
+    pub fn object(&self, key: &str) -> Option<Arc<Cached>> {
+        self.state
+            .read()
+            .expect("cache lock")
+            .objects
+            .get(key)
+            .cloned()
     }
 
     /// Objects under `prefix` matching the selectors, from after `start`
@@ -248,6 +261,7 @@ impl Cache {
         let batches = self.batches.subscribe();
         match from {
             None => Some(Subscription {
+                prefix: prefix.to_string(),
                 revision: state.revision,
                 initial: state
                     .objects
@@ -262,6 +276,7 @@ impl Cache {
                 batches,
             }),
             Some(from) if from >= state.history_from => Some(Subscription {
+                prefix: prefix.to_string(),
                 revision: from,
                 initial: Vec::new(),
                 backlog: state
@@ -365,13 +380,18 @@ impl Caches {
         }
     }
 
+    /// The cache of `resource` if a list or watch has started it.
+    pub fn running(&self, resource: &'static Resource) -> Option<Arc<Cache>> {
+        self.caches
+            .lock()
+            .expect("caches lock")
+            .get(&cache_id(resource))
+            .cloned()
+    }
+
     /// The cache of `resource`, listing it first if it is new.
     pub async fn get(&self, resource: &'static Resource) -> Result<Arc<Cache>, tug_store::Error> {
-        // Keyed by group, version and resource: versions may share storage.
-        let id = format!(
-            "{}/{}/{}",
-            resource.group, resource.version, resource.plural
-        );
+        let id = cache_id(resource);
         let prefix = tug_api::convert::storage_prefix(resource);
         if let Some(cache) = self.caches.lock().expect("caches lock").get(&id) {
             return Ok(cache.clone());
@@ -416,6 +436,15 @@ impl Caches {
         ));
         Ok(cache)
     }
+}
+
+/// Caches are keyed by group, version and resource: versions may share
+/// storage, and each cache holds its version's form.
+fn cache_id(resource: &Resource) -> String {
+    format!(
+        "{}/{}/{}",
+        resource.group, resource.version, resource.plural
+    )
 }
 
 /// The updater: one store watch per resource, resumed where it stopped.

@@ -60,9 +60,20 @@ pub struct Target {
 
 type Query = HashMap<String, String>;
 
-/// Deletions a DELETE of a collection makes at once.
+/// An object as read for a write: the write is made only if the object
+/// is still at `revision`.
+struct Read {
+    key: String,
+    revision: Revision,
+    /// As a client sees it.
+    object: Value,
+    /// From the watch cache, which may be behind the store.
+    cached: bool,
+}
+
 /// Tries of one deletion when concurrent writes keep winning.
 const DELETE_ATTEMPTS: u32 = 16;
+/// Deletions a DELETE of a collection makes at once.
 const DELETE_COLLECTION_WORKERS: usize = 32;
 
 fn now_seconds() -> i64 {
@@ -698,74 +709,18 @@ impl ApiState {
                 request["kind"].as_str().unwrap_or("request")
             )));
         }
-        let current = self.load(target).await?;
         match target.subresource.as_deref() {
             Some("binding") => {
-                let node = request["target"]["name"].as_str().unwrap_or("");
-                if node.is_empty() {
-                    return Err(ApiError::invalid(
-                        "Binding",
-                        "",
-                        &name,
-                        vec![(
-                            "FieldValueRequired".into(),
-                            "target.name".into(),
-                            "Required value".into(),
-                        )],
-                    ));
-                }
-                let mut pod = decode(resource, &current)?;
-                let conflict = |why: String| ApiError {
-                    code: StatusCode::CONFLICT,
-                    reason: "Conflict",
-                    message: format!(
-                        "Operation cannot be fulfilled on pods/binding \"{name}\": {why}"
-                    ),
-                    details: Some(json!({"name": name, "kind": "pods/binding"})),
-                };
-                if !pod["metadata"]["deletionTimestamp"].is_null() {
-                    return Err(conflict(format!(
-                        "pod {name} is being deleted, cannot be assigned to a host"
-                    )));
-                }
-                if let Some(assigned) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
-                    return Err(conflict(format!(
-                        "pod {name} is already assigned to node \"{assigned}\""
-                    )));
-                }
-                pod["spec"]["nodeName"] = json!(node);
-                if let Some(annotations) = request["metadata"]["annotations"].as_object() {
-                    for (key, value) in annotations {
-                        pod["metadata"]["annotations"][key] = value.clone();
+                let cached = self.cached(target).is_some();
+                if let Err(err) = self.bind(target, query, &request, cached).await {
+                    if !cached {
+                        return Err(err);
                     }
-                }
-                let scheduled = json!({
-                    "type": "PodScheduled",
-                    "status": "True",
-                    "lastProbeTime": null,
-                    "lastTransitionTime": timestamp(now_seconds()),
-                });
-                let conditions = pod["status"]["conditions"].as_array_mut();
-                match conditions {
-                    Some(conditions) => {
-                        conditions.retain(|c| c["type"] != "PodScheduled");
-                        conditions.push(scheduled);
-                    }
-                    None => pod["status"]["conditions"] = json!([scheduled]),
-                }
-                if !dry_run(query) {
-                    self.store
-                        .update(
-                            &current.key,
-                            encode(resource, &pod),
-                            current.mod_revision,
-                            put_options(resource),
-                        )
-                        .await
-                        .map_err(|err| write_error(resource, &name, err))?;
+                    self.bind(target, query, &request, false).await?;
                 }
             }
             _ => {
+                let current = self.load(target).await?;
                 let pod = decode(resource, &current)?;
                 if !dry_run(query) {
                     self.take_disruption(&pod).await?;
@@ -779,6 +734,86 @@ impl ApiState {
             StatusCode::CREATED,
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         ))
+    }
+
+    /// One binding, on the watch cache's copy of the pod if `cached` (see
+    /// [`Self::read_for_write`]).
+    async fn bind(
+        &self,
+        target: &Target,
+        query: &Query,
+        request: &Value,
+        cached: bool,
+    ) -> Result<(), ApiError> {
+        let resource = target.resource;
+        let name = target.name.clone().unwrap_or_default();
+        let Read {
+            key,
+            revision,
+            object: mut pod,
+            ..
+        } = self.read_for_write(target, cached).await?;
+        let node = request["target"]["name"].as_str().unwrap_or("");
+        if node.is_empty() {
+            return Err(ApiError::invalid(
+                "Binding",
+                "",
+                &name,
+                vec![(
+                    "FieldValueRequired".into(),
+                    "target.name".into(),
+                    "Required value".into(),
+                )],
+            ));
+        }
+        let conflict = |why: String| ApiError {
+            code: StatusCode::CONFLICT,
+            reason: "Conflict",
+            message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": {why}"),
+            details: Some(json!({"name": name, "kind": "pods/binding"})),
+        };
+        if !pod["metadata"]["deletionTimestamp"].is_null() {
+            return Err(conflict(format!(
+                "pod {name} is being deleted, cannot be assigned to a host"
+            )));
+        }
+        if let Some(assigned) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            return Err(conflict(format!(
+                "pod {name} is already assigned to node \"{assigned}\""
+            )));
+        }
+        pod["spec"]["nodeName"] = json!(node);
+        if let Some(annotations) = request["metadata"]["annotations"].as_object() {
+            for (key, value) in annotations {
+                pod["metadata"]["annotations"][key] = value.clone();
+            }
+        }
+        let scheduled = json!({
+            "type": "PodScheduled",
+            "status": "True",
+            "lastProbeTime": null,
+            "lastTransitionTime": timestamp(now_seconds()),
+        });
+        let conditions = pod["status"]["conditions"].as_array_mut();
+        match conditions {
+            Some(conditions) => {
+                conditions.retain(|c| c["type"] != "PodScheduled");
+                conditions.push(scheduled);
+            }
+            None => pod["status"]["conditions"] = json!([scheduled]),
+        }
+        if !dry_run(query) {
+            self.store
+                .update(
+                    &key,
+                    encode(resource, &pod),
+                    revision,
+                    put_options(resource),
+                )
+                .await
+                .map_err(|err| write_error(resource, &name, err))?;
+        }
+        Ok(())
     }
 
     /// An eviction's check, as upstream's: a running pod that a
@@ -888,6 +923,42 @@ impl ApiState {
             .ok_or_else(|| ApiError::not_found(resource.plural, resource.group, name))
     }
 
+    /// The object `target` names, read for a write. With `cached`, the
+    /// watch cache's copy when it has one: that may be behind the store,
+    /// and a write made from it then fails on the revision. Whatever
+    /// fails on a cached copy is done again on the store's, as upstream's
+    /// GuaranteedUpdate does with the object its cache suggests.
+    async fn read_for_write(&self, target: &Target, cached: bool) -> Result<Read, ApiError> {
+        let resource = target.resource;
+        if cached && let Some((key, object)) = self.cached(target) {
+            return Ok(Read {
+                key,
+                revision: object.revision,
+                object: object.value(),
+                cached: true,
+            });
+        }
+        let current = self.load(target).await?;
+        Ok(Read {
+            object: decode(resource, &current)?,
+            key: current.key,
+            revision: current.mod_revision,
+            cached: false,
+        })
+    }
+
+    /// The watch cache's copy of the object `target` names, with its key,
+    /// if the cache runs and has it.
+    fn cached(&self, target: &Target) -> Option<(String, Arc<crate::cache::Cached>)> {
+        let key = key(
+            target.resource,
+            target.namespace.as_deref(),
+            target.name.as_deref().unwrap_or_default(),
+        );
+        let object = self.caches.running(target.resource)?.object(&key)?;
+        Some((key, object))
+    }
+
     /// The object `target` names, as a client reads it.
     pub async fn object(&self, target: &Target) -> Result<Value, ApiError> {
         decode(target.resource, &self.load(target).await?)
@@ -935,6 +1006,23 @@ impl ApiState {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Response, ApiError> {
+        let cached = self.cached(target).is_some();
+        match self.update_once(target, query, headers, body, cached).await {
+            Err(_) if cached => self.update_once(target, query, headers, body, false).await,
+            written => written,
+        }
+    }
+
+    /// One PUT, on the watch cache's copy of the object if `cached` (see
+    /// [`Self::read_for_write`]).
+    async fn update_once(
+        &self,
+        target: &Target,
+        query: &Query,
+        headers: &HeaderMap,
+        body: &[u8],
+        cached: bool,
+    ) -> Result<Response, ApiError> {
         let resource = target.resource;
         let name = target.name.clone().unwrap_or_default();
         let manager = field_manager(query, headers, "UpdateOptions")?;
@@ -955,16 +1043,20 @@ impl ApiState {
                 "the name of the object does not match the name on the URL",
             ));
         }
-        let current = self.load(target).await?;
+        let current = self.read_for_write(target, cached).await?;
         let wanted_version = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
-        if !wanted_version.is_empty() && wanted_version != current.mod_revision.to_string() {
+        if !wanted_version.is_empty() && wanted_version != current.revision.to_string() {
             return Err(ApiError::conflict(resource.plural, resource.group, &name));
         }
-        let old = decode(resource, &current)?;
-        let mut updated = merge_update(resource, &old, object, target.subresource.as_deref());
+        let mut updated = merge_update(
+            resource,
+            &current.object,
+            object,
+            target.subresource.as_deref(),
+        );
         record(
             resource,
-            Some(&old),
+            Some(&current.object),
             &mut updated,
             &manager,
             target.subresource.as_deref(),
@@ -993,10 +1085,13 @@ impl ApiState {
             || serde_json::from_slice::<Value>(body)
                 .ok()
                 .is_some_and(|p| !p["metadata"]["resourceVersion"].is_null());
+        // The first try on the watch cache's copy (see `read_for_write`).
+        let mut cached = !apply && self.cached(target).is_some();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.patch_once(target, query, headers, body).await {
+            match self.patch_once(target, query, headers, body, cached).await {
+                Err(_) if cached => cached = false,
                 Err(err)
                     if err.code == StatusCode::CONFLICT
                         && !pinned
@@ -1012,6 +1107,7 @@ impl ApiState {
         query: &Query,
         headers: &HeaderMap,
         body: &[u8],
+        cached: bool,
     ) -> Result<Response, ApiError> {
         let resource = target.resource;
         let name = target.name.as_deref().unwrap_or_default();
@@ -1052,14 +1148,50 @@ impl ApiState {
         }
         let patch: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
-        let current = self.load(target).await?;
-        let old = decode(resource, &current)?;
         let scale = target.subresource.as_deref() == Some("scale");
-        let mut patched = if scale {
-            scale_of(resource, &old)
-        } else {
-            old.clone()
-        };
+        if scale {
+            let current = self.load(target).await?;
+            let mut patched = scale_of(resource, &decode(resource, &current)?);
+            Self::apply_patch(resource, name, media, &patch, &mut patched)?;
+            return self
+                .write_scale(target, query, &manager, &current, patched)
+                .await;
+        }
+        let current = self.read_for_write(target, cached).await?;
+        let mut patched = current.object.clone();
+        Self::apply_patch(resource, name, media, &patch, &mut patched)?;
+        let warnings = unknown_fields(resource, query, &mut patched)?;
+        let version = patched["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("");
+        if !version.is_empty() && version != current.revision.to_string() {
+            return Err(ApiError::conflict(resource.plural, resource.group, name));
+        }
+        let mut updated = merge_update(
+            resource,
+            &current.object,
+            patched,
+            target.subresource.as_deref(),
+        );
+        record(
+            resource,
+            Some(&current.object),
+            &mut updated,
+            &manager,
+            target.subresource.as_deref(),
+        );
+        let written = self.write_update(target, query, &current, updated).await?;
+        Ok(with_warnings(written, &warnings))
+    }
+
+    /// Applies a merge, strategic merge or JSON patch to `patched`.
+    fn apply_patch(
+        resource: &Resource,
+        name: &str,
+        media: &str,
+        patch: &Value,
+        patched: &mut Value,
+    ) -> Result<(), ApiError> {
         let does_not_apply = |message: String| {
             ApiError::invalid(
                 resource.kind,
@@ -1073,49 +1205,19 @@ impl ApiState {
             )
         };
         if media == "application/merge-patch+json" {
-            merge_patch(&mut patched, &patch);
+            merge_patch(patched, patch);
         } else if media == "application/strategic-merge-patch+json" {
-            strategic_merge(&mut patched, &patch).map_err(|err| match err {
+            strategic_merge(patched, patch).map_err(|err| match err {
                 JsonPatchError::Malformed(message) => ApiError::bad_request(message),
                 JsonPatchError::DoesNotApply(message) => does_not_apply(message),
             })?;
         } else {
-            json_patch(&mut patched, &patch).map_err(|err| match err {
+            json_patch(patched, patch).map_err(|err| match err {
                 JsonPatchError::Malformed(message) => ApiError::bad_request(message),
-                JsonPatchError::DoesNotApply(message) => ApiError::invalid(
-                    resource.kind,
-                    resource.group,
-                    name,
-                    vec![(
-                        "FieldValueInvalid".into(),
-                        "patch".into(),
-                        format!("Invalid value: {patch}: {message}"),
-                    )],
-                ),
+                JsonPatchError::DoesNotApply(message) => does_not_apply(message),
             })?;
         }
-        if scale {
-            return self
-                .write_scale(target, query, &manager, &current, patched)
-                .await;
-        }
-        let warnings = unknown_fields(resource, query, &mut patched)?;
-        let version = patched["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or("");
-        if !version.is_empty() && version != current.mod_revision.to_string() {
-            return Err(ApiError::conflict(resource.plural, resource.group, name));
-        }
-        let mut updated = merge_update(resource, &old, patched, target.subresource.as_deref());
-        record(
-            resource,
-            Some(&old),
-            &mut updated,
-            &manager,
-            target.subresource.as_deref(),
-        );
-        let written = self.write_update(target, query, &current, updated).await?;
-        Ok(with_warnings(written, &warnings))
+        Ok(())
     }
 
     /// Server-side apply (`application/apply-patch+yaml`): merges the
@@ -1252,12 +1354,18 @@ impl ApiState {
                 resource.kind
             )),
         })?;
-        let (Some(old), Some(current)) = (old, current) else {
+        let (Some(object), Some(current)) = (old, current) else {
             return self
                 .create_object(target, query, merged, warnings, None)
                 .await;
         };
-        let mut updated = merge_update(resource, &old, merged.clone(), subresource);
+        let current = Read {
+            key: current.key,
+            revision: current.mod_revision,
+            object,
+            cached: false,
+        };
+        let mut updated = merge_update(resource, &current.object, merged.clone(), subresource);
         updated["metadata"]["managedFields"] = merged["metadata"]["managedFields"].clone();
         if updated["metadata"]["managedFields"].is_null()
             && let Some(metadata) = updated["metadata"].as_object_mut()
@@ -1350,15 +1458,19 @@ impl ApiState {
         &self,
         target: &Target,
         query: &Query,
-        current: &KeyValue,
+        current: &Read,
         updated: Value,
     ) -> Result<Response, ApiError> {
         let resource = target.resource;
         let name = target.name.as_deref().unwrap_or_default();
-        // A write that changes nothing is not made: the resourceVersion stays.
-        let old = decode(resource, current)?;
-        if same_but_version(&old, &updated) {
-            return Ok(json_response(StatusCode::OK, &old));
+        let old = &current.object;
+        // A write that changes nothing is not made: the resourceVersion
+        // stays. The cache's copy may be old: the store's says.
+        if same_but_version(old, &updated) {
+            if current.cached {
+                return Err(ApiError::conflict(resource.plural, resource.group, name));
+            }
+            return Ok(json_response(StatusCode::OK, old));
         }
         if dry_run(query) {
             return Ok(json_response(StatusCode::OK, &updated));
@@ -1367,7 +1479,7 @@ impl ApiState {
         if !updated["metadata"]["deletionTimestamp"].is_null() && !has_finalizers(&updated) {
             return match self
                 .store
-                .delete(&current.key, Some(current.mod_revision))
+                .delete(&current.key, Some(current.revision))
                 .await
             {
                 Ok(deleted) => {
@@ -1381,7 +1493,7 @@ impl ApiState {
         }
         let mut updated = updated;
         if resource.group.is_empty() && resource.plural == "nodes" {
-            check_pod_cidrs(&old, &updated, name)?;
+            check_pod_cidrs(old, &updated, name)?;
         }
         let (claimed, before) = if is_service(resource) {
             let (was, now) = (&old["spec"]["clusterIP"], &updated["spec"]["clusterIP"]);
@@ -1397,7 +1509,7 @@ impl ApiState {
                     )],
                 ));
             }
-            let before = allocate::held_by(&old);
+            let before = allocate::held_by(old);
             let claimed = allocate::node_ports(self.store.as_ref(), &before, &mut updated).await?;
             (claimed, before)
         } else {
@@ -1408,7 +1520,7 @@ impl ApiState {
             .update(
                 &current.key,
                 encode(resource, &updated),
-                current.mod_revision,
+                current.revision,
                 put_options(resource),
             )
             .await;
@@ -1845,26 +1957,28 @@ impl ApiState {
             ));
         }
         let from = (!send_initial).then_some(wanted);
+        let options = StreamOptions {
+            labels,
+            fields,
+            as_table,
+            as_metadata,
+            bookmarks,
+            streaming,
+            timeout,
+        };
         if let Some(subscription) = cache.subscribe(&prefix, from) {
-            let options = StreamOptions {
-                labels,
-                fields,
-                as_table,
-                as_metadata,
-                bookmarks,
-                streaming,
-                timeout,
-            };
             return Ok(stream_cached(resource, subscription, options, permit));
         }
 
-        // Older than the cache's history: every change after it, from the
-        // store's own history.
+        // Older than the cache's history: the changes after it from the
+        // store's own history, until the cache's history reaches back to
+        // what was sent; the cache serves the rest.
         let after = wanted;
-        let options = WatchOptions {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let store_options = WatchOptions {
             progress_interval: bookmarks.then_some(BOOKMARK_INTERVAL),
         };
-        let watch = self.store.watch(&prefix, after, options).await;
+        let watch = self.store.watch(&prefix, after, store_options).await;
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
         let line = move |kind: &str, object: Value| -> Bytes {
             let object = if as_table && kind != "BOOKMARK" && kind != "ERROR" {
@@ -1907,11 +2021,18 @@ impl ApiState {
         };
         tokio::spawn(async move {
             let _permit = permit;
-            let deadline = tokio::time::sleep(timeout);
-            tokio::pin!(deadline);
+            let (labels, fields) = (&options.labels, &options.fields);
+            let sleep = tokio::time::sleep_until(deadline);
+            tokio::pin!(sleep);
+            let mut sent = after;
             loop {
+                if let Some(subscription) = cache.subscribe(&prefix, Some(sent)) {
+                    drop(watch);
+                    send_cached(&tx, resource, subscription, &options, deadline).await;
+                    return;
+                }
                 let message = tokio::select! {
-                    _ = &mut deadline => return,
+                    _ = &mut sleep => return,
                     _ = tx.closed() => return,
                     message = watch.next() => message,
                 };
@@ -1936,6 +2057,9 @@ impl ApiState {
                     }
                     Some(Err(_)) | None => return,
                 };
+                if let Some(last) = events.iter().last() {
+                    sent = last.revision();
+                }
                 for event in events.iter() {
                     let now = match event.kind {
                         EventKind::Put => decode(resource, &event.kv).ok(),
@@ -1945,10 +2069,9 @@ impl ApiState {
                         .prev
                         .as_ref()
                         .and_then(|prev| decode(resource, prev).ok());
-                    let now_matches = now.as_ref().is_some_and(|o| matches(o, &labels, &fields));
-                    let before_matches = before
-                        .as_ref()
-                        .is_some_and(|o| matches(o, &labels, &fields));
+                    let now_matches = now.as_ref().is_some_and(|o| matches(o, labels, fields));
+                    let before_matches =
+                        before.as_ref().is_some_and(|o| matches(o, labels, fields));
                     let sent = match (before_matches, now_matches) {
                         (false, true) => Some(("ADDED", now)),
                         (true, true) => Some(("MODIFIED", now)),
@@ -2187,6 +2310,23 @@ fn stream_cached(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let deadline = tokio::time::Instant::now() + options.timeout;
+    tokio::spawn(async move {
+        let _permit = permit;
+        send_cached(&tx, resource, subscription, &options, deadline).await;
+    });
+    stream_response(rx)
+}
+
+/// Sends a watch's events from the watch cache until `deadline`, the
+/// client's going, or its falling too far behind.
+async fn send_cached(
+    tx: &tokio::sync::mpsc::Sender<Bytes>,
+    resource: &'static Resource,
+    subscription: crate::cache::Subscription,
+    options: &StreamOptions,
+    deadline: tokio::time::Instant,
+) {
     let line = move |kind: &str, object: &Cached| -> Bytes {
         if options.as_table {
             let table = table::table(
@@ -2231,65 +2371,67 @@ fn stream_cached(
         line.push(b'\n');
         Bytes::from(line)
     };
-    tokio::spawn(async move {
-        let _permit = permit;
-        let crate::cache::Subscription {
-            revision,
-            initial,
-            backlog,
-            mut batches,
-        } = subscription;
-        let deadline = tokio::time::sleep(options.timeout);
-        tokio::pin!(deadline);
-        let (labels, fields) = (&options.labels, &options.fields);
-        for object in &initial {
-            if object.matches(labels, fields) && tx.send(line("ADDED", object)).await.is_err() {
+    let crate::cache::Subscription {
+        prefix,
+        revision,
+        initial,
+        backlog,
+        mut batches,
+    } = subscription;
+    let deadline = tokio::time::sleep_until(deadline);
+    tokio::pin!(deadline);
+    let (labels, fields) = (&options.labels, &options.fields);
+    for object in &initial {
+        if object.matches(labels, fields) && tx.send(line("ADDED", object)).await.is_err() {
+            return;
+        }
+    }
+    if options.streaming && tx.send(bookmark(revision, true)).await.is_err() {
+        return;
+    }
+    let mut sent = revision;
+    let mut last_bookmark = tokio::time::Instant::now();
+    let mut pending: Vec<Arc<Change>> = backlog;
+    loop {
+        for change in pending.drain(..) {
+            if change.revision <= sent {
+                continue;
+            }
+            sent = change.revision;
+            if let Some(kind) = event_type(&change, labels, fields)
+                && tx.send(line(kind, &change.object)).await.is_err()
+            {
                 return;
             }
         }
-        if options.streaming && tx.send(bookmark(revision, true)).await.is_err() {
-            return;
-        }
-        let mut sent = revision;
-        let mut last_bookmark = tokio::time::Instant::now();
-        let mut pending: Vec<Arc<Change>> = backlog;
-        loop {
-            for change in pending.drain(..) {
-                if change.revision <= sent {
-                    continue;
-                }
-                sent = change.revision;
-                if let Some(kind) = event_type(&change, labels, fields)
-                    && tx.send(line(kind, &change.object)).await.is_err()
-                {
-                    return;
-                }
-            }
-            let batch = tokio::select! {
-                _ = &mut deadline => return,
-                _ = tx.closed() => return,
-                batch = batches.recv() => batch,
-            };
-            match batch {
-                Ok(batch) => match batch.as_ref() {
-                    Batch::Changes(changes) => pending.extend(changes.iter().cloned()),
-                    Batch::Progress(revision) => {
-                        sent = sent.max(*revision);
-                        if options.bookmarks && last_bookmark.elapsed() >= BOOKMARK_INTERVAL {
-                            last_bookmark = tokio::time::Instant::now();
-                            if tx.send(bookmark(sent, false)).await.is_err() {
-                                return;
-                            }
+        let batch = tokio::select! {
+            _ = &mut deadline => return,
+            _ = tx.closed() => return,
+            batch = batches.recv() => batch,
+        };
+        match batch {
+            Ok(batch) => match batch.as_ref() {
+                Batch::Changes(changes) => pending.extend(
+                    changes
+                        .iter()
+                        .filter(|change| change.object.key.starts_with(&prefix))
+                        .cloned(),
+                ),
+                Batch::Progress(revision) => {
+                    sent = sent.max(*revision);
+                    if options.bookmarks && last_bookmark.elapsed() >= BOOKMARK_INTERVAL {
+                        last_bookmark = tokio::time::Instant::now();
+                        if tx.send(bookmark(sent, false)).await.is_err() {
+                            return;
                         }
                     }
-                },
-                // Fell too far behind, or the cache stopped: the client
-                // watches again from the last revision it saw.
-                Err(_) => return,
-            }
+                }
+            },
+            // Fell too far behind, or the cache stopped: the client
+            // watches again from the last revision it saw.
+            Err(_) => return,
         }
-    });
-    stream_response(rx)
+    }
 }
 
 /// The watch options upstream's validation refuses.
@@ -2680,14 +2822,28 @@ fn reset_status(resource: &Resource, object: &mut Value) {
 
 /// Whether two versions of an object differ only in resourceVersion.
 fn same_but_version(a: &Value, b: &Value) -> bool {
-    let without = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(metadata) = v["metadata"].as_object_mut() {
-            metadata.remove("resourceVersion");
-        }
-        v
+    // Compared in place, without copies: objects are large.
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
     };
-    without(a) == without(b)
+    a.len() == b.len()
+        && a.iter().all(|(k, v)| match b.get(k) {
+            Some(w) if k == "metadata" => same_but_key(v, w, "resourceVersion"),
+            Some(w) => v == w,
+            None => false,
+        })
+}
+
+/// Whether two objects are equal but for `key`.
+fn same_but_key(a: &Value, b: &Value, key: &str) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let others = |m: &serde_json::Map<String, Value>| m.keys().filter(|k| *k != key).count();
+    others(a) == others(b)
+        && a.iter()
+            .filter(|(k, _)| *k != key)
+            .all(|(k, v)| b.get(k) == Some(v))
 }
 
 fn write_error(resource: &Resource, name: &str, err: tug_store::Error) -> ApiError {
@@ -3042,6 +3198,34 @@ pub fn method_allowed(resource: &Resource, method: &Method, collection: bool) ->
 mod tests {
     use super::*;
     use tug_api::registry::find;
+
+    #[test]
+    fn a_write_that_changes_only_the_resource_version_changes_nothing() {
+        let pod = |version: &str, labels: Value| {
+            json!({"metadata": {"name": "p", "resourceVersion": version, "labels": labels},
+                   "spec": {"nodeName": "n"}})
+        };
+        let labels = json!({"app": "a"});
+        assert!(same_but_version(
+            &pod("1", labels.clone()),
+            &pod("2", labels.clone())
+        ));
+        let mut unversioned = pod("1", labels.clone());
+        unversioned["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+        assert!(same_but_version(&unversioned, &pod("2", labels.clone())));
+        assert!(same_but_version(&pod("2", labels.clone()), &unversioned));
+        assert!(!same_but_version(
+            &pod("1", labels.clone()),
+            &pod("1", json!({"app": "b"}))
+        ));
+        let mut more = pod("1", labels.clone());
+        more["status"] = json!({"phase": "Running"});
+        assert!(!same_but_version(&pod("1", labels.clone()), &more));
+        assert!(!same_but_version(&more, &pod("1", labels)));
+    }
 
     #[test]
     fn a_nodes_pod_cidr_may_be_set_once() {

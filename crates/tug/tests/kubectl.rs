@@ -1315,6 +1315,77 @@ mod kube_client {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watch_sees_only_its_namespace_even_from_far_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path());
+        let client = client(&server).await;
+        let mine: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        let other: Api<ConfigMap> = Api::namespaced(client, "kube-public");
+        let params = PostParams::default();
+        let first = mine
+            .create(&params, &configmap("first", "1"))
+            .await
+            .unwrap();
+        let from = first.metadata.resource_version.unwrap();
+
+        // Live: a change in another namespace is not this watch's.
+        let mut stream = mine
+            .watch(&WatchParams::default(), &from)
+            .await
+            .unwrap()
+            .boxed();
+        other
+            .create(&params, &configmap("elsewhere", "1"))
+            .await
+            .unwrap();
+        mine.create(&params, &configmap("here", "1")).await.unwrap();
+        match stream.try_next().await.unwrap() {
+            Some(WatchEvent::Added(cm)) => assert_eq!(cm.metadata.name.as_deref(), Some("here")),
+            other => panic!("expected `here` added, got {other:?}"),
+        }
+        drop(stream);
+
+        // From further back than the server's watch cache keeps (4,096
+        // changes of a kind): the older changes come from the store, the
+        // newer from the cache, and still only this namespace's.
+        let early = ["a-0", "a-1", "a-2"];
+        for name in early {
+            mine.create(&params, &configmap(name, "1")).await.unwrap();
+        }
+        futures::stream::iter(0..4200)
+            .map(|i| {
+                let other = other.clone();
+                async move {
+                    other
+                        .create(&PostParams::default(), &configmap(&format!("n-{i}"), "1"))
+                        .await
+                        .unwrap()
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        let mut resumed = mine
+            .watch(&WatchParams::default(), &from)
+            .await
+            .unwrap()
+            .boxed();
+        let mut seen = Vec::new();
+        while seen.len() < 1 + early.len() {
+            match resumed.try_next().await.unwrap() {
+                Some(WatchEvent::Added(cm)) => seen.push(cm.metadata.name.unwrap()),
+                other => panic!("expected additions, got {other:?}"),
+            }
+        }
+        assert_eq!(seen, ["here", "a-0", "a-1", "a-2"]);
+        mine.create(&params, &configmap("late", "1")).await.unwrap();
+        match resumed.try_next().await.unwrap() {
+            Some(WatchEvent::Added(cm)) => assert_eq!(cm.metadata.name.as_deref(), Some("late")),
+            other => panic!("expected `late` added, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn kube_server_side_apply_creates_conflicts_and_forces() {
         let dir = tempfile::tempdir().unwrap();
         let server = Server::start(dir.path());
