@@ -296,14 +296,22 @@ impl Cache {
     /// Applies what the store reports. Called by the one updater task.
     fn apply(&self, events: &tug_store::Events) {
         let mut changes = Vec::with_capacity(events.len());
+        // Decoded before the lock is taken: readers wait for none of it.
+        let mut decoded: Vec<Option<Cached>> = events
+            .iter()
+            .map(|event| match event.kind {
+                EventKind::Put => Cached::decode(self.resource, &event.kv, event.revision()),
+                EventKind::Delete => None,
+            })
+            .collect();
         let mut state = self.state.write().expect("cache lock");
-        for event in events.iter() {
+        for (event, decoded) in events.iter().zip(decoded.iter_mut()) {
             let revision = event.revision();
             let key = event.kv.key.clone();
             let prev = state.objects.get(&key).cloned();
             let change = match event.kind {
                 EventKind::Put => {
-                    let Some(object) = Cached::decode(self.resource, &event.kv, revision) else {
+                    let Some(object) = decoded.take() else {
                         continue;
                     };
                     let object = Arc::new(object);

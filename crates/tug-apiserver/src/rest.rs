@@ -237,17 +237,21 @@ impl ApiState {
     ) -> Result<(), ApiError> {
         let namespaces =
             tug_api::registry::find("", "v1", "namespaces").expect("namespaces are served");
-        let Some(kv) = self
-            .store
-            .get(&key(namespaces, None, namespace), None)
-            .await
-            .map_err(from_store)?
-            .kv
-        else {
+        let key = key(namespaces, None, namespace);
+        let terminating = |object: &Value| !object["metadata"]["deletionTimestamp"].is_null();
+        // The watch cache's copy says yes, as upstream's admission asks its
+        // informer; the store says no (the cache may not have it yet).
+        let cache = self.caches.get(namespaces).await.map_err(from_store)?;
+        if cache
+            .object(&key)
+            .is_some_and(|cached| !terminating(&cached.value()))
+        {
+            return Ok(());
+        }
+        let Some(kv) = self.store.get(&key, None).await.map_err(from_store)?.kv else {
             return Err(ApiError::not_found("namespaces", "", namespace));
         };
-        let object = decode(namespaces, &kv)?;
-        if !object["metadata"]["deletionTimestamp"].is_null() {
+        if terminating(&decode(namespaces, &kv)?) {
             return Err(ApiError::forbidden(
                 resource.plural,
                 resource.group,
