@@ -23,7 +23,7 @@ pub struct User {
 }
 
 impl User {
-    fn with_groups(name: &str, uid: &str, mut groups: Vec<String>) -> Self {
+    pub(crate) fn with_groups(name: &str, uid: &str, mut groups: Vec<String>) -> Self {
         if !groups.iter().any(|g| g == "system:authenticated") {
             groups.push("system:authenticated".into());
         }

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod crd;
 pub mod discovery;
 pub mod join;
+pub mod loopback;
 mod managed;
 pub mod namespaces;
 pub mod openapi;
@@ -135,6 +136,8 @@ pub struct Started {
     /// `<data-dir>/server/cred/agent.kubeconfig`, and its serving
     /// certificate, if it runs.
     pub agent: Option<AgentCredentials>,
+    /// For clients in this process: the scheduler and the controller-manager.
+    pub loopback: loopback::Loopback,
 }
 
 /// The node agent that runs beside the API server.
@@ -459,13 +462,15 @@ pub async fn run(
     ensure_kubernetes_service(&shared.api, address.port()).await?;
     tokio::spawn(crd::run(shared.api.clone(), shutdown.clone()));
     tokio::spawn(namespaces::run(shared.api.clone(), shutdown.clone()));
+    let router = server::router(shared);
     started(Started {
         address,
         kubeconfig_path: config.kubeconfig_path.clone(),
         scheduler_kubeconfig,
         controller_kubeconfig,
         agent,
+        loopback: loopback::Loopback(router.clone()),
     });
-    server::serve(listener, acceptor, server::router(shared), shutdown).await;
+    server::serve(listener, acceptor, router, shutdown).await;
     Ok(())
 }

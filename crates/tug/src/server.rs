@@ -302,10 +302,7 @@ async fn run_components(
     let identity = format!("{host}_{}", uuid::Uuid::new_v4());
     let mut tasks = tokio::task::JoinSet::new();
     if components.scheduler {
-        let Some(client) = component_client(&started.scheduler_kubeconfig, "kube-scheduler").await
-        else {
-            return;
-        };
+        let client = loopback_client(&started.loopback, "system:kube-scheduler", "kube-scheduler");
         let election = crate::leader::Election::new(client.clone(), "kube-scheduler", &identity);
         let config = tug_scheduler::Config {
             instance: format!("{}-{host}", tug_scheduler::DEFAULT_SCHEDULER),
@@ -318,11 +315,11 @@ async fn run_components(
         ));
     }
     if let Some(config) = components.controller_manager {
-        let Some(client) =
-            component_client(&started.controller_kubeconfig, "kube-controller-manager").await
-        else {
-            return;
-        };
+        let client = loopback_client(
+            &started.loopback,
+            "system:kube-controller-manager",
+            "kube-controller-manager",
+        );
         let election =
             crate::leader::Election::new(client.clone(), "kube-controller-manager", &identity);
         tasks.spawn(crate::leader::run_elected(
@@ -384,6 +381,17 @@ async fn component_client(kubeconfig: &std::path::Path, what: &str) -> Option<ku
             None
         }
     }
+}
+
+/// A client for a component in this process, as `user`: its requests go
+/// straight to the API server's router (no TCP, TLS or HTTP framing).
+fn loopback_client(
+    loopback: &tug_apiserver::loopback::Loopback,
+    user: &str,
+    what: &str,
+) -> kube::Client {
+    let agent = http::HeaderValue::from_str(&user_agent(what)).expect("a User-Agent is ASCII");
+    kube::Client::new(loopback.service(user, Vec::new(), agent), "default")
 }
 
 /// A component's User-Agent, as upstream's components name themselves.

@@ -108,6 +108,30 @@ async fn deployments_roll_out_scale_undo_and_go_with_their_pods() {
     );
     let listed = server.ok(&["get", "deploy", "web", "--no-headers"]);
     assert_eq!(super::columns(&listed)[..4], ["web", "3/3", "3", "3"]);
+    // The controller-manager, in the server's process, writes as itself:
+    // its field manager names it.
+    let managers = |what: &str| {
+        server.ok(&[
+            "get",
+            what,
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[0].metadata.managedFields[*].manager}",
+        ])
+    };
+    let set_managers = managers("replicasets");
+    assert!(
+        set_managers
+            .split(' ')
+            .all(|manager| manager == "kube-controller-manager"),
+        "{set_managers}"
+    );
+    let pod_managers = managers("pods");
+    assert!(
+        pod_managers.starts_with("kube-controller-manager"),
+        "{pod_managers}"
+    );
 
     // A rolling update with maxSurge 1 and maxUnavailable 0: never fewer
     // than 3 ready pods, never more than 4 pods.
