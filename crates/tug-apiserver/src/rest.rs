@@ -1048,9 +1048,27 @@ impl ApiState {
             ));
         }
         let current = self.read_for_write(target, cached).await?;
+        self.write_client_object(target, query, &manager, &current, object, &warnings)
+            .await
+    }
+
+    /// Writes what a client sent (a whole object, or one patched) over
+    /// `current`: at the revision it names if any, keeping what the
+    /// system owns, recording its fields for `manager`.
+    async fn write_client_object(
+        &self,
+        target: &Target,
+        query: &Query,
+        manager: &str,
+        current: &Read,
+        object: Value,
+        warnings: &[String],
+    ) -> Result<Response, ApiError> {
+        let resource = target.resource;
+        let name = target.name.as_deref().unwrap_or_default();
         let wanted_version = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
         if !wanted_version.is_empty() && wanted_version != current.revision.to_string() {
-            return Err(ApiError::conflict(resource.plural, resource.group, &name));
+            return Err(ApiError::conflict(resource.plural, resource.group, name));
         }
         let mut updated = merge_update(
             resource,
@@ -1062,11 +1080,11 @@ impl ApiState {
             resource,
             Some(&current.object),
             &mut updated,
-            &manager,
+            manager,
             target.subresource.as_deref(),
         );
-        let written = self.write_update(target, query, &current, updated).await?;
-        Ok(with_warnings(written, &warnings))
+        let written = self.write_update(target, query, current, updated).await?;
+        Ok(with_warnings(written, warnings))
     }
 
     /// PATCH with a JSON merge patch (RFC 7386) or a JSON patch (RFC 6902).
@@ -1165,27 +1183,8 @@ impl ApiState {
         let mut patched = current.object.clone();
         Self::apply_patch(resource, name, media, &patch, &mut patched)?;
         let warnings = unknown_fields(resource, query, &mut patched)?;
-        let version = patched["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or("");
-        if !version.is_empty() && version != current.revision.to_string() {
-            return Err(ApiError::conflict(resource.plural, resource.group, name));
-        }
-        let mut updated = merge_update(
-            resource,
-            &current.object,
-            patched,
-            target.subresource.as_deref(),
-        );
-        record(
-            resource,
-            Some(&current.object),
-            &mut updated,
-            &manager,
-            target.subresource.as_deref(),
-        );
-        let written = self.write_update(target, query, &current, updated).await?;
-        Ok(with_warnings(written, &warnings))
+        self.write_client_object(target, query, &manager, &current, patched, &warnings)
+            .await
     }
 
     /// Applies a merge, strategic merge or JSON patch to `patched`.

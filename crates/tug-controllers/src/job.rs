@@ -303,6 +303,12 @@ struct Controller {
     /// UIDs of the Jobs this controller finished, until the cache shows
     /// it (so that a stale sync does not finish one twice).
     finished_here: Mutex<std::collections::HashSet<String>>,
+    /// UIDs of pods whose tracking finalizer this controller took off,
+    /// until the pod cache shows it gone: the Job cache may show the pod
+    /// counted before the pod cache shows it released, and the pod must
+    /// not be counted again meanwhile (upstream's finalizer expectations).
+    /// By UID, the pod's key.
+    releasing: Mutex<HashMap<String, String>>,
     recorder: Recorder,
 }
 
@@ -475,17 +481,26 @@ impl Controller {
             "finalizers": if finalizers.is_empty() { serde_json::Value::Null } else { json!(finalizers) },
             "resourceVersion": pod.metadata.resource_version,
         }});
-        match api
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        self.releasing
+            .lock()
+            .expect("job releasing")
+            .insert(uid.clone(), key_of(pod));
+        let released = api
             .patch(
                 &pod.name_any(),
                 &PatchParams::default(),
                 &Patch::Merge(&patch),
             )
-            .await
-        {
+            .await;
+        match released {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(err) => Err(err.into()),
+            Err(err) => {
+                // Not released: it may be counted when it is.
+                self.releasing.lock().expect("job releasing").remove(&uid);
+                Err(err.into())
+            }
         }
     }
 
@@ -554,12 +569,25 @@ impl Controller {
             uncounted.failed.clone().unwrap_or_default(),
         );
         let mut added = false;
+        let releasing: std::collections::HashSet<String> = {
+            let mut releasing = self.releasing.lock().expect("job releasing");
+            // Seen released, or gone: expected no more.
+            releasing.retain(|uid, key| {
+                self.pods
+                    .get(key)
+                    .is_some_and(|p| p.metadata.uid.as_deref() == Some(uid.as_str()) && tracked(&p))
+            });
+            releasing.keys().cloned().collect()
+        };
         for pod in claimed
             .iter()
             .filter(|p| counted_as_done(job, p) && tracked(p))
         {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
-            if succeeded_uids.contains(&uid) || failed_uids.contains(&uid) {
+            if succeeded_uids.contains(&uid)
+                || failed_uids.contains(&uid)
+                || releasing.contains(&uid)
+            {
                 continue;
             }
             if !failed_pod(job, pod) {
@@ -863,6 +891,7 @@ pub(crate) fn start(ctx: &crate::Context) -> crate::Running {
         expectations: Expectations::default(),
         last_failure: Mutex::new(HashMap::new()),
         finished_here: Mutex::new(Default::default()),
+        releasing: Mutex::new(Default::default()),
         recorder: ctx.recorder.for_component(COMPONENT),
     });
     let c = controller.clone();
