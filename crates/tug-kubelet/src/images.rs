@@ -301,7 +301,8 @@ pub fn archive_kind(path: &Path) -> Option<Option<&'static str>> {
 /// zstd) into containerd at `socket`, in the namespace CRI reads, unpacked
 /// for this machine (through containerd's `ctr`, which ships with it and
 /// reads only plain tars: a compressed one is decompressed on the way).
-pub async fn import(socket: &Path, archive: &Path) -> anyhow::Result<()> {
+/// Answers the names of the images imported.
+pub async fn import(socket: &Path, archive: &Path) -> anyhow::Result<Vec<String>> {
     let Some(decompressor) = archive_kind(archive) else {
         bail!(
             "{}: not an image archive (.tar, .tar.gz, .tgz, .tar.zst)",
@@ -359,7 +360,17 @@ pub async fn import(socket: &Path, archive: &Path) -> anyhow::Result<()> {
             stderr.trim().lines().last().unwrap_or("ctr failed")
         );
     }
-    Ok(())
+    Ok(imported_names(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The names in ctr's report of an import: a line `unpacking NAME
+/// (DIGEST)...done` per image.
+fn imported_names(report: &str) -> Vec<String> {
+    report
+        .lines()
+        .filter_map(|line| line.strip_prefix("unpacking ")?.split_once(" (sha"))
+        .map(|(name, _)| name.to_string())
+        .collect()
 }
 
 #[cfg(test)]
@@ -380,6 +391,17 @@ mod tests {
         ] {
             assert_eq!(archive_kind(Path::new(name)), kind, "{name}");
         }
+    }
+
+    #[test]
+    fn the_names_imported_are_read_from_ctrs_report() {
+        let report = "unpacking tug.local/oci:1 (sha256:9d20ab)...done\n\
+                      unpacking docker.io/library/busybox:latest (sha256:0483ce)...done\n";
+        assert_eq!(
+            imported_names(report),
+            ["tug.local/oci:1", "docker.io/library/busybox:latest"]
+        );
+        assert!(imported_names("").is_empty());
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub async fn run(
             }
         }
     };
-    import_images(&config, &socket).await?;
+    let pinned = import_images(&config, &socket).await?;
     network::request_sweep();
     if let Some(tls) = &config.tls {
         server::serve(config.port, tls, runtime.clone(), shutdown.clone()).await?;
@@ -169,6 +169,7 @@ pub async fn run(
         runtime.clone(),
         recorder.clone(),
         node_pressure.clone(),
+        pinned,
         shutdown.clone(),
     ));
     tokio::spawn(node::status_loop(
@@ -191,8 +192,12 @@ pub async fn run(
     result
 }
 
-/// The pause image, then every archive in the images directory.
-async fn import_images(config: &Config, socket: &std::path::Path) -> anyhow::Result<()> {
+/// The pause image, then every archive in the images directory; answers
+/// the names of the images imported from there, which the agent pins.
+async fn import_images(
+    config: &Config,
+    socket: &std::path::Path,
+) -> anyhow::Result<std::collections::HashSet<String>> {
     let dir = config.images_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let pause = config.agent_dir().join("pause.tar");
@@ -207,13 +212,17 @@ async fn import_images(config: &Config, socket: &std::path::Path) -> anyhow::Res
         .filter(|path| images::archive_kind(path).is_some())
         .collect();
     archives.sort();
+    let mut pinned = std::collections::HashSet::new();
     for archive in archives {
         match images::import(socket, &archive).await {
-            Ok(()) => tracing::info!(archive = %archive.display(), "image imported"),
+            Ok(names) => {
+                tracing::info!(archive = %archive.display(), images = ?names, "images imported and pinned");
+                pinned.extend(names);
+            }
             Err(err) => tracing::warn!(error = %format!("{err:#}"), "image not imported"),
         }
     }
-    Ok(())
+    Ok(pinned)
 }
 
 /// Stops and removes every pod sandbox and container of the runtime at

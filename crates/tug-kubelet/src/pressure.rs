@@ -13,7 +13,9 @@
 //! than `--image-gc-high-threshold` percent, the least recently used
 //! first, down to `--image-gc-low-threshold`. Images first seen less
 //! than `--minimum-image-ttl-duration` ago are spared (those found at
-//! start are not). Pods are not evicted.
+//! start are not). Images imported from the images directory at start
+//! are pinned, as k3s pins them: never collected while their archive
+//! stays there. Pods are not evicted.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -291,8 +293,13 @@ impl Images {
 }
 
 /// The images no container uses and the agent must keep: those of
-/// containers (running or not), pinned ones and the pause image.
-pub fn in_use(images: &[cri::Image], containers: &[cri::Container]) -> HashSet<String> {
+/// containers (running or not), pinned ones (by the runtime, or by name
+/// in `pinned`) and the pause image.
+pub fn in_use(
+    images: &[cri::Image],
+    containers: &[cri::Container],
+    pinned: &HashSet<String>,
+) -> HashSet<String> {
     let used: HashSet<&str> = containers.iter().map(|c| c.image_ref.as_str()).collect();
     images
         .iter()
@@ -302,7 +309,7 @@ pub fn in_use(images: &[cri::Image], containers: &[cri::Container]) -> HashSet<S
                 || image
                     .repo_tags
                     .iter()
-                    .any(|t| t == crate::images::PAUSE_IMAGE)
+                    .any(|t| t == crate::images::PAUSE_IMAGE || pinned.contains(t))
                 || image
                     .repo_tags
                     .iter()
@@ -658,12 +665,14 @@ async fn delete(runtime: &Runtime, images: &[cri::Image], victims: &[String]) ->
     freed
 }
 
-/// Observes the node every 10 s and collects images, until `shutdown`.
+/// Observes the node every 10 s and collects images, sparing those named
+/// in `pinned`, until `shutdown`.
 pub async fn run(
     config: Config,
     runtime: Runtime,
     recorder: Recorder,
     pressure: Arc<NodePressure>,
+    pinned: HashSet<String>,
     shutdown: CancellationToken,
 ) {
     let node = node_reference(&config.node_name);
@@ -682,7 +691,7 @@ pub async fn run(
         pressure.set(conditions.observe(&met, now));
         match tokio::try_join!(runtime.list_images(), runtime.containers(None)) {
             Ok((images, containers)) => {
-                let in_use = in_use(&images, &containers);
+                let in_use = in_use(&images, &containers, &pinned);
                 records.detect(&images, &in_use, now, at_start);
                 at_start = false;
                 let policy = config.image_gc;
@@ -946,14 +955,24 @@ mod tests {
         pause.repo_tags = vec![crate::images::PAUSE_IMAGE.into()];
         let mut pinned = image("sha256:pin", 1);
         pinned.pinned = true;
-        let images = vec![pause, pinned, image("sha256:a", 1), image("sha256:b", 1)];
+        let mut imported = image("sha256:imp", 1);
+        imported.repo_tags = vec!["tug.local/imported:1".into()];
+        let images = vec![
+            pause,
+            pinned,
+            imported,
+            image("sha256:a", 1),
+            image("sha256:b", 1),
+        ];
         let containers = vec![cri::Container {
             image_ref: "sha256:a".into(),
             ..Default::default()
         }];
-        let mut used: Vec<String> = in_use(&images, &containers).into_iter().collect();
+        let names = HashSet::from(["tug.local/imported:1".to_string()]);
+        let mut used: Vec<String> = in_use(&images, &containers, &names).into_iter().collect();
         used.sort();
-        assert_eq!(used, ["sha256:a", "sha256:p", "sha256:pin"]);
+        assert_eq!(used, ["sha256:a", "sha256:imp", "sha256:p", "sha256:pin"]);
+        assert!(!in_use(&images, &containers, &HashSet::new()).contains("sha256:imp"));
     }
 
     #[test]

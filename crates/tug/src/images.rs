@@ -28,8 +28,13 @@ pub(crate) async fn run(args: ImagesArgs) -> anyhow::Result<()> {
                 if !file.is_file() {
                     bail!("{} is not a file", file.display());
                 }
-                tug_kubelet::images::import(&socket, file).await?;
-                println!("imported {}", file.display());
+                let names = tug_kubelet::images::import(&socket, file).await?;
+                if names.is_empty() {
+                    println!("imported {}", file.display());
+                }
+                for name in names {
+                    println!("imported {name}");
+                }
             }
         }
         ImagesCommand::List => {

@@ -55,8 +55,13 @@ impl Agent {
     fn start_with(dir: &Path, extra: &[&str]) -> Agent {
         let turn = ONE_AGENT.lock().unwrap_or_else(|p| p.into_inner());
         let mut flags = agent_flags();
+        // The host's disk is not the test's: thresholds it cannot meet,
+        // unless the test sets its own.
         if !extra.contains(&"--eviction-hard") {
             flags.extend_from_slice(&["--eviction-hard", EVICTION_HARD]);
+        }
+        if !extra.contains(&"--image-gc-high-threshold") {
+            flags.extend_from_slice(&["--image-gc-high-threshold", "100"]);
         }
         flags.extend_from_slice(extra);
         let agent = Agent {
@@ -2359,34 +2364,44 @@ impl Registry {
     }
 
     /// Serves a registry with `extra` configuration and `http` settings
-    /// beside its address, its storage in a directory of its own.
+    /// beside its address, its storage in a directory of its own. A port
+    /// another process took first (the registry then exits) is given up
+    /// for another.
     fn serve(dir: &Path, extra: &str, http: &str) -> Registry {
-        let port = free_port();
-        let config = dir.join(format!("registry-{port}.yml"));
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1
+        for _ in 0..5 {
+            let port = free_port();
+            let config = dir.join(format!("registry-{port}.yml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "version: 0.1
 log: {{level: error}}
 storage: {{filesystem: {{rootdirectory: {root}}}}}
 http: {{addr: 127.0.0.1:{port}{http}}}
 {extra}",
-                root = dir.join(format!("registry-{port}")).display(),
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry");
-        let registry = Registry { child, port };
-        until(30, "the registry to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        registry
+                    root = dir.join(format!("registry-{port}")).display(),
+                ),
+            )
+            .unwrap();
+            let child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("docker-registry");
+            let mut registry = Registry { child, port };
+            let listening = until(30, "the registry to listen or exit", || {
+                if registry.child.try_wait().unwrap().is_some() {
+                    return Some(false);
+                }
+                listens_on(registry.child.id(), port).then_some(true)
+            });
+            if listening {
+                return registry;
+            }
+        }
+        panic!("the registry found no free port in 5 tries");
     }
 
     /// Pushes a Docker archive as `name` (a repository and tag).
@@ -2409,6 +2424,28 @@ http: {{addr: 127.0.0.1:{port}{http}}}
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port`.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let address = format!("0100007F:{port:04X}");
+    let Some(inode) = table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // The local address, the state (0A: listening) and the inode.
+        (fields.get(1) == Some(&address.as_str()) && fields.get(3) == Some(&"0A"))
+            .then(|| fields.get(9).map(|inode| inode.to_string()))
+            .flatten()
+    }) else {
+        return false;
+    };
+    let socket = std::path::PathBuf::from(format!("socket:[{inode}]"));
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(Result::ok)
+                .any(|fd| std::fs::read_link(fd.path()).ok() == Some(socket.clone()))
+        })
+        .unwrap_or(false)
 }
 
 /// A child process killed on drop.
@@ -2811,7 +2848,17 @@ spec:
     )
     .unwrap();
     std::fs::write(manifests.join("notes.txt"), "not a manifest").unwrap();
-    let agent = Agent::start(dir.path());
+    // The image collector wants the disk empty: it collects at start,
+    // and the imported image, pinned, is spared.
+    let agent = Agent::start_with(
+        dir.path(),
+        &[
+            "--image-gc-high-threshold",
+            "1",
+            "--image-gc-low-threshold",
+            "0",
+        ],
+    );
     let name = format!("web-{NODE}");
 
     let mirror = agent.pod_until(
@@ -2865,6 +2912,20 @@ spec:
         let gone = !agent.kubectl(&["get", "pod", &name]).status.success();
         (gone && agent.runtime_containers() == 0).then_some(())
     });
+
+    // The collector ran and found nothing it may delete: the image stays.
+    let events = agent.ok(&[
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        "reason=FreeDiskSpaceFailed",
+        "-o",
+        "name",
+    ]);
+    assert!(!events.trim().is_empty(), "no FreeDiskSpaceFailed event");
+    let images = agent.tug(&["images", "list"]);
+    assert!(images.contains("tug.local/busybox"), "{images}");
 }
 
 /// The pods of `app=web`: name, container ID, restart count, readiness.
