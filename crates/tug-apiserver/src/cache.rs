@@ -114,6 +114,26 @@ impl Cached {
         serde_json::from_slice(&self.json).unwrap_or_default()
     }
 
+    /// The object as a PartialObjectMetadata, encoded: its metadata is
+    /// copied from the encoding, the rest skipped undecoded.
+    pub fn partial_metadata(&self) -> Vec<u8> {
+        #[derive(serde::Deserialize)]
+        struct Metadata<'a> {
+            #[serde(borrow)]
+            metadata: Option<&'a serde_json::value::RawValue>,
+        }
+        let metadata = serde_json::from_slice::<Metadata>(&self.json)
+            .ok()
+            .and_then(|m| m.metadata)
+            .map_or("null", |raw| raw.get());
+        let head = br#"{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":"#;
+        let mut out = Vec::with_capacity(head.len() + metadata.len() + 1);
+        out.extend_from_slice(head);
+        out.extend_from_slice(metadata.as_bytes());
+        out.push(b'}');
+        out
+    }
+
     pub fn matches(&self, labels: &LabelSelector, fields: &FieldSelector) -> bool {
         labels.matches(self.labels.as_ref())
             && fields.matches(|field| {
@@ -535,5 +555,12 @@ mod tests {
         assert!(cached.matches(&selector, &fields));
         let fields = FieldSelector::parse("metadata.name=b").unwrap();
         assert!(!cached.matches(&selector, &fields));
+        let partial: Value = serde_json::from_slice(&cached.partial_metadata()).unwrap();
+        assert_eq!(
+            partial,
+            crate::table::partial_metadata(&serde_json::from_slice(&cached.json).unwrap())
+        );
+        assert_eq!(partial["metadata"]["labels"]["x"], "1");
+        assert_eq!(partial.get("data"), None);
     }
 }

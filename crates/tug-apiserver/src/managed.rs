@@ -934,42 +934,52 @@ pub(crate) struct Writer<'a> {
 /// The object without what is never recorded: type, the system's metadata,
 /// and what the scope does not write.
 fn strip(value: &Value, scope: Scope) -> Value {
-    let mut out = value.clone();
-    let Some(map) = out.as_object_mut() else {
-        return out;
+    const UNTRACKED: &[&str] = &[
+        "name",
+        "namespace",
+        "creationTimestamp",
+        "selfLink",
+        "uid",
+        "clusterName",
+        "generation",
+        "managedFields",
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ];
+    let Some(map) = value.as_object() else {
+        return value.clone();
     };
-    map.remove("apiVersion");
-    map.remove("kind");
-    match scope {
-        Scope::Main { has_status: true } => {
-            map.remove("status");
+    // Only what is kept is copied (a pod's status alone, say).
+    let mut out = Map::new();
+    for (key, field) in map {
+        let kept = match (key.as_str(), scope) {
+            ("apiVersion" | "kind", _) => false,
+            ("status", Scope::Main { has_status }) => !has_status,
+            ("status", Scope::Status) => true,
+            (_, Scope::Status) => false,
+            (_, Scope::Main { .. }) => true,
+        };
+        if !kept {
+            continue;
         }
-        Scope::Main { has_status: false } => {}
-        Scope::Status => {
-            map.retain(|key, _| key == "status");
-        }
-    }
-    if let Some(Value::Object(metadata)) = map.get_mut("metadata") {
-        for field in [
-            "name",
-            "namespace",
-            "creationTimestamp",
-            "selfLink",
-            "uid",
-            "clusterName",
-            "generation",
-            "managedFields",
-            "resourceVersion",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-        ] {
-            metadata.remove(field);
-        }
-        if metadata.is_empty() {
-            map.remove("metadata");
+        match (key.as_str(), field) {
+            ("metadata", Value::Object(metadata)) => {
+                let metadata: Map<String, Value> = metadata
+                    .iter()
+                    .filter(|(k, _)| !UNTRACKED.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                if !metadata.is_empty() {
+                    out.insert(key.clone(), Value::Object(metadata));
+                }
+            }
+            _ => {
+                out.insert(key.clone(), field.clone());
+            }
         }
     }
-    out
+    Value::Object(out)
 }
 
 /// The empty object a create is compared with: the structs that upstream's

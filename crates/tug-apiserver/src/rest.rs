@@ -2344,18 +2344,18 @@ async fn send_cached(
             line.push(b'\n');
             return Bytes::from(line);
         }
-        if options.as_metadata {
-            let partial = table::partial_metadata(&object.value());
-            let mut line =
-                serde_json::to_vec(&json!({"type": kind, "object": partial})).unwrap_or_default();
-            line.push(b'\n');
-            return Bytes::from(line);
-        }
-        let mut line = Vec::with_capacity(object.json.len() + 32);
+        let partial;
+        let encoded: &[u8] = if options.as_metadata {
+            partial = object.partial_metadata();
+            &partial
+        } else {
+            &object.json
+        };
+        let mut line = Vec::with_capacity(encoded.len() + 32);
         line.extend_from_slice(b"{\"type\":\"");
         line.extend_from_slice(kind.as_bytes());
         line.extend_from_slice(b"\",\"object\":");
-        line.extend_from_slice(&object.json);
+        line.extend_from_slice(encoded);
         line.extend_from_slice(b"}\n");
         Bytes::from(line)
     };
