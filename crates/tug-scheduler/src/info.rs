@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{
@@ -56,11 +57,19 @@ impl Domains {
     }
 }
 
-/// The domains of each topology key asked for, kept until the nodes
-/// change.
+/// Per node (in the cluster's order), what one counting of pods found
+/// there and the node's [`NodeInfo::generation`] then.
+pub type NodeCounts = Vec<(u64, i64)>;
+
+/// How many countings [`Topology`] keeps (each a number per node).
+const COUNTINGS_MAX: usize = 16;
+
+/// The domains of each topology key asked for, and what countings of
+/// pods found per node, kept until the nodes change.
 #[derive(Debug, Default)]
 pub struct Topology {
     keys: Mutex<HashMap<String, Arc<Domains>>>,
+    counts: Mutex<HashMap<String, NodeCounts>>,
 }
 
 impl Topology {
@@ -74,9 +83,32 @@ impl Topology {
         domains
     }
 
+    /// The counts kept for the counting `signature` over `nodes` nodes
+    /// (none yet: generation 0, never a node's).
+    pub fn take_counts(&self, signature: &str, nodes: usize) -> NodeCounts {
+        let kept = self
+            .counts
+            .lock()
+            .expect("topology lock")
+            .remove(signature)
+            .filter(|counts| counts.len() == nodes);
+        kept.unwrap_or_else(|| vec![(0, 0); nodes])
+    }
+
+    /// Keeps `counts` for the next cycles (forgetting the others when
+    /// there are too many).
+    pub fn keep_counts(&self, signature: String, counts: NodeCounts) {
+        let mut kept = self.counts.lock().expect("topology lock");
+        if kept.len() >= COUNTINGS_MAX {
+            kept.clear();
+        }
+        kept.insert(signature, counts);
+    }
+
     /// The nodes (or their labels, or their order) changed.
     pub fn clear(&mut self) {
         self.keys.get_mut().expect("topology lock").clear();
+        self.counts.get_mut().expect("topology lock").clear();
     }
 }
 
@@ -577,6 +609,15 @@ pub struct NodeInfo {
     pub with_affinity: usize,
     /// The images the node has (each name, tags normalized), and sizes.
     pub images: HashMap<String, i64>,
+    /// Changes whenever a pod is placed here or leaves: what was counted
+    /// of this node's pods at one generation holds for it.
+    pub generation: u64,
+}
+
+/// A generation no node had before.
+fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl NodeInfo {
@@ -603,6 +644,7 @@ impl NodeInfo {
             placed: Vec::new(),
             with_affinity: 0,
             images: HashMap::new(),
+            generation: next_generation(),
         }
     }
 
@@ -653,6 +695,7 @@ impl NodeInfo {
     }
 
     pub fn add_pod(&mut self, pod: &PodUsage) {
+        self.generation = next_generation();
         self.requested.add(&pod.requests);
         self.non_zero_requested.0 += pod.non_zero.0;
         self.non_zero_requested.1 += pod.non_zero.1;
@@ -670,6 +713,7 @@ impl NodeInfo {
     }
 
     pub fn remove_pod(&mut self, pod: &PodUsage) {
+        self.generation = next_generation();
         self.requested.sub(&pod.requests);
         self.non_zero_requested.0 -= pod.non_zero.0;
         self.non_zero_requested.1 -= pod.non_zero.1;

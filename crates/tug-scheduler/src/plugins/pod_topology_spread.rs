@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 use super::node_affinity::admits;
 use super::taint_toleration::tolerated;
 use super::{Cycle, Filter, Fit, MAX_SCORE, Score, Snapshot};
-use crate::info::{Domains, Memo, NodeInfo, PodInfo};
+use crate::info::{Domains, Memo, NodeCounts, NodeInfo, PodInfo, Topology};
 use crate::labels::Selector;
 
 pub struct PodTopologySpread;
@@ -105,6 +105,72 @@ impl Constraint {
             Counted::Owned(_) => true,
         }
     }
+
+    /// All that decides what [`Constraint::count`] finds on a node: the
+    /// key its counts are kept under between cycles.
+    fn signature(&self, pod: &PodInfo) -> String {
+        match &self.counted {
+            Counted::Selected(selector) => format!("selected {} {selector:?}", pod.namespace),
+            Counted::Owned(owner) => format!("owned {owner}"),
+        }
+    }
+}
+
+/// Each constraint's count of each node's pods, taken from the counts
+/// kept between cycles for the nodes whose pods have not changed since
+/// (a cycle would otherwise look at every pod of every node), and kept
+/// again when dropped.
+struct NodeCounter<'a> {
+    topology: Option<&'a Topology>,
+    tables: Vec<(String, NodeCounts)>,
+}
+
+impl<'a> NodeCounter<'a> {
+    fn new(cluster: Snapshot<'a>, pod: &PodInfo, constraints: &[Constraint]) -> Self {
+        let nodes = cluster.nodes.len();
+        let tables = constraints
+            .iter()
+            .map(|constraint| {
+                let signature = constraint.signature(pod);
+                let counts = match cluster.topology {
+                    Some(topology) => topology.take_counts(&signature, nodes),
+                    None => vec![(0, 0); nodes],
+                };
+                (signature, counts)
+            })
+            .collect();
+        NodeCounter {
+            topology: cluster.topology,
+            tables,
+        }
+    }
+
+    /// What constraint `which` counts of the pods of `node`, the cluster's
+    /// node `index` (or a copy of it with other pods).
+    fn count(
+        &mut self,
+        which: usize,
+        constraint: &Constraint,
+        pod: &PodInfo,
+        index: usize,
+        node: &NodeInfo,
+    ) -> i64 {
+        let kept = &mut self.tables[which].1[index];
+        if kept.0 != node.generation {
+            *kept = (node.generation, constraint.count(pod, node));
+        }
+        kept.1
+    }
+}
+
+impl Drop for NodeCounter<'_> {
+    fn drop(&mut self) {
+        if let Some(topology) = self.topology {
+            for (signature, counts) in self.tables.drain(..) {
+                topology.keep_counts(signature, counts);
+            }
+        }
+    }
 }
 
 /// The pod's own constraints for `when` (DoNotSchedule or
@@ -155,12 +221,27 @@ fn has_keys(node: &NodeInfo, constraints: &[Constraint]) -> bool {
 
 struct FilterState {
     constraints: Vec<Constraint>,
+    /// Per constraint: whether it counts the incoming pod itself.
+    selects: Vec<bool>,
     domains: Vec<Arc<Domains>>,
     /// Per constraint and domain: the count of selected pods, `None` for
     /// a domain no counted node is in.
     counts: Vec<Vec<Option<i64>>>,
     /// Per constraint: the least count (0 below minDomains domains).
     minimum: Vec<i64>,
+    /// The address of the cycle's first node and how many there are.
+    nodes: (usize, usize),
+}
+
+impl FilterState {
+    /// Where `node` is in the cycle's nodes, if it is one of them rather
+    /// than a copy (whose domains are then found by its labels).
+    fn position(&self, node: &NodeInfo) -> Option<usize> {
+        let (first, len) = self.nodes;
+        let offset = (node as *const NodeInfo as usize).checked_sub(first)?;
+        let size = std::mem::size_of::<NodeInfo>();
+        (offset % size == 0 && offset / size < len).then_some(offset / size)
+    }
 }
 
 impl Filter for PodTopologySpread {
@@ -179,20 +260,25 @@ impl Filter for PodTopologySpread {
             .collect();
         let mut counts: Vec<Vec<Option<i64>>> =
             domains.iter().map(|d| vec![None; d.len()]).collect();
+        let mut counter = NodeCounter::new(cluster, pod, &constraints);
         for (i, node) in cluster.nodes().enumerate() {
             if domains.iter().any(|d| d.of_node[i].is_none()) {
                 continue;
             }
-            for ((constraint, domains), counts) in
-                constraints.iter().zip(&domains).zip(counts.iter_mut())
+            for (which, ((constraint, domains), counts)) in constraints
+                .iter()
+                .zip(&domains)
+                .zip(counts.iter_mut())
+                .enumerate()
             {
                 if !constraint.includes(pod, node) {
                     continue;
                 }
                 let domain = domains.of_node[i].unwrap_or_default() as usize;
-                *counts[domain].get_or_insert(0) += constraint.count(pod, node);
+                *counts[domain].get_or_insert(0) += counter.count(which, constraint, pod, i, node);
             }
         }
+        drop(counter);
         let minimum = constraints
             .iter()
             .zip(&counts)
@@ -205,27 +291,35 @@ impl Filter for PodTopologySpread {
                 }
             })
             .collect();
+        let selects = constraints.iter().map(|c| c.selects(pod)).collect();
         cycle.write(
             NAME,
             FilterState {
                 constraints,
+                selects,
                 domains,
                 counts,
                 minimum,
+                nodes: (cluster.nodes.as_ptr() as usize, cluster.nodes.len()),
             },
         );
     }
 
-    fn filter(&self, cycle: &Cycle, pod: &PodInfo, node: &NodeInfo) -> Fit {
+    fn filter(&self, cycle: &Cycle, _pod: &PodInfo, node: &NodeInfo) -> Fit {
         let Some(state) = cycle.read::<FilterState>(NAME) else {
             return Fit::Fits;
         };
+        let position = state.position(node);
         for (i, constraint) in state.constraints.iter().enumerate() {
-            let Some(domain) = state.domains[i].of(&constraint.topology_key, node) else {
+            let domain = match position {
+                Some(at) => state.domains[i].of_node[at].map(|d| d as usize),
+                None => state.domains[i].of(&constraint.topology_key, node),
+            };
+            let Some(domain) = domain else {
                 return Fit::unresolvable(MISSING_LABEL);
             };
             let count = state.counts[i][domain].unwrap_or(0);
-            let skew = count + i64::from(constraint.selects(pod)) - state.minimum[i];
+            let skew = count + i64::from(state.selects[i]) - state.minimum[i];
             if skew > constraint.max_skew {
                 return Fit::unschedulable(NOT_MATCH);
             }
@@ -305,12 +399,16 @@ impl Score for PodTopologySpread {
             counts.push(present);
         }
         if counts.iter().any(|c| c.iter().any(Option::is_some)) {
+            let mut counter = NodeCounter::new(cluster, pod, &constraints);
             for (i, node) in cluster.nodes().enumerate() {
                 if require_all && domains.iter().any(|d| d.of_node[i].is_none()) {
                     continue;
                 }
-                for ((constraint, domains), counts) in
-                    constraints.iter().zip(&domains).zip(counts.iter_mut())
+                for (which, ((constraint, domains), counts)) in constraints
+                    .iter()
+                    .zip(&domains)
+                    .zip(counts.iter_mut())
+                    .enumerate()
                 {
                     if constraint.topology_key == HOSTNAME {
                         continue;
@@ -321,7 +419,7 @@ impl Score for PodTopologySpread {
                     if let Some(total) = counts[domain as usize].as_mut()
                         && constraint.includes(pod, node)
                     {
-                        *total += constraint.count(pod, node);
+                        *total += counter.count(which, constraint, pod, i, node);
                     }
                 }
             }
@@ -490,6 +588,49 @@ mod tests {
         assert_eq!(
             verdicts(&web(json!([spread("zone", 1, "ScheduleAnyway")])), &nodes),
             vec![Fit::Fits; 5]
+        );
+    }
+
+    #[test]
+    fn counts_kept_between_cycles_follow_the_pods_placed_and_gone() {
+        let namespaces = Namespaces::new();
+        let topology = Topology::default();
+        let pod = web(json!([spread("zone", 1, "DoNotSchedule")]));
+        let verdicts = |nodes: &[NodeInfo]| -> Vec<Fit> {
+            let mut cluster = Snapshot::new(nodes, &namespaces);
+            cluster.topology = Some(&topology);
+            let mut cycle = Cycle::default();
+            PodTopologySpread.pre_filter(&pod, cluster, &mut cycle);
+            let mut verdicts: Vec<Fit> = nodes
+                .iter()
+                .map(|n| PodTopologySpread.filter(&cycle, &pod, n))
+                .collect();
+            // A copy of a node (with nominated pods, say) is judged alike.
+            verdicts.push(PodTopologySpread.filter(&cycle, &pod, &nodes[2].clone()));
+            verdicts
+        };
+        let (fits, missing) = (Fit::Fits, Fit::unresolvable(MISSING_LABEL));
+        let skewed = Fit::unschedulable(NOT_MATCH);
+        // Zones a: 1, b: 0, c: 0.
+        let mut nodes = with_pods(&[1, 0, 0, 0, 0]);
+        assert_eq!(
+            verdicts(&nodes),
+            [&skewed, &skewed, &fits, &fits, &missing, &fits].map(Clone::clone)
+        );
+        // b and c get one each: every zone has 1.
+        let other = labelled("other", json!({"app": "web"}), None, json!({}));
+        place(&mut nodes[2], &other);
+        place(&mut nodes[3], &other);
+        assert_eq!(
+            verdicts(&nodes),
+            [&fits, &fits, &fits, &fits, &missing, &fits].map(Clone::clone)
+        );
+        // a's pod goes: a is the least, the others one above it.
+        let gone = nodes[0].placed[0].clone();
+        nodes[0].remove_pod(&gone);
+        assert_eq!(
+            verdicts(&nodes),
+            [&fits, &fits, &skewed, &skewed, &missing, &skewed].map(Clone::clone)
         );
     }
 
