@@ -1662,6 +1662,24 @@ mod kube_client {
                 .await
                 .unwrap();
         }
+        // kube asks for resourceVersion 0 ("any"): served from the watch
+        // cache as it is, as upstream does, which may not have the second
+        // configmap yet under load. Wait until a read from it does.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while api
+            .list(&ListParams::default().match_any())
+            .await
+            .unwrap()
+            .items
+            .len()
+            < 2
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the watch cache has both within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // sendInitialEvents=true, resourceVersionMatch=NotOlderThan: the
         // watcher knows the list is complete only from the bookmark.
         let config = watcher::Config::default().streaming_lists();
