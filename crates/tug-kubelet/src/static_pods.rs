@@ -131,7 +131,8 @@ fn mirror_of(pod: &Pod, node: &Node) -> Pod {
 
 /// What the worker side of the agent needs from here.
 pub trait Host: Send + Sync + 'static {
-    /// The static pods are now these (by UID).
+    /// The static pods are now these (by UID); told once at least, after
+    /// the directory's first reading.
     fn set_static(&self, pods: BTreeMap<String, Pod>);
     /// The mirror of the static pod `uid` is the API pod `mirror_uid`.
     fn set_mirror(&self, uid: &str, mirror_uid: Option<String>);
@@ -147,9 +148,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut known: BTreeMap<String, Pod> = BTreeMap::new();
+    let mut first = true;
     loop {
         let pods = read_manifests(&dir, &node);
-        if pods.keys().ne(known.keys()) {
+        // The first reading is told even when empty: the directory has
+        // been read.
+        if first || pods.keys().ne(known.keys()) {
+            first = false;
             host.set_static(pods.clone());
         }
         let gone: Vec<Pod> = known

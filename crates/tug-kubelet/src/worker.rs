@@ -4,7 +4,9 @@
 //! PLEG), and by its own timers (back-offs). Each sync observes the
 //! runtime, plans ([`crate::pod::plan`]), acts through CRI, and reports
 //! the status when it changed. A pod gone from the API has its containers
-//! stopped and removed.
+//! stopped and removed, once every source of pods has been read (until
+//! then, as kubelet's sourcesReady, what the runtime runs is not an
+//! orphan: an agent restarting adopts its pods' containers).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -37,6 +39,11 @@ const EVENT_BATCH: Duration = Duration::from_millis(20);
 const RESYNC: Duration = Duration::from_secs(10);
 /// Grace given to the containers of a pod removed from the API.
 const ORPHAN_GRACE: i64 = 2;
+/// The sources of pods, as bits of [`Shared::sources`]: the API's list of
+/// the node's pods, and the static pods' manifest directory.
+const FROM_API: u8 = 1;
+const FROM_FILES: u8 = 2;
+const ALL_SOURCES: u8 = FROM_API | FROM_FILES;
 /// How long after a container was killed its status is asked again, for
 /// an OOM kill the runtime or the kernel log reader learns of late.
 const OOM_RECHECK: Nanos = 15 * 1_000_000_000;
@@ -69,6 +76,8 @@ struct Shared {
     statics: Mutex<HashMap<String, Option<String>>>,
     /// Wakes the static pods' manager when a mirror pod changes.
     mirror_changed: Arc<tokio::sync::Notify>,
+    /// The sources of pods read at least once (bits `FROM_*`).
+    sources: tokio::sync::watch::Sender<u8>,
 }
 
 /// The static pods' manager's view of the workers.
@@ -77,6 +86,7 @@ struct StaticHost(Arc<Shared>);
 impl static_pods::Host for StaticHost {
     fn set_static(&self, pods: std::collections::BTreeMap<String, Pod>) {
         let shared = &self.0;
+        shared.read(FROM_FILES);
         let mut changed: Vec<String> = Vec::new();
         {
             let mut statics = lock(&shared.statics);
@@ -124,6 +134,21 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Records that `source` has been read.
+    fn read(&self, source: u8) {
+        self.sources.send_if_modified(|read| {
+            let before = *read;
+            *read |= source;
+            *read != before
+        });
+    }
+
+    /// Whether every source of pods has been read: a pod none of them
+    /// names is then gone, not yet to be heard of.
+    fn sources_ready(&self) -> bool {
+        *self.sources.borrow() == ALL_SOURCES
+    }
+
     /// Wakes the worker of `uid`, starting one if there is none.
     fn wake(self: &Arc<Self>, uid: &str) {
         let mut workers = lock(&self.workers);
@@ -162,6 +187,7 @@ pub async fn run(
         evictions: Mutex::new(HashMap::new()),
         statics: Mutex::new(HashMap::new()),
         mirror_changed: Arc::new(tokio::sync::Notify::new()),
+        sources: tokio::sync::watch::Sender::new(0),
     });
     tokio::spawn(static_pods::run(
         client.clone(),
@@ -201,6 +227,7 @@ pub async fn run(
                 lock(&shared.pods).insert(uid, kept(pod));
             }
             Some(Ok(watcher::Event::InitDone)) => {
+                shared.read(FROM_API);
                 let gone: Vec<String> = {
                     let statics = lock(&shared.statics);
                     let mut pods = lock(&shared.pods);
@@ -546,6 +573,13 @@ async fn relist(shared: Arc<Shared>, shutdown: CancellationToken) {
         event.clone(),
         shutdown.clone(),
     ));
+    // The first relist wakes the worker of every pod the runtime runs:
+    // not before the sources say which pods are still wanted.
+    let mut sources = shared.sources.subscribe();
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = sources.wait_for(|read| *read == ALL_SOURCES) => {}
+    }
     let mut previous: HashMap<String, (String, i32)> = HashMap::new();
     loop {
         tokio::select! {
@@ -785,6 +819,9 @@ async fn sync(
     let Some(pod) = pod else {
         if observed.sandboxes.is_empty() && observed.containers.is_empty() {
             return Ok(Next::Done);
+        }
+        if !shared.sources_ready() {
+            return Ok(Next::Wait(None));
         }
         stop_all(shared, None, &observed, ORPHAN_GRACE).await;
         remove_all(&shared.runtime, &observed).await?;

@@ -135,11 +135,14 @@ impl Agent {
                 return pod;
             }
             if std::time::Instant::now() > deadline {
-                // What kubectl shows of the pod, to tell why.
+                // What kubectl shows of the pod, to tell why: its events,
+                // then its status (last, where a cut output keeps it).
                 let described = self.kubectl(&["describe", "pod", name]);
+                let status = serde_json::from_slice::<Value>(&output.stdout)
+                    .map(|pod| pod["status"].to_string())
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&output.stdout).into_owned());
                 panic!(
-                    "timed out waiting for {what}:\n{}\n{}",
-                    String::from_utf8_lossy(&output.stdout),
+                    "timed out waiting for {what}:\n{}\nstatus: {status}",
                     String::from_utf8_lossy(&described.stdout)
                 );
             }
