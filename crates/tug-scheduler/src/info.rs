@@ -64,15 +64,70 @@ pub type NodeCounts = Vec<(u64, i64)>;
 /// How many countings [`Topology`] keeps (each a number per node).
 const COUNTINGS_MAX: usize = 16;
 
+/// How many changes of nodes' pods [`Topology`] remembers; totals kept
+/// from before the oldest are counted again.
+const CHANGES_MAX: usize = 8192;
+
+/// What one counting found per domain, kept with what each node added to
+/// it: [`Topology::take_totals`] gives it back with the nodes changed
+/// since, so that a cycle looks at those alone.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    /// Per node (in the cluster's order): what it added.
+    pub per_node: Vec<i64>,
+    /// Per domain: the total, `None` for a domain no counted node is in.
+    pub per_domain: Vec<Option<i64>>,
+    /// The changes already in it (see [`Topology::touched`]).
+    seen: u64,
+}
+
+impl Totals {
+    /// Nothing counted yet, over `nodes` nodes and `domains` domains.
+    pub fn new(nodes: usize, domains: usize) -> Self {
+        Totals {
+            per_node: vec![0; nodes],
+            per_domain: vec![None; domains],
+            seen: 0,
+        }
+    }
+}
+
+/// The nodes whose pods changed, by index, in order: numbers `base` on.
+#[derive(Debug, Default)]
+struct Changes {
+    base: u64,
+    nodes: Vec<u32>,
+}
+
+impl Changes {
+    fn end(&self) -> u64 {
+        self.base + self.nodes.len() as u64
+    }
+}
+
 /// The domains of each topology key asked for, and what countings of
-/// pods found per node, kept until the nodes change.
+/// pods found per node (and per domain, for an owner that tells each
+/// change of a node's pods), kept until the nodes change.
 #[derive(Debug, Default)]
 pub struct Topology {
     keys: Mutex<HashMap<String, Arc<Domains>>>,
     counts: Mutex<HashMap<String, NodeCounts>>,
+    /// Whether every change of a node's pods is told ([`Topology::tracked`]).
+    tracked: bool,
+    changes: Mutex<Changes>,
+    totals: Mutex<HashMap<String, Totals>>,
 }
 
 impl Topology {
+    /// A topology whose owner tells it each change of a node's pods
+    /// ([`Topology::touched`]): only then are totals kept.
+    pub fn tracked() -> Self {
+        Topology {
+            tracked: true,
+            ..Topology::default()
+        }
+    }
+
     pub fn domains(&self, key: &str, nodes: &[NodeInfo]) -> Arc<Domains> {
         let mut keys = self.keys.lock().expect("topology lock");
         if let Some(domains) = keys.get(key) {
@@ -105,10 +160,52 @@ impl Topology {
         kept.insert(signature, counts);
     }
 
+    /// The pods of node `index` changed.
+    pub fn touched(&mut self, index: usize) {
+        let changes = self.changes.get_mut().expect("topology lock");
+        if changes.nodes.len() >= CHANGES_MAX {
+            changes.base = changes.end();
+            changes.nodes.clear();
+        }
+        changes.nodes.push(index as u32);
+    }
+
+    /// Whether totals are kept: the owner tells every change.
+    pub fn keeps_totals(&self) -> bool {
+        self.tracked
+    }
+
+    /// The totals kept under `name` over `nodes` nodes, with the nodes
+    /// whose pods changed since (maybe more than once); `None` when there
+    /// are none, or the changes since are forgotten.
+    pub fn take_totals(&self, name: &str, nodes: usize) -> Option<(Totals, Vec<u32>)> {
+        let totals = self
+            .totals
+            .lock()
+            .expect("topology lock")
+            .remove(name)
+            .filter(|t| t.per_node.len() == nodes)?;
+        let changes = self.changes.lock().expect("topology lock");
+        let since = totals.seen.checked_sub(changes.base)? as usize;
+        let changed = changes.nodes.get(since..)?.to_vec();
+        Some((totals, changed))
+    }
+
+    /// Keeps `totals`, which hold every change told so far.
+    pub fn keep_totals(&self, name: String, mut totals: Totals) {
+        totals.seen = self.changes.lock().expect("topology lock").end();
+        let mut kept = self.totals.lock().expect("topology lock");
+        if kept.len() >= COUNTINGS_MAX {
+            kept.clear();
+        }
+        kept.insert(name, totals);
+    }
+
     /// The nodes (or their labels, or their order) changed.
     pub fn clear(&mut self) {
         self.keys.get_mut().expect("topology lock").clear();
         self.counts.get_mut().expect("topology lock").clear();
+        self.totals.get_mut().expect("topology lock").clear();
     }
 }
 

@@ -102,6 +102,14 @@ impl State {
         }
     }
 
+    /// Tells the topology that a node's pods changed (each change goes
+    /// through here, so it may keep totals).
+    fn touched(&mut self, node: &str) {
+        if let Some(&i) = self.index.get(node) {
+            self.topology.touched(i);
+        }
+    }
+
     /// Records that a pod takes its share of a node.
     fn place(&mut self, key: &str, usage: PodUsage, assumed: bool) {
         if let Some((old, _)) = self.placed.get(key) {
@@ -111,8 +119,10 @@ impl State {
             }
             let old = old.clone();
             self.node_mut(&old.node).remove_pod(&old);
+            self.touched(&old.node);
         }
         self.node_mut(&usage.node).add_pod(&usage);
+        self.touched(&usage.node);
         self.placed.insert(key.to_string(), (usage, assumed));
     }
 
@@ -122,6 +132,7 @@ impl State {
             return false;
         };
         self.node_mut(&usage.node).remove_pod(&usage);
+        self.touched(&usage.node);
         if let Some(orphan) = self.orphans.get(&usage.node)
             && orphan.pod_count == 0
         {
@@ -264,7 +275,10 @@ pub async fn run(
         client: client.clone(),
         config,
         profile: Profile::default(),
-        state: Mutex::new(State::default()),
+        state: Mutex::new(State {
+            topology: info::Topology::tracked(),
+            ..State::default()
+        }),
         wake: Notify::new(),
         records,
     });

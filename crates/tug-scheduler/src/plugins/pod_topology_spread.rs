@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 use super::node_affinity::admits;
 use super::taint_toleration::tolerated;
 use super::{Cycle, Filter, Fit, MAX_SCORE, Score, Snapshot};
-use crate::info::{Domains, Memo, NodeCounts, NodeInfo, PodInfo, Topology};
+use crate::info::{Domains, Memo, NodeCounts, NodeInfo, PodInfo, Topology, Totals};
 use crate::labels::Selector;
 
 pub struct PodTopologySpread;
@@ -82,6 +82,14 @@ impl Constraint {
                     !matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute")
                         || tolerated(&pod.tolerations, taint)
                 }))
+    }
+
+    /// Whether [`Constraint::includes`] holds for every node, whatever
+    /// its labels and taints.
+    fn includes_all(&self, pod: &PodInfo) -> bool {
+        !self.honor_taints
+            && (!self.honor_affinity
+                || (pod.node_selector.is_empty() && pod.required_affinity.is_none()))
     }
 
     /// How many of the node's pods this constraint counts.
@@ -219,6 +227,93 @@ fn has_keys(node: &NodeInfo, constraints: &[Constraint]) -> bool {
         .all(|c| node.labels.contains_key(&c.topology_key))
 }
 
+/// Each constraint's count of selected pods per domain (`None` for a
+/// domain no counted node is in), from every node: only nodes with all
+/// the constraints' keys count, and for each constraint those it
+/// includes.
+fn walked_totals(
+    cluster: Snapshot<'_>,
+    pod: &PodInfo,
+    constraints: &[Constraint],
+    domains: &[Arc<Domains>],
+) -> Vec<Vec<Option<i64>>> {
+    let mut counts: Vec<Vec<Option<i64>>> = domains.iter().map(|d| vec![None; d.len()]).collect();
+    let mut counter = NodeCounter::new(cluster, pod, constraints);
+    for (i, node) in cluster.nodes().enumerate() {
+        if domains.iter().any(|d| d.of_node[i].is_none()) {
+            continue;
+        }
+        for (which, ((constraint, domains), counts)) in constraints
+            .iter()
+            .zip(domains)
+            .zip(counts.iter_mut())
+            .enumerate()
+        {
+            if !constraint.includes(pod, node) {
+                continue;
+            }
+            let domain = domains.of_node[i].unwrap_or_default() as usize;
+            *counts[domain].get_or_insert(0) += counter.count(which, constraint, pod, i, node);
+        }
+    }
+    counts
+}
+
+/// The same as [`walked_totals`], for constraints that include every
+/// node, from the totals kept by the last cycle and the nodes whose pods
+/// changed since (every node when none are kept).
+fn kept_totals(
+    topology: &Topology,
+    cluster: Snapshot<'_>,
+    pod: &PodInfo,
+    constraints: &[Constraint],
+    domains: &[Arc<Domains>],
+) -> Vec<Vec<Option<i64>>> {
+    let nodes = cluster.nodes;
+    // Whether a node counts at all: it has every constraint's key.
+    let counted = |i: usize| domains.iter().all(|d| d.of_node[i].is_some());
+    let keys: Vec<&str> = constraints
+        .iter()
+        .map(|c| c.topology_key.as_str())
+        .collect();
+    let mut counter = NodeCounter::new(cluster, pod, constraints);
+    let mut all = Vec::with_capacity(constraints.len());
+    for (which, (constraint, domains)) in constraints.iter().zip(domains).enumerate() {
+        let name = format!(
+            "{} by {} of {keys:?}",
+            constraint.signature(pod),
+            constraint.topology_key
+        );
+        let mut add = |totals: &mut Totals, i: usize| {
+            let Some(domain) = domains.of_node[i].filter(|_| counted(i)) else {
+                return;
+            };
+            let now = counter.count(which, constraint, pod, i, &nodes[i]);
+            let total = totals.per_domain[domain as usize].get_or_insert(0);
+            *total += now - totals.per_node[i];
+            totals.per_node[i] = now;
+        };
+        let totals = match topology.take_totals(&name, nodes.len()) {
+            Some((mut totals, changed)) => {
+                for i in changed {
+                    add(&mut totals, i as usize);
+                }
+                totals
+            }
+            None => {
+                let mut totals = Totals::new(nodes.len(), domains.len());
+                for i in 0..nodes.len() {
+                    add(&mut totals, i);
+                }
+                totals
+            }
+        };
+        all.push(totals.per_domain.clone());
+        topology.keep_totals(name, totals);
+    }
+    all
+}
+
 struct FilterState {
     constraints: Vec<Constraint>,
     /// Per constraint: whether it counts the incoming pod itself.
@@ -258,27 +353,16 @@ impl Filter for PodTopologySpread {
             .iter()
             .map(|c| cluster.domains(&c.topology_key))
             .collect();
-        let mut counts: Vec<Vec<Option<i64>>> =
-            domains.iter().map(|d| vec![None; d.len()]).collect();
-        let mut counter = NodeCounter::new(cluster, pod, &constraints);
-        for (i, node) in cluster.nodes().enumerate() {
-            if domains.iter().any(|d| d.of_node[i].is_none()) {
-                continue;
-            }
-            for (which, ((constraint, domains), counts)) in constraints
-                .iter()
-                .zip(&domains)
-                .zip(counts.iter_mut())
-                .enumerate()
+        let counts = match cluster.topology {
+            Some(topology)
+                if topology.keeps_totals()
+                    && cluster.replaced.is_none()
+                    && constraints.iter().all(|c| c.includes_all(pod)) =>
             {
-                if !constraint.includes(pod, node) {
-                    continue;
-                }
-                let domain = domains.of_node[i].unwrap_or_default() as usize;
-                *counts[domain].get_or_insert(0) += counter.count(which, constraint, pod, i, node);
+                kept_totals(topology, cluster, pod, &constraints, &domains)
             }
-        }
-        drop(counter);
+            _ => walked_totals(cluster, pod, &constraints, &domains),
+        };
         let minimum = constraints
             .iter()
             .zip(&counts)
@@ -631,6 +715,62 @@ mod tests {
         assert_eq!(
             verdicts(&nodes),
             [&fits, &fits, &skewed, &skewed, &missing, &skewed].map(Clone::clone)
+        );
+    }
+
+    #[test]
+    fn totals_kept_between_cycles_follow_the_changes_told() {
+        let namespaces = Namespaces::new();
+        let mut topology = Topology::tracked();
+        let pod = web(json!([spread("zone", 1, "DoNotSchedule")]));
+        let kept = |nodes: &[NodeInfo], topology: &Topology| -> Vec<Fit> {
+            let mut cluster = Snapshot::new(nodes, &namespaces);
+            cluster.topology = Some(topology);
+            let mut cycle = Cycle::default();
+            PodTopologySpread.pre_filter(&pod, cluster, &mut cycle);
+            let verdicts: Vec<Fit> = nodes
+                .iter()
+                .map(|n| PodTopologySpread.filter(&cycle, &pod, n))
+                .collect();
+            // The same as counting every node afresh.
+            assert_eq!(verdicts, super::tests::verdicts(&pod, nodes));
+            verdicts
+        };
+        let (fits, missing) = (Fit::Fits, Fit::unresolvable(MISSING_LABEL));
+        let skewed = Fit::unschedulable(NOT_MATCH);
+        // Zones a: 1, b: 0, c: 0.
+        let mut nodes = with_pods(&[1, 0, 0, 0, 0]);
+        assert_eq!(
+            kept(&nodes, &topology),
+            [&skewed, &skewed, &fits, &fits, &missing].map(Clone::clone)
+        );
+        // b and c get one each: every zone has 1.
+        let other = labelled("other", json!({"app": "web"}), None, json!({}));
+        place(&mut nodes[2], &other);
+        topology.touched(2);
+        place(&mut nodes[3], &other);
+        topology.touched(3);
+        assert_eq!(
+            kept(&nodes, &topology),
+            [&fits, &fits, &fits, &fits, &missing].map(Clone::clone)
+        );
+        // a's pod goes: a is the least, the others one above it.
+        let gone = nodes[0].placed[0].clone();
+        nodes[0].remove_pod(&gone);
+        topology.touched(0);
+        assert_eq!(
+            kept(&nodes, &topology),
+            [&fits, &fits, &skewed, &skewed, &missing].map(Clone::clone)
+        );
+        // It comes back among more changes than are remembered: the
+        // totals are counted again from every node.
+        place(&mut nodes[1], &other);
+        for _ in 0..10_000 {
+            topology.touched(4);
+        }
+        assert_eq!(
+            kept(&nodes, &topology),
+            [&fits, &fits, &fits, &fits, &missing].map(Clone::clone)
         );
     }
 
