@@ -11,7 +11,12 @@ use crate::cli::SimNodesArgs;
 
 pub(crate) async fn run(args: SimNodesArgs) -> anyhow::Result<()> {
     let config = config(&args)?;
-    let client = crate::server::client_from(&args.kubeconfig, args.server.as_deref(), None).await?;
+    let client = crate::server::client_from(
+        &args.kubeconfig,
+        args.server.as_deref(),
+        Some(&crate::server::user_agent("tug-sim-nodes")),
+    )
+    .await?;
     let count = config.count;
     let sim = tug_sim::SimNodes::start(client, config).await?;
     println!("tug sim-nodes: {count} nodes registered");

@@ -3759,9 +3759,10 @@ mod sim_nodes {
             "-l",
             "zone=a",
             "-o",
-            "jsonpath={.items[*].metadata.name} {.items[0].spec.taints[0].key}",
+            "jsonpath={.items[*].metadata.name} {.items[0].spec.taints[0].key} {.items[0].metadata.managedFields[0].manager}",
         ]);
-        assert_eq!(listed, "edge-0 edge-1 dedicated");
+        // Its writes are its own in managedFields, named by its User-Agent.
+        assert_eq!(listed, "edge-0 edge-1 dedicated tug-sim-nodes");
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &sim.id().to_string()])
             .status();
