@@ -320,6 +320,11 @@ async fn count_pods(client: &Client, field_selector: Option<&str>) -> anyhow::Re
     }
 }
 
+/// A phase's start on stderr, so that a profiler can be pointed at it.
+fn progress(backend: &str, phase: &str) {
+    eprintln!("cluster-bench: {backend}: {phase}");
+}
+
 async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
     let dir = tempfile::tempdir()?;
     let etcd = match backend {
@@ -347,6 +352,7 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
 
     // KWOK's workload, 1: the nodes, Ready.
     let begun = Instant::now();
+    progress(backend, "nodes");
     let sim = Simulator::start(args, &server::kubeconfig_path(dir.path()))?;
     // The simulator's own counts say when to look; the API says when it is so.
     until("all nodes Ready", || async {
@@ -367,6 +373,7 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     let failures = Arc::new(AtomicUsize::new(0));
     let begun = Instant::now();
+    progress(backend, "pods running");
     let mut latencies: Vec<Duration> = futures::stream::iter(0..args.pods)
         .map(|i| {
             let (pods, failures) = (pods.clone(), failures.clone());
@@ -399,6 +406,7 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
 
     // 3: every pod deleted, each finished by its simulated kubelet.
     let begun = Instant::now();
+    progress(backend, "pods deleted");
     pods.delete_collection(
         &DeleteParams::default().grace_period(1),
         &ListParams::default(),
@@ -426,6 +434,7 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
             continue;
         }
         let begun = Instant::now();
+        progress(backend, &format!("scheduling {case}"));
         let creates = futures::stream::iter(0..args.pods)
             .map(|i| {
                 let (pods, failures) = (pods.clone(), failures.clone());
@@ -466,6 +475,7 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
         let per = args.pods.div_ceil(DEPLOYMENTS);
         let begun = Instant::now();
+        progress(backend, "density");
         for i in 0..DEPLOYMENTS {
             let replicas = per.min(args.pods - (i * per).min(args.pods));
             deployments
@@ -481,6 +491,7 @@ async fn run_backend(args: &Args, backend: &str) -> anyhow::Result<Figures> {
         .await?;
         let running = begun.elapsed();
         let begun = Instant::now();
+        progress(backend, "density deleted");
         deployments
             .delete_collection(&DeleteParams::default(), &ListParams::default())
             .await?;
