@@ -2994,16 +2994,28 @@ fn deployments_run_real_containers_that_survive_an_agent_restart() {
 
     // The agent restarts (with the whole server): it adopts the 20 running
     // containers, restarting none.
+    // The node's Ready condition is left over from the agent before: only
+    // a heartbeat stamped after the restart began is the new agent's.
+    let restarted = tug_api::format::timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    );
     agent.restart();
-    until(60, "the node to be Ready again", || {
+    until(60, "the new agent to report the node Ready", || {
         let ready = agent.kubectl(&[
             "get",
             "node",
             NODE,
             "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} \
+             {.status.conditions[?(@.type==\"Ready\")].lastHeartbeatTime}",
         ]);
-        (String::from_utf8_lossy(&ready.stdout) == "True").then_some(())
+        let ready = String::from_utf8_lossy(&ready.stdout).into_owned();
+        let (status, heartbeat) = ready.split_once(' ')?;
+        // The same format throughout, so the text orders as the time does.
+        (status == "True" && heartbeat.trim() >= restarted.as_str()).then_some(())
     });
     // A container killed behind the agent's back comes back: the new
     // agent is at work.
