@@ -177,7 +177,10 @@ fn remove_pods_left(socket: &Path) {
 
 /// Unmounts and removes what a stopped agent's data dir may still mount:
 /// its pods' volumes, and network namespaces containerd did not remove
-/// (seen now and then under load; said on stderr).
+/// (seen now and then under load; said on stderr). Containers that
+/// outlived the agent and its containerd go too: a test that failed with
+/// pods running, or a sandbox the agent made again while the clean-up
+/// removed it, would otherwise leave their shims and mounts behind.
 fn remove_node_leftovers(data: &Path) {
     let _ = tug_kubelet::volumes::remove_dir(&data.join("agent/pods"));
     let netns = data.join("agent/containerd/state/io.containerd.grpc.v1.cri/netns");
@@ -189,6 +192,51 @@ fn remove_node_leftovers(data: &Path) {
         );
     }
     let _ = tug_kubelet::volumes::remove_dir(&netns);
+    kill_containers_left(data);
+}
+
+/// Kills, through runc, the containers left under a stopped agent's
+/// containerd, then the shims serving its socket, and unmounts their
+/// root filesystems and shared memory.
+fn kill_containers_left(data: &Path) {
+    let containerd = data.join("agent/containerd");
+    let runc = |args: &[&str]| {
+        Command::new("runc")
+            .arg("--root")
+            .arg(containerd.join("runc/k8s.io"))
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+    };
+    let listed = runc(&["list", "-q"]).map(|o| o.stdout).unwrap_or_default();
+    let listed = String::from_utf8_lossy(&listed);
+    let ids: Vec<&str> = listed.lines().filter(|id| !id.is_empty()).collect();
+    for id in &ids {
+        let _ = runc(&["delete", "--force", id]);
+    }
+    let socket = containerd.join("containerd.sock").display().to_string();
+    let mut shims = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let shim = args
+            .first()
+            .is_some_and(|a| a.ends_with(b"containerd-shim-runc-v2"));
+        if shim && args.contains(&socket.as_bytes()) {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            shims += 1;
+        }
+    }
+    if !ids.is_empty() || shims > 0 {
+        eprintln!(
+            "{} container(s) and {shims} shim(s) left after the agent stopped, killed",
+            ids.len()
+        );
+    }
+    let _ = tug_kubelet::volumes::remove_dir(&containerd.join("state"));
 }
 
 fn runtime() -> tokio::runtime::Runtime {
